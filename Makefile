@@ -1,0 +1,46 @@
+# bertrt: one target per stage. `make setup test` installs and tests; `make demo` runs the main job.
+# MODEL picks configs/$(MODEL).yaml; artifacts go to out/$(MODEL)/ (ignored by git).
+MODEL  ?= minilm-l6-h384-squad11
+CONFIG ?= configs/$(MODEL).yaml
+OUT    ?= out/$(MODEL)
+VENV   ?= .venv
+PYTHON ?= python3
+LIMIT  ?=
+PY     := $(VENV)/bin/python
+BERTRT := $(VENV)/bin/bertrt --config $(CONFIG)
+CKPT   := models/$(MODEL)
+
+PASSAGE  ?= TensorRT is a high performance deep learning inference platform that delivers low latency and high throughput for apps such as recommenders, speech and image/video on NVIDIA GPUs. It includes parsers to import models, and plugins to support novel ops and layers before applying optimizations for inference. Today NVIDIA is open-sourcing parsers and plugins in TensorRT so that the deep learning community can customize and extend these components to take advantage of powerful TensorRT optimizations for your apps.
+QUESTION ?= What is TensorRT?
+
+.PHONY: setup test test-slow export demo infer squad clean
+.DELETE_ON_ERROR:
+
+setup: $(VENV)/.installed
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.lock
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q
+
+# The accuracy suites that take minutes (full SQuAD dev); CI runs them too.
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+export: $(OUT)/model.onnx
+$(OUT)/model.onnx: $(wildcard $(CKPT)/*) $(CONFIG) | setup
+	$(BERTRT) export --output $@
+
+demo infer: export
+	$(BERTRT) infer --model $(OUT)/model.onnx --passage "$(PASSAGE)" --question "$(QUESTION)"
+
+# Full SQuAD v1.1 dev by default; LIMIT=300 for the CI subset.
+squad: export
+	$(BERTRT) squad --model $(OUT)/model.onnx --output $(OUT)/predictions.json $(if $(LIMIT),--limit $(LIMIT))
+
+clean:
+	rm -rf out

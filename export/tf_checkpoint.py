@@ -1,0 +1,39 @@
+"""Read a TF1 name-based BERT checkpoint (Google / NGC naming; float32 or float16 variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bertrt.errors import BertrtError
+from bertrt.export.weights import Weights, is_ignored
+
+
+def checkpoint_prefix(directory: Path) -> str:
+    """The checkpoint prefix inside `directory` (from its `checkpoint` file, else the single *.index file)."""
+    import tensorflow as tf  # heavy import: only the export stage needs TensorFlow
+
+    if not directory.is_dir():
+        raise BertrtError(f"{directory}: checkpoint directory not found")
+    prefix = tf.train.latest_checkpoint(str(directory))
+    if prefix is None:
+        indexes = sorted(directory.glob("*.index"))
+        if len(indexes) != 1:
+            raise BertrtError(f"{directory}: no TF checkpoint found (no 'checkpoint' file and "
+                              f"{len(indexes)} *.index files)")
+        prefix = str(indexes[0].with_suffix(""))
+    return prefix
+
+
+def read_tf_checkpoint(directory: Path) -> Weights:
+    import tensorflow as tf
+
+    prefix = checkpoint_prefix(directory)
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        return {name: np.asarray(reader.get_tensor(name)).astype(np.float32)
+                for name in reader.get_variable_to_shape_map() if not is_ignored(name)}
+    except Exception as exc:  # TF raises several unrelated types (IndexError, DataLossError, ...) for corrupt files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BertrtError(f"{prefix}: unreadable TF checkpoint ({first})") from None

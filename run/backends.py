@@ -1,0 +1,86 @@
+"""Backend-neutral inference: load a QA artifact, feed int32 [B, S] input_ids/segment_ids/input_mask, get
+start/end logits. Each backend is a Polygraphy runner (one interface for onnxruntime now, TensorRT later), wrapped
+with the checks the bertrt contract needs (batch and sequence limits, output names)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bertrt.errors import BertrtError
+from bertrt.model_config import BertConfig
+from bertrt.qa_contract import INPUT_NAMES, load_qa_model
+
+ORT_PROVIDERS = {"cpu": ["CPUExecutionProvider"],
+                 "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+@dataclass
+class QABackend:
+    runner: object  # polygraphy.backend.base.BaseRunner
+    config: BertConfig
+    description: str
+    seq_len: int | None = None  # fixed sequence length (TensorRT profiles), None when dynamic
+    max_batch: int | None = None
+
+    def __enter__(self) -> QABackend:
+        self.runner.activate()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.runner.deactivate()
+
+    def infer(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        batch, seq = feed["input_ids"].shape
+        if self.max_batch is not None and batch > self.max_batch:
+            raise BertrtError(f"batch {batch} is larger than the model's profile allows ({self.max_batch})")
+        if self.seq_len is not None and seq != self.seq_len:
+            raise BertrtError(f"sequence length {seq} differs from the model's fixed length {self.seq_len}")
+        if seq > self.config.max_position_embeddings:
+            raise BertrtError(f"sequence length {seq} exceeds the model's {self.config.max_position_embeddings} "
+                              f"positions")
+        out = self.runner.infer({name: np.ascontiguousarray(feed[name], dtype=np.int32) for name in INPUT_NAMES})
+        return (np.asarray(out["start_logits"], dtype=np.float32), np.asarray(out["end_logits"], dtype=np.float32))
+
+
+def ort_session(path: str | Path | bytes, provider: str = "cpu", threads: int | None = None):
+    """An onnxruntime session set up for this machine: all graph optimizations, one intra-op thread per core,
+    sequential execution (inter-op threads only compete for the same cores on small machines)."""
+    import onnxruntime as ort
+
+    if provider not in ORT_PROVIDERS:
+        raise BertrtError(f"unknown onnxruntime provider {provider!r} (choose from {', '.join(ORT_PROVIDERS)})")
+    if provider == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise BertrtError("onnxruntime here has no CUDA execution provider (install onnxruntime-gpu)")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options,
+                                    providers=ORT_PROVIDERS[provider])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        where = "model" if isinstance(path, bytes) else path
+        raise BertrtError(f"{where}: onnxruntime cannot load it ({str(exc).splitlines()[0][:300]})") from None
+
+
+def open_backend(path: str | Path, provider: str = "cpu", threads: int | None = None) -> QABackend:
+    """Open a QA model for inference; the backend is chosen by the artifact: ONNX -> onnxruntime, except a graph of
+    TensorRT plugin nodes, which runs on the CPU through the numpy plugin references (slow; for verification)."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner
+
+    from bertrt.run.runners import ReferenceRunner, uses_trt_plugins
+
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise BertrtError(f"{path}: unsupported model file (expected .onnx)")
+    model, cfg = load_qa_model(path)
+    if uses_trt_plugins(model):
+        return QABackend(ReferenceRunner(model, name="plugin-reference"), cfg, f"numpy plugin references: {path}")
+    session = ort_session(path, provider, threads)
+    return QABackend(OnnxrtRunner(session, name=f"onnxruntime-{provider}"), cfg, f"onnxruntime {provider}: {path}")

@@ -1,0 +1,133 @@
+"""`bertrt compare A B`: run two QA models (TF checkpoint, ONNX export, fused ONNX of any target) on the same real
+SQuAD features and report the worst absolute and relative error of the logits, optionally per layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from polygraphy.backend.onnxrt import OnnxrtRunner
+from polygraphy.comparator import Comparator
+from polygraphy.logger import G_LOGGER
+
+from bertrt.errors import BertrtError
+from bertrt.qa_contract import OUTPUT_NAMES, load_qa_model, stage_of
+from bertrt.run.backends import ort_session
+from bertrt.run.features import collate, make_features
+from bertrt.run.runners import ReferenceRunner, TfCheckpointRunner, uses_trt_plugins
+from bertrt.run.squad_data import load_squad
+
+REL_FLOOR = 1e-3  # relative error is taken only where |reference| >= this (it is meaningless near zero)
+
+
+@dataclass
+class Row:
+    tensor: str
+    worst_abs: float
+    worst_rel: float
+    where: tuple[int, ...]  # index of the worst absolute error
+
+
+def is_checkpoint(path: Path) -> bool:
+    return path.is_dir() or path.suffix == ".safetensors"
+
+
+def layer_tensors(model_path: Path) -> list[tuple[str, str]]:
+    """(label, tensor name) of the embedding output and each encoder layer's output in an unfused export: the
+    tensors the fused graphs keep (emitters write the fused node onto the block's original output tensor)."""
+    from bertrt.surgery.match_model import match_model
+    from bertrt.surgery.prepare import prepare
+
+    prepared = prepare(model_path)
+    matches = match_model(prepared.graph, prepared.cfg)
+    if matches.failures():
+        raise BertrtError(f"{model_path}: --per-layer needs an unfused BERT export ({matches.failures()[0]})")
+    labels = [("embeddings", matches.embedding.output.name)]
+    labels += [(f"layer_{layer.index}", layer.ffn_skip.output.name) for layer in matches.layers]
+    return labels
+
+
+def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of `model` that also outputs `names` (those it produces)."""
+    produced = {out for node in model.graph.node for out in node.output}
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for name in names:
+        if name in produced:
+            copy.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return copy
+
+
+def make_runner(path: Path, extra_outputs: list[str]):
+    if is_checkpoint(path):
+        return TfCheckpointRunner(path, name=f"tf:{path.name}")
+    model, _ = load_qa_model(path)
+    model = _with_outputs(model, extra_outputs)
+    if uses_trt_plugins(model):
+        return ReferenceRunner(model, [o.name for o in model.graph.output], name=f"plugin-reference:{path.name}")
+    return OnnxrtRunner(ort_session(model.SerializeToString()), name=f"onnxruntime:{path.name}")
+
+
+def _as_bse(value: np.ndarray, batch: int) -> np.ndarray:
+    """Bring an activation to [B, S, E]: the plugin graph carries [S, B, E, 1, 1]."""
+    if value.ndim == 5:
+        value = value.reshape(value.shape[:3]).transpose(1, 0, 2)
+    return value if value.shape[0] == batch else value.transpose(1, 0, 2)
+
+
+def feature_batches(squad_json: Path, tokenizer, num_features: int, batch_size: int, seq_len: int,
+                    ) -> list[dict[str, np.ndarray]]:
+    examples, _ = load_squad(squad_json)
+    features = make_features(examples[:num_features], tokenizer, max_seq_length=seq_len)[:num_features]
+    return [collate(features[i:i + batch_size], seq_len) for i in range(0, len(features), batch_size)]
+
+
+def compare(a: Path, b: Path, batches: list[dict[str, np.ndarray]], per_layer: bool = False) -> list[Row]:
+    """Worst errors of B against A (the reference) over the real (unpadded) positions of every batch."""
+    names: list[tuple[str, str]] = []
+    if per_layer:
+        unfused = next((p for p in (a, b) if not is_checkpoint(p) and stage_of(load_qa_model(p)[0]) == "export"),
+                       None)
+        if unfused is None:
+            raise BertrtError("--per-layer needs one of the two models to be an unfused export (bertrt export)")
+        names = layer_tensors(unfused)
+    extra = [name for _, name in names]
+    runners = [make_runner(a, extra), make_runner(b, extra)]
+    G_LOGGER.module_severity = G_LOGGER.WARNING  # our table below is the report; Polygraphy's per-run log is noise
+    results = Comparator.run(runners, data_loader=batches)
+    (_, runs_a), (_, runs_b) = results[0], results[1]
+    rows = []
+    labels = [(name, name) for name in OUTPUT_NAMES] + names
+    for label, tensor in labels:
+        worst_abs, worst_rel, where = 0.0, 0.0, ()
+        present = True
+        for feed, out_a, out_b in zip(batches, runs_a, runs_b):
+            if tensor not in out_a or tensor not in out_b:
+                present = False
+                break
+            batch = feed["input_ids"].shape[0]
+            va, vb = np.asarray(out_a[tensor], np.float64), np.asarray(out_b[tensor], np.float64)
+            if va.ndim >= 3:
+                va, vb = _as_bse(va, batch), _as_bse(vb, batch)
+            valid = feed["input_mask"].astype(bool)  # padded positions carry no answer: not compared
+            diff = np.abs(va - vb)
+            diff[~valid] = 0.0
+            i = np.unravel_index(int(np.argmax(diff)), diff.shape)
+            if diff[i] >= worst_abs:
+                worst_abs, where = float(diff[i]), tuple(int(x) for x in i)
+            big = (np.abs(va) >= REL_FLOOR) & (valid if diff.ndim == 2 else valid[..., None])
+            if big.any():
+                worst_rel = max(worst_rel, float((diff / np.maximum(np.abs(va), REL_FLOOR))[big].max()))
+        if present:
+            rows.append(Row(label, worst_abs, worst_rel, where))
+    return rows
+
+
+def format_rows(rows: list[Row], atol: float) -> str:
+    lines = [f"{'tensor':<16} {'worst abs':>12} {'worst rel':>12}  at [batch, pos(, channel)]  (atol {atol:g})"]
+    for r in rows:
+        flag = "  FAIL" if r.worst_abs > atol else ""
+        lines.append(f"{r.tensor:<16} {r.worst_abs:>12.3e} {r.worst_rel:>12.3e}  {list(r.where)}{flag}")
+    return "\n".join(lines)

@@ -1,0 +1,186 @@
+"""SQuAD features: question + sliding windows over the context, as Google BERT's run_squad.py builds them.
+
+Differences from run_squad.py that are on purpose: tokens map back to character offsets in the original
+context (from the tokenizer) instead of to whitespace-split words, so answers are exact substrings of the
+context; and features are not padded here (see `collate`), so a runtime can batch them at any length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bertrt.errors import BertrtError
+from bertrt.run.squad_data import Example
+
+
+@dataclass
+class Feature:
+    """One model input: [CLS] question [SEP] context-window [SEP], unpadded."""
+
+    example_index: int
+    span_index: int  # which window of the example's context, 0-based
+    input_ids: np.ndarray  # int32 [length]
+    segment_ids: np.ndarray  # int32 [length]
+    # Per position: (char_start, char_end) of the token in the example's context; None for [CLS], question
+    # and [SEP] tokens.
+    token_spans: list[tuple[int, int] | None]
+    # Per position: True when this window gives the token more surrounding context than any other window of
+    # the example (run_squad's _check_is_max_context); always False for non-context positions.
+    max_context: np.ndarray  # bool [length]
+
+    @property
+    def length(self) -> int:
+        return len(self.input_ids)
+
+
+def _window_starts(n_tokens: int, window: int, doc_stride: int) -> list[int]:
+    # run_squad.py: advance by min(window, stride) until a window reaches the end of the context.
+    starts = [0]
+    while starts[-1] + window < n_tokens:
+        starts.append(starts[-1] + min(window, doc_stride))
+    return starts
+
+
+def _max_context(n_tokens: int, starts: list[int], window: int) -> np.ndarray:
+    """Index of the window that is each token's max-context window ([n_tokens] int)."""
+    pos = np.arange(n_tokens)
+    scores = np.full((len(starts), n_tokens), -np.inf)
+    for w, start in enumerate(starts):
+        length = min(window, n_tokens - start)
+        inside = slice(start, start + length)
+        left = pos[inside] - start
+        right = start + length - 1 - pos[inside]
+        scores[w, inside] = np.minimum(left, right) + 0.01 * length
+    # argmax keeps the first of equal scores, as run_squad's strict ">" does.
+    return scores.argmax(axis=0)
+
+
+def _check_tokenizer(tokenizer) -> tuple[int, int]:
+    # Truncation or padding set on the (mutable) tokenizer would silently drop or pad context tokens.
+    if tokenizer.truncation is not None or tokenizer.padding is not None:
+        raise BertrtError("tokenizer has truncation or padding enabled; make_features needs it disabled")
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    if cls_id is None or sep_id is None:
+        raise BertrtError("tokenizer vocabulary lacks [CLS] or [SEP]")
+    return cls_id, sep_id
+
+
+def make_features(
+    examples: Sequence[Example],
+    tokenizer,
+    max_seq_length: int = 384,
+    doc_stride: int = 128,
+    max_query_length: int = 64,
+    truncate_question: bool = True,
+) -> list[Feature]:
+    """Features for `examples`, in example order then window order.
+
+    `doc_stride` is the step between window starts (run_squad.py's meaning). Questions longer than
+    `max_query_length` tokens are cut to it, or rejected when `truncate_question` is False.
+    """
+    if doc_stride < 1:
+        raise BertrtError(f"doc_stride must be at least 1, got {doc_stride}")
+    if max_query_length < 1:
+        raise BertrtError(f"max_query_length must be at least 1, got {max_query_length}")
+    if max_query_length + 3 >= max_seq_length:
+        raise BertrtError(
+            f"max_seq_length {max_seq_length} leaves no room for context after a question of up to "
+            f"{max_query_length} tokens plus 3 special tokens"
+        )
+    cls_id, sep_id = _check_tokenizer(tokenizer)
+    for ex in examples:
+        if not ex.question.strip():
+            raise BertrtError(f"example {ex.qas_id!r} has an empty question")
+        if not ex.context.strip():
+            raise BertrtError(f"example {ex.qas_id!r} has an empty context")
+
+    # SQuAD has ~5 questions per paragraph: tokenize each distinct context once.
+    contexts = list(dict.fromkeys(ex.context for ex in examples))
+    context_tokens = {
+        c: (np.asarray(enc.ids, dtype=np.int32), enc.offsets)
+        for c, enc in zip(contexts, tokenizer.encode_batch(contexts, add_special_tokens=False))
+    }
+    question_enc = tokenizer.encode_batch([ex.question for ex in examples], add_special_tokens=False)
+
+    # The window layout depends on the question length, so cache it by (context, window size).
+    layout_cache: dict[tuple[str, int], tuple[list[int], np.ndarray]] = {}
+    features: list[Feature] = []
+    for ex_index, (ex, q_enc) in enumerate(zip(examples, question_enc)):
+        q_ids = q_enc.ids
+        if not q_ids:
+            raise BertrtError(f"example {ex.qas_id!r}: question {ex.question!r} has no tokens")
+        if len(q_ids) > max_query_length:
+            if not truncate_question:
+                raise BertrtError(
+                    f"example {ex.qas_id!r}: question has {len(q_ids)} tokens; at most {max_query_length} fit "
+                    "(raise max_query_length or allow truncation)"
+                )
+            q_ids = q_ids[:max_query_length]
+        c_ids, c_offsets = context_tokens[ex.context]
+        n_ctx = len(c_ids)
+        if n_ctx == 0:
+            raise BertrtError(f"example {ex.qas_id!r}: context has no tokens")
+
+        window = max_seq_length - len(q_ids) - 3
+        key = (ex.context, window)
+        if key not in layout_cache:
+            starts = _window_starts(n_ctx, window, doc_stride)
+            layout_cache[key] = (starts, _max_context(n_ctx, starts, window))
+        starts, best_window = layout_cache[key]
+
+        prefix = np.asarray([cls_id, *q_ids, sep_id], dtype=np.int32)
+        n_prefix = len(prefix)
+        for span_index, start in enumerate(starts):
+            end = min(start + window, n_ctx)
+            length = n_prefix + (end - start) + 1
+            input_ids = np.empty(length, dtype=np.int32)
+            input_ids[:n_prefix] = prefix
+            input_ids[n_prefix:-1] = c_ids[start:end]
+            input_ids[-1] = sep_id
+            segment_ids = np.zeros(length, dtype=np.int32)
+            segment_ids[n_prefix:] = 1
+            max_context = np.zeros(length, dtype=bool)
+            max_context[n_prefix:-1] = best_window[start:end] == span_index
+            features.append(
+                Feature(
+                    example_index=ex_index,
+                    span_index=span_index,
+                    input_ids=input_ids,
+                    segment_ids=segment_ids,
+                    token_spans=[None] * n_prefix + c_offsets[start:end] + [None],
+                    max_context=max_context,
+                )
+            )
+    return features
+
+
+def collate(features: Sequence[Feature], seq_len: int) -> dict[str, np.ndarray]:
+    """Stack features into zero-padded int32 [batch, seq_len] arrays: input_ids, segment_ids, input_mask."""
+    ids = np.zeros((len(features), seq_len), dtype=np.int32)
+    segments = np.zeros_like(ids)
+    mask = np.zeros_like(ids)
+    for row, f in enumerate(features):
+        if f.length > seq_len:
+            raise BertrtError(
+                f"feature {f.span_index} of example {f.example_index} has {f.length} tokens; "
+                f"the batch holds at most {seq_len}"
+            )
+        ids[row, : f.length] = f.input_ids
+        segments[row, : f.length] = f.segment_ids
+        mask[row, : f.length] = 1
+    return {"input_ids": ids, "segment_ids": segments, "input_mask": mask}
+
+
+def batches(
+    features: Sequence[Feature], batch_size: int, seq_len: int | None = None
+) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+    """Yield (feature indices, collated arrays) in order; seq_len None pads each batch to its longest feature."""
+    if batch_size < 1:
+        raise BertrtError(f"batch size must be at least 1, got {batch_size}")
+    for first in range(0, len(features), batch_size):
+        indices = list(range(first, min(first + batch_size, len(features))))
+        chunk = [features[i] for i in indices]
+        yield indices, collate(chunk, seq_len if seq_len is not None else max(f.length for f in chunk))

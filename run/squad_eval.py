@@ -1,0 +1,77 @@
+"""The `squad` stage: run a QA model over a SQuAD file, write predictions.json and its EM/F1 beside it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from bertrt.artifacts import sha256_file, write_json_atomic
+from bertrt.run.answering import SquadParams, answer
+from bertrt.run.backends import QABackend
+from bertrt.run.squad_data import detect_version, load_squad, select_examples
+from bertrt.run.squad_metrics import evaluate
+
+
+def eval_path(predictions: Path) -> Path:
+    return predictions.with_name(predictions.stem + ".eval.json")
+
+
+def _subset(data: list[dict], qids: set[str]) -> list[dict]:
+    """The dataset restricted to the questions that were run (so --limit scores only those)."""
+    articles = []
+    for article in data:
+        paragraphs = []
+        for paragraph in article["paragraphs"]:
+            qas = [qa for qa in paragraph["qas"] if qa["id"] in qids]
+            if qas:
+                paragraphs.append({**paragraph, "qas": qas})
+        if paragraphs:
+            articles.append({**article, "paragraphs": paragraphs})
+    return articles
+
+
+def run_squad(backend: QABackend, tokenizer, squad_json: Path, output: Path, params: SquadParams,
+              batch_size: int, limit: int | None = None, null_score_diff_threshold: float = 0.0,
+              progress: bool = True) -> dict:
+    examples, dataset = load_squad(squad_json)
+    version = detect_version(dataset)
+    examples = select_examples(examples, limit)
+    t0 = time.perf_counter()
+    result = answer(backend, tokenizer, examples, params, batch_size, truncate_question=True, progress=progress,
+                    version_2=version == "2.0", null_score_diff_threshold=null_score_diff_threshold)
+    wall = time.perf_counter() - t0
+    predictions = {ex.qas_id: a.text for ex, a in zip(examples, result.answers)}
+    na_probs = None
+    if version == "2.0":  # the official v2 script takes a no-answer score per question; ours is the null odds
+        na_probs = {ex.qas_id: (a.null_score_diff if a.null_score_diff is not None else 0.0)
+                    for ex, a in zip(examples, result.answers)}
+    extra = {"na_probs": na_probs} if na_probs is not None else {}
+    scores = evaluate(_subset(dataset["data"], set(predictions)), predictions, version, **extra)
+    report = {
+        "squad_version": version,
+        "squad_json": str(squad_json),
+        "squad_sha256": sha256_file(squad_json),
+        "questions": len(examples),
+        "features": len(result.features),
+        "scores": scores,
+        "wall_seconds": round(wall, 2),
+        "model_seconds": round(result.seconds, 2),
+        "features_per_second": round(len(result.features) / result.seconds, 2) if result.seconds else None,
+        "backend": backend.description,
+        "batch_size": batch_size,
+        "params": params.__dict__,
+    }
+    write_json_atomic(output, predictions)
+    if na_probs is not None:
+        write_json_atomic(output.with_name(output.stem + ".na_probs.json"), na_probs)
+    write_json_atomic(eval_path(output), report)
+    return report
+
+
+def summary(report: dict) -> str:
+    s = report["scores"]
+    em, f1 = (s["exact_match"], s["f1"]) if "exact_match" in s else (s["exact"], s["f1"])
+    return (f"SQuAD v{report['squad_version']}: {report['questions']} questions, {report['features']} features: "
+            f"EM {em:.2f}  F1 {f1:.2f}  ({report['wall_seconds']:.1f} s, {report['features_per_second']} "
+            f"features/s on {report['backend']})\n" + json.dumps(s))

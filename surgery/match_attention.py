@@ -1,0 +1,266 @@
+"""Multi-head self-attention of one BERT layer, from the hidden states x to the merged context (before the output
+dense):
+
+    q/k/v = x @ W + b                   (MatMul + Add, bias first or second)
+    heads = Transpose(Reshape(q/k/v, [B, S, N, H]))   Q and V: perm [0,2,1,3]; K^T: [0,2,3,1], or [0,2,1,3] then
+                                                      [0,1,3,2] (transpose_b style)
+    probs = Softmax(scale * (Qh @ KhT) + mask_bias)   scalar Mul/Div on Qh, KhT or the scores, in any place, or
+                                                      none (scale folded into the weights: scale 1)
+    ctx   = Reshape(Transpose(probs @ Vh, [0,2,1,3]), [B, S, E])
+
+The mask bias is recognised by what it computes (see MaskMatch), since every exporter builds it differently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from bertrt.surgery.pattern import (
+    MatchFailure,
+    Mismatch,
+    const_value,
+    consumers,
+    ensure_internal,
+    producer_op,
+    skip_casts,
+    split_const,
+)
+from bertrt.surgery.probe import evaluate, probe_feed
+
+Q_PERM = [0, 2, 1, 3]  # [B, S, N, H] -> [B, N, S, H]
+KT_PERM = [0, 2, 3, 1]  # [B, S, N, H] -> [B, N, H, S]
+
+
+@dataclass(frozen=True)
+class MaskMatch:
+    """A key-padding mask: ``bias[b, ..., j] = 0`` where ``input_mask[b, j] == 1`` and `filter_value` where it
+    is 0, the same for every head and query row. For the contiguous masks bertrt feeds (1s then 0s) this is the
+    per-row valid length ``sum(input_mask[b])``: keys j >= length get no attention."""
+
+    input_mask: gs.Variable  # the graph input
+    bias: gs.Tensor  # the additive bias tensor of the unfused graph
+    filter_value: float  # e.g. -10000 (Google BERT) or float32 min (transformers)
+
+
+@dataclass(frozen=True)
+class AttentionMatch:
+    """One layer's self-attention. Weights are in ``x @ W`` layout [E_in, E]; Q/K/V columns are head-major
+    (head n owns columns n*H .. n*H+H-1), as the Reshape to [B, S, N, H] implies."""
+
+    input: gs.Variable  # hidden states [B, S, E] feeding Q, K and V
+    output: gs.Variable  # merged context [B, S, E]
+    q_weight: np.ndarray
+    k_weight: np.ndarray
+    v_weight: np.ndarray
+    q_bias: np.ndarray
+    k_bias: np.ndarray
+    v_bias: np.ndarray
+    num_heads: int
+    head_size: int
+    scale: float  # multiplier of Q.K^T before the mask is added (1/sqrt(H) unless folded into the weights)
+    mask: MaskMatch
+    nodes: tuple[gs.Node, ...]
+
+    def packed_qkv(self) -> tuple[np.ndarray, np.ndarray]:
+        """([E_in, 3E], [3E]) in Q, K, V order: onnxruntime's Attention layout."""
+        return (np.concatenate([self.q_weight, self.k_weight, self.v_weight], axis=1),
+                np.concatenate([self.q_bias, self.k_bias, self.v_bias]))
+
+
+@dataclass(frozen=True)
+class _Projection:
+    x: gs.Tensor
+    weight: np.ndarray
+    bias: np.ndarray
+    num_heads: int
+    head_size: int
+    perm: list[int]  # composed Transpose perms from [B, S, N, H]
+    nodes: list[gs.Node]
+
+
+def _projection(t: gs.Tensor, part: str) -> tuple[gs.Tensor, np.ndarray, np.ndarray, list[gs.Node]]:
+    add = producer_op(t, "Add")
+    split = split_const(add) if add is not None else None
+    if split is None or split[0].ndim != 1:
+        raise Mismatch(part, "no MatMul + bias before the head split")
+    bias, mm_out = split
+    matmul = producer_op(mm_out, "MatMul")
+    weight = const_value(matmul.inputs[1]) if matmul is not None else None
+    if weight is None or weight.ndim != 2 or weight.shape[1] != bias.shape[0]:
+        raise Mismatch(part, "no MatMul by a constant [E, E] weight")
+    return matmul.inputs[0], weight.astype(np.float32), bias.astype(np.float32), [matmul, add]
+
+
+def _reshape_dims(reshape: gs.Node) -> list[int | None]:
+    """The target shape of a Reshape, None where only known at runtime."""
+    shape = skip_casts(reshape.inputs[1])  # tf2onnx computes it in int32 and casts
+    value = const_value(shape)
+    if value is not None:
+        return [int(v) for v in value.reshape(-1)]
+    concat = producer_op(shape, "Concat")
+    if concat is None:
+        return []
+    dims: list[int | None] = []
+    for piece in concat.inputs:
+        value = const_value(piece)
+        dims += [int(v) for v in value.reshape(-1)] if value is not None else [None]
+    return dims
+
+
+def _heads(t: gs.Tensor, part: str) -> _Projection:
+    """Walk back from a head tensor through Transposes and the head-split Reshape to the projection."""
+    perm = [0, 1, 2, 3]
+    nodes = []
+    while (node := producer_op(t, "Transpose")) is not None:
+        inner = [int(p) for p in node.attrs["perm"]]
+        perm = [inner[p] for p in perm]
+        nodes.append(node)
+        t = node.inputs[0]
+    reshape = producer_op(t, "Reshape")
+    if reshape is None:
+        raise Mismatch(part, "no Reshape to [B, S, N, H] before the transpose")
+    x, weight, bias, proj_nodes = _projection(reshape.inputs[0], part)
+    dims = _reshape_dims(reshape)
+    hidden = bias.shape[0]
+    if len(dims) != 4:
+        raise Mismatch(part, "head split Reshape target is not [B, S, N, H]")
+    n, h = dims[2], dims[3]
+    if n == -1 and h:
+        n = hidden // h
+    if h == -1 and n:
+        h = hidden // n
+    if not n or not h or n * h != hidden:
+        raise Mismatch(part, f"head split Reshape target {dims} does not split {hidden} into heads")
+    return _Projection(x, weight, bias, n, h, perm, [*proj_nodes, reshape, *nodes])
+
+
+def _strip_scalars(t: gs.Tensor) -> tuple[gs.Tensor, float, list[gs.Node]]:
+    """Walk back through Mul/Div by scalar constants; return (tensor, product of the factors, nodes)."""
+    factor, nodes = 1.0, []
+    while (node := producer_op(t, "Mul", "Div")) is not None:
+        split = split_const(node)
+        if split is None or split[0].size != 1 or (node.op == "Div" and split[1] is not node.inputs[0]):
+            break
+        value = float(split[0].reshape(-1)[0])
+        factor *= value if node.op == "Mul" else 1.0 / value
+        nodes.append(node)
+        t = split[1]
+    return t, factor, nodes
+
+
+def match_mask(graph: gs.Graph, bias: gs.Tensor) -> MaskMatch:
+    """Prove that `bias` is a key-padding bias computed from input_mask by evaluating it on probe masks."""
+    part = "attention mask bias"
+    mask_input = next((t for t in graph.inputs if t.name == "input_mask"), None)
+    if mask_input is None or const_value(bias) is not None:
+        raise Mismatch(part, "the bias added to the scores is not computed from input_mask")
+    mask = np.array([[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0], [1, 0, 1, 1, 0, 1]], dtype=np.int32)
+    try:
+        (value,) = evaluate(graph, [bias], probe_feed(mask))
+    except Exception as exc:  # noqa: BLE001 (whatever onnxruntime raises, the subgraph is not a mask builder)
+        raise Mismatch(part, f"cannot evaluate it from the inputs ({type(exc).__name__})") from None
+    batch, seq = mask.shape
+    if value.ndim != 4 or value.shape[0] != batch or value.shape[1] != 1 or value.shape[3] != seq:
+        raise Mismatch(part, f"shape {list(value.shape)} is not [B, 1, 1 or S, S]")
+    keys = np.broadcast_to(mask[:, None, None, :].astype(bool), value.shape)
+    filters = np.unique(value[~keys])
+    if np.any(value[keys] != 0) or filters.size != 1 or filters[0] > -1e4:
+        raise Mismatch(part, "not 0 on real tokens and one large negative value on padded keys")
+    return MaskMatch(mask_input, bias, float(filters[0]))
+
+
+def match_attention(graph: gs.Graph, x: gs.Tensor, layer: int,
+                    masks: dict[int, MaskMatch] | None = None) -> AttentionMatch | MatchFailure:
+    """The self-attention whose Q, K and V projections read `x`. `masks` caches mask proofs across layers."""
+    masks = {} if masks is None else masks
+    try:
+        return _match(graph, x, masks)
+    except Mismatch as exc:
+        return MatchFailure(f"layer {layer}", f"attention: {exc.part}", exc.detail)
+
+
+def _match(graph: gs.Graph, x: gs.Tensor, masks: dict[int, MaskMatch]) -> AttentionMatch:
+    part = "Q.K^T scores"
+    # The scores MatMul: both operands lead back (through scalar scaling) to head splits of projections of x.
+    scores = None
+    for softmax in _softmaxes_after(x):
+        add = producer_op(softmax.inputs[0], "Add")
+        if add is None:
+            raise Mismatch("softmax input", "the softmax input is not scores + mask bias")
+        for raw, other in ((add.inputs[0], add.inputs[1]), (add.inputs[1], add.inputs[0])):
+            t, factor, scale_nodes = _strip_scalars(raw)
+            if producer_op(t, "MatMul") is not None:
+                scores = (softmax, add, producer_op(t, "MatMul"), factor, scale_nodes, other)
+                break
+        if scores is not None:
+            break
+    if scores is None:
+        raise Mismatch(part, "no Softmax(scale * MatMul + mask) downstream of the layer input")
+    softmax, add, qk, factor, scale_nodes, bias = scores
+    axis = int(softmax.attrs.get("axis", -1))
+    if axis not in (-1, 3):
+        raise Mismatch("softmax", f"axis {axis} is not the key axis")
+
+    q_t, q_factor, q_scale_nodes = _strip_scalars(qk.inputs[0])
+    k_t, k_factor, k_scale_nodes = _strip_scalars(qk.inputs[1])
+    q = _heads(q_t, "Q head split")
+    k = _heads(k_t, "K head split")
+    if q.perm != Q_PERM:
+        raise Mismatch("Q head split", f"transpose perm {q.perm} is not {Q_PERM}")
+    if k.perm != KT_PERM:
+        raise Mismatch("K head split", f"transposes compose to {k.perm}, not K^T {KT_PERM}")
+
+    part = "context"
+    ctx_mm = [n for n in consumers(softmax.outputs[0], "MatMul") if n.inputs[0] is softmax.outputs[0]]
+    if len(ctx_mm) != 1:
+        raise Mismatch(part, "the probabilities do not feed one MatMul with V")
+    v = _heads(ctx_mm[0].inputs[1], "V head split")
+    if v.perm != Q_PERM:
+        raise Mismatch("V head split", f"transpose perm {v.perm} is not {Q_PERM}")
+    if not (q.x is x and k.x is x and v.x is x):
+        raise Mismatch("Q/K/V projections", "Q, K and V do not all read the layer input")
+    if len({(p.num_heads, p.head_size) for p in (q, k, v)}) != 1:
+        raise Mismatch("Q/K/V projections", "Q, K and V are split into different head counts")
+
+    part = "merge heads"
+    merge_t = consumers(ctx_mm[0].outputs[0], "Transpose")
+    if len(merge_t) != 1 or [int(p) for p in merge_t[0].attrs["perm"]] != Q_PERM:
+        raise Mismatch(part, f"no Transpose {Q_PERM} of the context")
+    merge_r = consumers(merge_t[0].outputs[0], "Reshape")
+    dims = _reshape_dims(merge_r[0]) if len(merge_r) == 1 else []
+    if len(dims) != 3 or dims[2] not in (-1, q.bias.shape[0]):
+        raise Mismatch(part, "no Reshape of the context to [B, S, E]")
+    output = merge_r[0].outputs[0]
+
+    key = id(bias)
+    if key not in masks:
+        masks[key] = match_mask(graph, bias)
+
+    nodes = [*q.nodes, *k.nodes, *v.nodes, *q_scale_nodes, *k_scale_nodes, qk, *scale_nodes, add, softmax,
+             ctx_mm[0], merge_t[0], merge_r[0]]
+    ensure_internal(nodes, output, "attention")
+    return AttentionMatch(x, output, q.weight, k.weight, v.weight, q.bias, k.bias, v.bias, q.num_heads, q.head_size,
+                          q_factor * k_factor * factor, masks[key], tuple(nodes))
+
+
+def _softmaxes_after(x: gs.Tensor, depth: int = 10) -> list[gs.Node]:
+    """Softmax nodes within `depth` steps downstream of x (the attention of this layer, not of later ones:
+    the next layer's softmax is further than `depth` steps away)."""
+    found, frontier, seen = [], [x], set()
+    for _ in range(depth):
+        nxt = []
+        for t in frontier:
+            for node in t.outputs:
+                if id(node) in seen:
+                    continue
+                seen.add(id(node))
+                if node.op == "Softmax":
+                    found.append(node)
+                else:
+                    nxt.extend(node.outputs)
+        frontier = nxt
+    return found
+

@@ -1,0 +1,65 @@
+"""`bertrt surgery`: prepare -> match every block -> emit the target's fused ops -> cleanup -> check -> stamp ->
+save atomically, with the sidecar and the fusion report (`<output>.fusion.json`) beside the output.
+
+An emitter is a module with ``emit(graph, matches, cfg, **options) -> {block: fused count}`` that rewrites the
+graph in place from complete `ModelMatches` (see match_model.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from bertrt.artifacts import atomic_output, write_json_atomic, write_sidecar
+from bertrt.errors import BertrtError
+from bertrt.qa_contract import stamp
+from bertrt.surgery.match_model import match_model
+from bertrt.surgery.prepare import infer_config, prepare
+from bertrt.surgery.report import build_report, check_matches, format_report
+
+TARGETS = {"ort": "bertrt.surgery.emit_ort"}  # target -> emitter module
+PLUGIN_APIS = ("v2", "v3")
+
+
+def fusion_report_path(output: str | Path) -> Path:
+    return Path(f"{output}.fusion.json")
+
+
+def run_surgery(input_path: str | Path, output_path: str | Path, target: str, plugin_api: str = "v3") -> dict:
+    """Fuse `input_path` for `target` into `output_path`; return the fusion report. On any unmatched block raise
+    BertrtError and write nothing."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    if target not in TARGETS:
+        raise BertrtError(f"unknown surgery target {target!r} (available: {', '.join(TARGETS)})")
+    if plugin_api not in PLUGIN_APIS:
+        raise BertrtError(f"--plugin-api must be one of {', '.join(PLUGIN_APIS)}, not {plugin_api!r}")
+    if output_path.resolve() == input_path.resolve():
+        raise BertrtError(f"{output_path}: the output would overwrite the input")
+
+    prepared = prepare(input_path)
+    matches = match_model(prepared.graph, prepared.cfg)
+    check_matches(matches, str(input_path), prepared.cfg)
+    cfg = prepared.cfg or infer_config(matches)
+
+    options = {"plugin_api": plugin_api} if target == "plugins" else {}
+    fused = importlib.import_module(TARGETS[target]).emit(prepared.graph, matches, cfg, **options)
+    report = build_report(cfg, fused, target)
+    report["source"] = prepared.source
+
+    graph = prepared.graph
+    graph.cleanup().toposort()
+    model = gs.export_onnx(graph, ir_version=prepared.ir_version)
+    onnx.checker.check_model(model)
+    stamp(model, f"surgery:{target}", cfg)
+    with atomic_output(output_path) as tmp:
+        onnx.save(model, str(tmp))
+    write_sidecar(output_path, f"surgery:{target}",
+                  {"target": target, "plugin_api": plugin_api, "source_format": prepared.source,
+                   "config": cfg.to_dict(), "blocks": report["blocks"]},
+                  {"model": input_path})
+    write_json_atomic(fusion_report_path(output_path), report)
+    print(format_report(report))
+    return report

@@ -1,0 +1,104 @@
+"""Load the input graph for surgery: accept a bertrt export or a Hugging Face (torch.onnx.export) BERT QA graph,
+bring the latter to the bertrt I/O contract, then fold constants so the matchers see weights as constants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from bertrt.errors import BertrtError
+from bertrt.model_config import BertConfig
+from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, load_qa_model, metadata
+from bertrt.surgery.probe import MAX_ORT_IR_VERSION
+
+# Hugging Face input name -> bertrt input name (transformers' forward order is ids, mask, token types).
+HF_INPUTS = {"input_ids": "input_ids", "token_type_ids": "segment_ids", "attention_mask": "input_mask"}
+
+
+@dataclass
+class Prepared:
+    graph: gs.Graph
+    cfg: BertConfig | None  # None for a foreign export: inferred from the matches (infer_config)
+    source: str  # "bertrt" | "huggingface"
+    ir_version: int
+
+
+@contextlib.contextmanager
+def _ort_loadable_exports() -> Iterator[None]:
+    """graphsurgeon's fold_constants evaluates the graph with onnxruntime through export_onnx, which stamps onnx's
+    newest IR version; onnxruntime refuses it and folding silently does nothing. Export at IR 11 meanwhile."""
+    saved = onnx.IR_VERSION
+    onnx.IR_VERSION = min(saved, MAX_ORT_IR_VERSION)
+    try:
+        yield
+    finally:
+        onnx.IR_VERSION = saved
+
+
+def _adapt_hf(graph: gs.Graph) -> None:
+    """Replace the HF inputs (int64) by int32 contract inputs, cast back to the original type inside the graph."""
+    old = {t.name: t for t in graph.inputs}
+    new_inputs = {}
+    for hf_name, ours in HF_INPUTS.items():
+        tensor = old[hf_name]
+        tensor.name = f"{hf_name}.original"
+        new = gs.Variable(ours, np.int32, ["batch", "seq"])
+        to = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(tensor.dtype))
+        graph.nodes.append(gs.Node("Cast", inputs=[new], outputs=[tensor], attrs={"to": to}))
+        new_inputs[ours] = new
+    graph.inputs = [new_inputs[name] for name in INPUT_NAMES]
+
+
+def prepare(path: str | Path) -> Prepared:
+    """Load `path`, adapt a Hugging Face export to the bertrt contract, fold constants, clean up, toposort."""
+    path = Path(path)
+    if not path.is_file():
+        raise BertrtError(f"{path}: model file not found")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises DecodeError/ValueError/... for non-ONNX bytes
+        raise BertrtError(f"{path}: not an ONNX file ({type(exc).__name__})") from None
+    inputs = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    outputs = sorted(o.name for o in model.graph.output)
+    if "bertrt.config" in metadata(model):
+        model, cfg = load_qa_model(path)
+        source = "bertrt"
+    elif (outputs == sorted(OUTPUT_NAMES) and set(inputs) == set(HF_INPUTS)
+          and all(t in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) for t in inputs.values())):
+        cfg, source = None, "huggingface"
+    else:
+        raise BertrtError(f"{path}: not a BERT QA graph: inputs {sorted(inputs)} -> outputs {outputs} are neither "
+                          f"bertrt's {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)} nor Hugging Face's "
+                          f"{sorted(HF_INPUTS)} -> {list(OUTPUT_NAMES)}")
+    graph = gs.import_onnx(model)
+    if source == "huggingface":
+        _adapt_hf(graph)
+    # Folding turns Constant nodes and constant subexpressions (e.g. transposed weights) into initializers, so
+    # matchers read weights as values; shape-dependent parts (position slice, mask builder) stay dynamic.
+    with _ort_loadable_exports():
+        graph.fold_constants().cleanup().toposort()
+    return Prepared(graph, cfg, source, model.ir_version)
+
+
+def infer_config(matches) -> BertConfig:
+    """The BertConfig of a fully matched foreign export, read from its weights and structure."""
+    emb = matches.embedding
+    first = matches.layers[0]
+    return BertConfig(
+        vocab_size=emb.word_embeddings.shape[0],
+        hidden_size=emb.word_embeddings.shape[1],
+        num_hidden_layers=len(matches.layers),
+        num_attention_heads=first.attention.num_heads,
+        intermediate_size=first.gelu.bias.shape[0],
+        max_position_embeddings=emb.position_embeddings.shape[0],
+        type_vocab_size=emb.token_type_embeddings.shape[0],
+        gelu=first.gelu.form,
+        layer_norm_eps=emb.layernorm.epsilon,
+    )

@@ -1,0 +1,71 @@
+"""Shared fixtures: the real embedded model exported once per test session, real SQuAD features."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+EMBEDDED = ROOT / "models" / "minilm-l6-h384-squad11"
+VOCAB = EMBEDDED / "vocab.txt"
+DEV = SHARED / "data" / "squad" / "dev-v1.1.json"
+TRAIN = SHARED / "data" / "squad" / "train-v1.1.reconstructed.json.gz"
+HF_FIXTURES = ROOT / "tests" / "fixtures" / "hf"
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedded_onnx(tmp_path_factory) -> Path:
+    """The embedded checkpoint exported with `bertrt export` (tf2onnx takes ~30 s: once per session)."""
+    from bertrt.export.onnx_export import export
+
+    out = tmp_path_factory.mktemp("embedded") / "model.onnx"
+    return export(EMBEDDED, out)
+
+
+@pytest.fixture(scope="session")
+def embedded_tf():
+    """The TF reference network of the embedded checkpoint (the graph tf2onnx converted)."""
+    from bertrt.export.onnx_export import read_weights, resolve_source
+    from bertrt.export.tf_model import build_qa_function
+    from bertrt.model_config import BertConfig
+
+    cfg = BertConfig.from_json(EMBEDDED / "bert_config.json")
+    return build_qa_function(read_weights(resolve_source(EMBEDDED), cfg), cfg)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from bertrt.run.tokenizer import load_tokenizer
+
+    return load_tokenizer(VOCAB, expected_vocab_size=30522)
+
+
+@pytest.fixture(scope="session")
+def dev_features(tokenizer):
+    """Real SQuAD dev features: the first 24 questions (some with two windows), unpadded."""
+    from bertrt.run.features import make_features
+    from bertrt.run.squad_data import load_squad
+
+    examples, _ = load_squad(require(DEV))
+    return make_features(examples[:24], tokenizer)
+
+
+@pytest.fixture(scope="session")
+def dev_batch(dev_features) -> dict[str, np.ndarray]:
+    """8 real features padded to the longest of them (so rows carry different amounts of padding)."""
+    from bertrt.run.features import collate
+
+    chosen = dev_features[:8]
+    return collate(chosen, max(f.length for f in chosen))

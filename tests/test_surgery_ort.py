@@ -1,0 +1,208 @@
+"""`ort` surgery: full fusion and parity with the unfused graph for our exports (real and random-weight models of
+several shapes) and for Hugging Face exports; clean failure on graphs that are not BERT."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from bertrt.artifacts import sha256_file, sidecar_path
+from bertrt.errors import BertrtError
+from bertrt.model_config import BertConfig
+from bertrt.qa_contract import load_qa_model, stamp, stage_of
+from bertrt.run.backends import ort_session
+from bertrt.surgery.pipeline import fusion_report_path, run_surgery
+from checkpoints import random_weights
+from conftest import HF_FIXTURES, ROOT
+
+TOL = 1e-4
+REAL_EXPORT = ROOT / "out" / "model.onnx"
+HF_NAMES = ["hf-l2-h64-a2", "hf-l4-h128-a4", "hf-l2-h128-a2-tanh"]
+# (layers, hidden, heads, gelu): head sizes 32, 32, 64; the tanh one covers tf2onnx's x*x*x GELU form.
+SHAPES = [(2, 64, 2, "erf"), (4, 128, 4, "tanh"), (2, 768, 12, "erf")]
+
+
+def logits(path: Path, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    start, end = ort_session(path, threads=1).run(["start_logits", "end_logits"], feed)
+    return start, end
+
+
+def worst_valid_error(a: tuple, b: tuple, mask: np.ndarray) -> float:
+    valid = mask.astype(bool)
+    return max(float(np.abs(x - y)[valid].max()) for x, y in zip(a, b))
+
+
+def assert_fully_fused(path: Path, layers: int, gelu: str) -> None:
+    ops = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+    assert ops["EmbedLayerNormalization"] == 1
+    assert ops["SkipLayerNormalization"] == 2 * layers
+    assert ops["Attention"] == layers
+    assert ops["BiasGelu" if gelu == "erf" else "FastGelu"] == layers
+    assert not {"Softmax", "Erf", "Tanh", "ReduceMean", "LayerNormalization", "Gather"} & set(ops)
+
+
+def random_feed(batch: int, seq: int, vocab: int, seed: int) -> dict[str, np.ndarray]:
+    """Rows with different padding: full, partly padded, mostly padded."""
+    rng = np.random.default_rng(seed)
+    lengths = [seq, seq - seq // 3, 5][:batch]
+    mask = (np.arange(seq)[None, :] < np.array(lengths)[:, None]).astype(np.int32)
+    ids = rng.integers(5, vocab, (batch, seq)).astype(np.int32) * mask
+    segments = ((np.arange(seq)[None, :] >= np.array(lengths)[:, None] // 3) * mask).astype(np.int32)
+    return {"input_ids": ids, "segment_ids": segments, "input_mask": mask}
+
+
+@pytest.fixture(scope="session")
+def random_exports(tmp_path_factory):
+    """shape -> (unfused export, fused ort model, cfg); one tf2onnx conversion per shape, made on first use."""
+    from bertrt.export.onnx_export import convert_to_onnx
+    from bertrt.export.tf_model import build_qa_function
+
+    cache = {}
+
+    def get(shape):
+        if shape not in cache:
+            layers, hidden, heads, gelu = shape
+            cfg = BertConfig(vocab_size=128, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                             intermediate_size=4 * hidden, max_position_embeddings=384, gelu=gelu)
+            directory = tmp_path_factory.mktemp(f"random-l{layers}-h{hidden}")
+            weights = random_weights(cfg, seed=hidden)
+            # Keep activations the same size at every width (std 0.2 kernels at hidden 768 make the scores so
+            # large that fp32 rounding alone moves logits by 1e-3 between any two evaluation orders).
+            for name in weights:
+                if name.endswith("kernel"):
+                    weights[name] *= np.float32(np.sqrt(64 / hidden))
+            model = convert_to_onnx(build_qa_function(weights, cfg), 17)
+            stamp(model, "export", cfg)
+            onnx.save(model, str(directory / "model.onnx"))
+            run_surgery(directory / "model.onnx", directory / "model.ort.onnx", "ort")
+            cache[shape] = (directory / "model.onnx", directory / "model.ort.onnx", cfg)
+        return cache[shape]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def real_fused(tmp_path_factory):
+    if not REAL_EXPORT.is_file():
+        pytest.skip(f"{REAL_EXPORT} not available (run `bertrt export`)")
+    out = tmp_path_factory.mktemp("real") / "model.ort.onnx"
+    report = run_surgery(REAL_EXPORT, out, "ort")
+    return out, report
+
+
+def test_real_model_fuses_and_matches_on_squad(real_fused, dev_batch, dev_features):
+    from bertrt.run.features import collate
+
+    fused, report = real_fused
+    _, cfg = load_qa_model(REAL_EXPORT, load_weights=False)
+    assert_fully_fused(fused, cfg.num_hidden_layers, cfg.gelu)
+    assert worst_valid_error(logits(REAL_EXPORT, dev_batch), logits(fused, dev_batch), dev_batch["input_mask"]) < TOL
+    full = collate(dev_features[8:11], 384)  # seq 384 with heavy padding
+    assert worst_valid_error(logits(REAL_EXPORT, full), logits(fused, full), full["input_mask"]) < TOL
+
+
+def test_report_counts_and_artifacts(real_fused):
+    fused, report = real_fused
+    layers = 6
+    assert report["blocks"] == {"embedding": {"fused": 1, "expected": 1},
+                                "skip_layernorm": {"fused": 2 * layers, "expected": 2 * layers},
+                                "attention": {"fused": layers, "expected": layers},
+                                "gelu": {"fused": layers, "expected": layers}}
+    assert json.loads(fusion_report_path(fused).read_text()) == report
+    sidecar = json.loads(sidecar_path(fused).read_text())
+    assert sidecar["stage"] == "surgery:ort" and sidecar["sha256"] == sha256_file(fused)
+    model, cfg = load_qa_model(fused)
+    assert stage_of(model) == "surgery:ort" and cfg.num_hidden_layers == layers
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"l{s[0]}-h{s[1]}-a{s[2]}-{s[3]}")
+@pytest.mark.parametrize(("batch", "seq"), [(1, 128), (3, 384)])
+def test_random_shapes_match(random_exports, shape, batch, seq):
+    unfused, fused, cfg = random_exports(shape)
+    assert_fully_fused(fused, cfg.num_hidden_layers, cfg.gelu)
+    feed = random_feed(batch, seq, cfg.vocab_size, seed=seq + batch)
+    assert worst_valid_error(logits(unfused, feed), logits(fused, feed), feed["input_mask"]) < TOL
+
+
+@pytest.mark.parametrize("name", HF_NAMES)
+def test_hf_fixture_fuses_and_matches_torch(tmp_path, name):
+    out = tmp_path / "model.ort.onnx"
+    report = run_surgery(HF_FIXTURES / name / "model.onnx", out, "ort")
+    config = json.loads((HF_FIXTURES / name / "config.json").read_text())
+    _, cfg = load_qa_model(out)
+    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size,
+            cfg.max_position_embeddings) == (config["num_hidden_layers"], config["hidden_size"],
+                                             config["num_attention_heads"], config["intermediate_size"],
+                                             config["max_position_embeddings"])
+    assert cfg.gelu == ("tanh" if name.endswith("tanh") else "erf")
+    assert report["source"] == "huggingface"
+    assert_fully_fused(out, cfg.num_hidden_layers, cfg.gelu)
+    ref = np.load(HF_FIXTURES / name / "reference.npz")
+    feed = {k: ref[k] for k in ("input_ids", "segment_ids", "input_mask")}
+    assert worst_valid_error(logits(out, feed), (ref["start_logits"], ref["end_logits"]), ref["input_mask"]) < TOL
+
+
+def _save(tmp_path: Path, nodes, inputs, outputs, initializers, cfg: BertConfig | None = None) -> Path:
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, initializers),
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    if cfg is not None:
+        stamp(model, "export", cfg)
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def _assert_rejected(path: Path, tmp_path: Path, *words: str) -> None:
+    before = sha256_file(path)
+    out = tmp_path / "out.onnx"
+    with pytest.raises(BertrtError) as info:
+        run_surgery(path, out, "ort")
+    for word in words:
+        assert word in str(info.value)
+    assert sha256_file(path) == before
+    assert not out.exists() and not fusion_report_path(out).exists() and not sidecar_path(out).exists()
+
+
+def test_mlp_is_rejected(tmp_path):
+    w = numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
+    path = _save(tmp_path, [helper.make_node("MatMul", ["x", "w"], ["y"])],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [w])
+    _assert_rejected(path, tmp_path, "not a BERT QA graph", "inputs ['x']")
+
+
+def test_contract_mlp_is_rejected_naming_the_block(tmp_path):
+    """bertrt I/O and metadata, but no BERT inside: the embeddings block is what did not match."""
+    cfg = BertConfig(vocab_size=8, hidden_size=4, num_hidden_layers=1, num_attention_heads=1, intermediate_size=4,
+                     max_position_embeddings=8)
+    table = numpy_helper.from_array(np.ones((8, 4), np.float32), "table")
+    w = numpy_helper.from_array(np.ones((4, 1), np.float32), "w")
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["e"]),
+             helper.make_node("MatMul", ["e", "w"], ["l"]),
+             helper.make_node("Squeeze", ["l"], ["start_logits"], ),
+             helper.make_node("Cast", ["segment_ids"], ["s"], to=TensorProto.FLOAT),
+             helper.make_node("Cast", ["input_mask"], ["m"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["s", "m"], ["end_logits"])]
+    path = _save(tmp_path, nodes,
+                 [helper.make_tensor_value_info(n, TensorProto.INT32, ["batch", "seq"])
+                  for n in ("input_ids", "segment_ids", "input_mask")],
+                 [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", "seq"])
+                  for n in ("start_logits", "end_logits")], [table, w], cfg)
+    _assert_rejected(path, tmp_path, "embeddings", "LayerNorm")
+
+
+def test_broken_attention_names_layer_and_part(tmp_path):
+    """An unknown variant (K not transposed for Q.K^T in layer 1) fails naming that layer and part."""
+    model = onnx.load(str(HF_FIXTURES / "hf-l2-h64-a2" / "model.onnx"))
+    k_transposes = [n for n in model.graph.node if n.op_type == "Transpose"
+                    and list(helper.get_attribute_value(n.attribute[0])) == [0, 2, 3, 1]]
+    k_transposes[1].attribute[0].ints[:] = [0, 2, 1, 3]
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    _assert_rejected(path, tmp_path, "layer 1", "K head split")
