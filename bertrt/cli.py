@@ -196,12 +196,55 @@ def _run_compare(args, cfg: PipelineConfig) -> int:
     return 1 if any(r.worst_abs > args.atol for r in rows) else 0
 
 
+# --- perf -----------------------------------------------------------------------------------------------------
+def _add_perf(sub) -> None:
+    p = sub.add_parser("perf", help="latency of one or more models over batch x sequence (same process)")
+    p.add_argument("--model", type=Path, action="append", required=True, help="QA model (repeat to compare)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--seq", type=int, nargs="+", default=[128, 384])
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--provider", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+    p.add_argument("--output", type=Path, help="perf JSON (+ .csv beside it; default out/<config>/perf.json)")
+    p.set_defaults(run=_run_perf)
+
+
+def _run_perf(args, cfg: PipelineConfig) -> int:
+    import contextlib
+    import os
+    import platform
+
+    from bertrt.artifacts import tool_versions
+    from bertrt.run.backends import open_backend
+    from bertrt.run.perf import format_table, time_backend, write_results
+
+    if min(args.batch + args.seq) < 1 or args.runs < 1:
+        raise BertrtError("--batch, --seq and --runs must be positive")
+    provider = _pick(args.provider, cfg, "run", "provider")
+    timings = []
+    with contextlib.ExitStack() as stack:
+        backends = [(path, stack.enter_context(open_backend(path, provider=provider, threads=args.threads)))
+                    for path in args.model]
+        # Interleave models inside each shape, so that drift of the machine affects every model alike.
+        for batch in args.batch:
+            for seq in args.seq:
+                for path, backend in backends:
+                    timings.append(time_backend(backend, path.name, batch, seq, args.warmup, args.runs))
+    print(format_table(timings))
+    output = args.output or cfg.out_dir / "perf.json"
+    write_results(timings, output, {"provider": provider, "machine": platform.processor() or platform.machine(),
+                                    "cpu_count": os.cpu_count(), "tools": tool_versions()})
+    print(f"wrote {output} and {output.with_suffix('.csv')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertrt", description=__doc__)
     parser.add_argument("--config", type=Path, help="pipeline config (default configs/minilm-l6-h384-squad11.yaml)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare):
+    for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf):
         add(sub)
     return parser
 

@@ -19,10 +19,9 @@ from bertrt.qa_contract import load_qa_model, stamp, stage_of
 from bertrt.run.backends import ort_session
 from bertrt.surgery.pipeline import fusion_report_path, run_surgery
 from checkpoints import random_weights
-from conftest import HF_FIXTURES, ROOT
+from conftest import HF_FIXTURES
 
 TOL = 1e-4
-REAL_EXPORT = ROOT / "out" / "model.onnx"
 HF_NAMES = ["hf-l2-h64-a2", "hf-l4-h128-a4", "hf-l2-h128-a2-tanh"]
 # (layers, hidden, heads, gelu): head sizes 32, 32, 64; the tanh one covers tf2onnx's x*x*x GELU form.
 SHAPES = [(2, 64, 2, "erf"), (4, 128, 4, "tanh"), (2, 768, 12, "erf")]
@@ -88,23 +87,22 @@ def random_exports(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def real_fused(tmp_path_factory):
-    if not REAL_EXPORT.is_file():
-        pytest.skip(f"{REAL_EXPORT} not available (run `bertrt export`)")
+def real_fused(embedded_onnx, tmp_path_factory):
     out = tmp_path_factory.mktemp("real") / "model.ort.onnx"
-    report = run_surgery(REAL_EXPORT, out, "ort")
+    report = run_surgery(embedded_onnx, out, "ort")
     return out, report
 
 
-def test_real_model_fuses_and_matches_on_squad(real_fused, dev_batch, dev_features):
+def test_real_model_fuses_and_matches_on_squad(embedded_onnx, real_fused, dev_batch, dev_features):
     from bertrt.run.features import collate
 
     fused, report = real_fused
-    _, cfg = load_qa_model(REAL_EXPORT, load_weights=False)
+    _, cfg = load_qa_model(embedded_onnx, load_weights=False)
     assert_fully_fused(fused, cfg.num_hidden_layers, cfg.gelu)
-    assert worst_valid_error(logits(REAL_EXPORT, dev_batch), logits(fused, dev_batch), dev_batch["input_mask"]) < TOL
+    assert worst_valid_error(logits(embedded_onnx, dev_batch), logits(fused, dev_batch),
+                             dev_batch["input_mask"]) < TOL
     full = collate(dev_features[8:11], 384)  # seq 384 with heavy padding
-    assert worst_valid_error(logits(REAL_EXPORT, full), logits(fused, full), full["input_mask"]) < TOL
+    assert worst_valid_error(logits(embedded_onnx, full), logits(fused, full), full["input_mask"]) < TOL
 
 
 def test_report_counts_and_artifacts(real_fused):
@@ -206,3 +204,16 @@ def test_broken_attention_names_layer_and_part(tmp_path):
     path = tmp_path / "model.onnx"
     onnx.save(model, str(path))
     _assert_rejected(path, tmp_path, "layer 1", "K head split")
+
+
+def test_ort_target_squad_f1_equals_unfused_on_ci_subset(real_fused, tokenizer, tmp_path):
+    from bertrt.run.answering import SquadParams
+    from bertrt.run.backends import open_backend
+    from bertrt.run.squad_eval import run_squad
+    from conftest import DEV, require
+
+    expected = json.loads((Path(__file__).parent / "expected" / "accuracy.json").read_text())
+    with open_backend(real_fused[0]) as backend:
+        report = run_squad(backend, tokenizer, require(DEV), tmp_path / "predictions.json", SquadParams(),
+                           batch_size=8, limit=expected["ci_subset_questions"], progress=False)
+    assert abs(report["scores"]["f1"] - expected["onnxruntime-fp32"]["f1"]) <= 0.05

@@ -1,0 +1,38 @@
+"""`bertrt compare`: worst errors between two models on real SQuAD features, exit code 1 over tolerance."""
+
+from __future__ import annotations
+
+import re
+
+from bertrt.cli import main
+from conftest import DEV, EMBEDDED, VOCAB, require
+
+
+def compare_cli(capsys, *argv) -> tuple[int, str]:
+    code = main(["compare", *map(str, argv), "--vocab", str(VOCAB), "--squad-json", str(require(DEV)),
+                 "--num-features", "4", "--batch-size", "2", "--seq-len", "256"])
+    return code, capsys.readouterr().out
+
+
+def worst(out: str, tensor: str) -> float:
+    return float(re.search(rf"^{tensor}\s+(\S+)", out, re.M).group(1))
+
+
+def test_checkpoint_vs_export(capsys, embedded_onnx):
+    code, out = compare_cli(capsys, EMBEDDED, embedded_onnx)
+    assert code == 0, out
+    assert 0.0 < worst(out, "start_logits") <= 1e-4 and 0.0 < worst(out, "end_logits") <= 1e-4
+
+
+def test_export_vs_fused_per_layer_and_tolerance(capsys, embedded_onnx, tmp_path):
+    from bertrt.surgery.pipeline import run_surgery
+
+    fused = tmp_path / "model.ort.onnx"
+    run_surgery(embedded_onnx, fused, "ort")
+    capsys.readouterr()
+    code, out = compare_cli(capsys, embedded_onnx, fused, "--per-layer")
+    assert code == 0, out
+    for tensor in ["embeddings"] + [f"layer_{i}" for i in range(6)]:
+        assert worst(out, tensor) <= 1e-4
+    code, out = compare_cli(capsys, embedded_onnx, fused, "--atol", "1e-9")
+    assert code == 1 and "FAIL" in out
