@@ -152,6 +152,9 @@ def _add_surgery(sub) -> None:
     p.add_argument("--output", type=Path, help="fused ONNX (default out/<config>/model.<target>.onnx)")
     p.add_argument("--target", required=True, help="plugins | native | ort")
     p.add_argument("--plugin-api", default="v3", help="plugins target: v2 (IPluginV2, deprecated) or v3 (IPluginV3)")
+    p.add_argument("--attention", default="matmul",
+                   help="native target: matmul (opset 17 MatMul-Softmax-MatMul, TensorRT 10/11) or onnx-attention "
+                        "(opset 23 Attention -> IAttention, TensorRT >= 10.14)")
     p.set_defaults(run=_run_surgery)
 
 
@@ -160,7 +163,7 @@ def _run_surgery(args, cfg: PipelineConfig) -> int:
 
     source = args.input or _default_model(cfg)
     output = args.output or cfg.out_dir / f"model.{args.target}.onnx"
-    run_surgery(source, output, args.target, plugin_api=args.plugin_api)
+    run_surgery(source, output, args.target, plugin_api=args.plugin_api, attention=args.attention)
     print(f"wrote {output} (+ {output.name}.json, {fusion_report_path(output).name})")
     return 0
 

@@ -38,9 +38,9 @@ class ReferenceRunner(BaseRunner):
     def activate_impl(self):
         from onnx.reference import ReferenceEvaluator
 
-        from bertrt.surgery.plugin_reference import REFERENCE_OPS
+        from bertrt.surgery.plugin_reference import reference_ops
 
-        self.evaluator = ReferenceEvaluator(self.model, new_ops=REFERENCE_OPS)
+        self.evaluator = ReferenceEvaluator(self.model, new_ops=reference_ops())
         self.output_names = self.outputs or [o.name for o in self.model.graph.output]
 
     def get_input_metadata_impl(self):

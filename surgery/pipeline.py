@@ -20,15 +20,20 @@ from bertrt.surgery.match_model import match_model
 from bertrt.surgery.prepare import infer_config, prepare
 from bertrt.surgery.report import build_report, check_matches, format_report
 
-TARGETS = {"ort": "bertrt.surgery.emit_ort"}  # target -> emitter module
+TARGETS = {"ort": "bertrt.surgery.emit_ort", "native": "bertrt.surgery.emit_native",
+           "plugins": "bertrt.surgery.emit_plugins"}  # target -> emitter module
 PLUGIN_APIS = ("v2", "v3")
+NATIVE_ATTENTION = ("matmul", "onnx-attention")
+# The IR version onnx pairs with an opset (the `native` target's onnx-attention form raises the opset to 23).
+_IR_FOR_OPSET = {23: 11}
 
 
 def fusion_report_path(output: str | Path) -> Path:
     return Path(f"{output}.fusion.json")
 
 
-def run_surgery(input_path: str | Path, output_path: str | Path, target: str, plugin_api: str = "v3") -> dict:
+def run_surgery(input_path: str | Path, output_path: str | Path, target: str, plugin_api: str = "v3",
+                attention: str = "matmul") -> dict:
     """Fuse `input_path` for `target` into `output_path`; return the fusion report. On any unmatched block raise
     BertrtError and write nothing."""
     input_path, output_path = Path(input_path), Path(output_path)
@@ -36,6 +41,8 @@ def run_surgery(input_path: str | Path, output_path: str | Path, target: str, pl
         raise BertrtError(f"unknown surgery target {target!r} (available: {', '.join(TARGETS)})")
     if plugin_api not in PLUGIN_APIS:
         raise BertrtError(f"--plugin-api must be one of {', '.join(PLUGIN_APIS)}, not {plugin_api!r}")
+    if attention not in NATIVE_ATTENTION:
+        raise BertrtError(f"--attention must be one of {', '.join(NATIVE_ATTENTION)}, not {attention!r}")
     if output_path.resolve() == input_path.resolve():
         raise BertrtError(f"{output_path}: the output would overwrite the input")
 
@@ -44,20 +51,20 @@ def run_surgery(input_path: str | Path, output_path: str | Path, target: str, pl
     check_matches(matches, str(input_path), prepared.cfg)
     cfg = prepared.cfg or infer_config(matches)
 
-    options = {"plugin_api": plugin_api} if target == "plugins" else {}
+    options = {"plugins": {"plugin_api": plugin_api}, "native": {"attention": attention}}.get(target, {})
     fused = importlib.import_module(TARGETS[target]).emit(prepared.graph, matches, cfg, **options)
     report = build_report(cfg, fused, target)
     report["source"] = prepared.source
 
     graph = prepared.graph
     graph.cleanup().toposort()
-    model = gs.export_onnx(graph, ir_version=prepared.ir_version)
+    model = gs.export_onnx(graph, ir_version=max(prepared.ir_version, _IR_FOR_OPSET.get(int(graph.opset), 0)))
     onnx.checker.check_model(model)
     stamp(model, f"surgery:{target}", cfg)
     with atomic_output(output_path) as tmp:
         onnx.save(model, str(tmp))
     write_sidecar(output_path, f"surgery:{target}",
-                  {"target": target, "plugin_api": plugin_api, "source_format": prepared.source,
+                  {"target": target, **options, "source_format": prepared.source,
                    "config": cfg.to_dict(), "blocks": report["blocks"]},
                   {"model": input_path})
     write_json_atomic(fusion_report_path(output_path), report)

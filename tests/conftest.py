@@ -69,3 +69,38 @@ def dev_batch(dev_features) -> dict[str, np.ndarray]:
 
     chosen = dev_features[:8]
     return collate(chosen, max(f.length for f in chosen))
+
+
+@pytest.fixture(scope="session")
+def random_export(tmp_path_factory):
+    """(layers, hidden, heads, gelu) -> (unfused random-weight export, cfg); one tf2onnx conversion per shape for
+    the whole session, made on first use (every surgery target's tests share them)."""
+    import onnx
+
+    from bertrt.export.onnx_export import convert_to_onnx
+    from bertrt.export.tf_model import build_qa_function
+    from bertrt.model_config import BertConfig
+    from bertrt.qa_contract import stamp
+    from checkpoints import random_weights
+
+    cache = {}
+
+    def get(shape):
+        if shape not in cache:
+            layers, hidden, heads, gelu = shape
+            cfg = BertConfig(vocab_size=128, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                             intermediate_size=4 * hidden, max_position_embeddings=384, gelu=gelu)
+            weights = random_weights(cfg, seed=hidden)
+            # Keep activations the same size at every width (std 0.2 kernels at hidden 768 make the scores so
+            # large that fp32 rounding alone moves logits by 1e-3 between any two evaluation orders).
+            for name in weights:
+                if name.endswith("kernel"):
+                    weights[name] *= np.float32(np.sqrt(64 / hidden))
+            model = convert_to_onnx(build_qa_function(weights, cfg), 17)
+            stamp(model, "export", cfg)
+            path = tmp_path_factory.mktemp(f"random-l{layers}-h{hidden}") / "model.onnx"
+            onnx.save(model, str(path))
+            cache[shape] = (path, cfg)
+        return cache[shape]
+
+    return get

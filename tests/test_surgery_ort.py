@@ -16,26 +16,9 @@ from bertrt.artifacts import sha256_file, sidecar_path
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
 from bertrt.qa_contract import load_qa_model, stamp, stage_of
-from bertrt.run.backends import ort_session
 from bertrt.surgery.pipeline import fusion_report_path, run_surgery
-from checkpoints import random_weights
 from conftest import HF_FIXTURES
-
-TOL = 1e-4
-HF_NAMES = ["hf-l2-h64-a2", "hf-l4-h128-a4", "hf-l2-h128-a2-tanh"]
-# (layers, hidden, heads, gelu): head sizes 32, 32, 64; the tanh one covers tf2onnx's x*x*x GELU form.
-SHAPES = [(2, 64, 2, "erf"), (4, 128, 4, "tanh"), (2, 768, 12, "erf")]
-
-
-def logits(path: Path, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    start, end = ort_session(path, threads=1).run(["start_logits", "end_logits"], feed)
-    return start, end
-
-
-def worst_valid_error(a: tuple, b: tuple, mask: np.ndarray) -> float:
-    valid = mask.astype(bool)
-    return max(float(np.abs(x - y)[valid].max()) for x, y in zip(a, b))
-
+from surgery_common import HF_NAMES, SHAPES, TOL, ort_logits, random_feed, shape_id, worst_valid_error
 
 def assert_fully_fused(path: Path, layers: int, gelu: str) -> None:
     ops = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
@@ -46,41 +29,17 @@ def assert_fully_fused(path: Path, layers: int, gelu: str) -> None:
     assert not {"Softmax", "Erf", "Tanh", "ReduceMean", "LayerNormalization", "Gather"} & set(ops)
 
 
-def random_feed(batch: int, seq: int, vocab: int, seed: int) -> dict[str, np.ndarray]:
-    """Rows with different padding: full, partly padded, mostly padded."""
-    rng = np.random.default_rng(seed)
-    lengths = [seq, seq - seq // 3, 5][:batch]
-    mask = (np.arange(seq)[None, :] < np.array(lengths)[:, None]).astype(np.int32)
-    ids = rng.integers(5, vocab, (batch, seq)).astype(np.int32) * mask
-    segments = ((np.arange(seq)[None, :] >= np.array(lengths)[:, None] // 3) * mask).astype(np.int32)
-    return {"input_ids": ids, "segment_ids": segments, "input_mask": mask}
-
-
 @pytest.fixture(scope="session")
-def random_exports(tmp_path_factory):
-    """shape -> (unfused export, fused ort model, cfg); one tf2onnx conversion per shape, made on first use."""
-    from bertrt.export.onnx_export import convert_to_onnx
-    from bertrt.export.tf_model import build_qa_function
-
+def ort_models(random_export, tmp_path_factory):
+    """shape -> (unfused export, fused ort model, cfg), one surgery per shape."""
     cache = {}
 
     def get(shape):
         if shape not in cache:
-            layers, hidden, heads, gelu = shape
-            cfg = BertConfig(vocab_size=128, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                             intermediate_size=4 * hidden, max_position_embeddings=384, gelu=gelu)
-            directory = tmp_path_factory.mktemp(f"random-l{layers}-h{hidden}")
-            weights = random_weights(cfg, seed=hidden)
-            # Keep activations the same size at every width (std 0.2 kernels at hidden 768 make the scores so
-            # large that fp32 rounding alone moves logits by 1e-3 between any two evaluation orders).
-            for name in weights:
-                if name.endswith("kernel"):
-                    weights[name] *= np.float32(np.sqrt(64 / hidden))
-            model = convert_to_onnx(build_qa_function(weights, cfg), 17)
-            stamp(model, "export", cfg)
-            onnx.save(model, str(directory / "model.onnx"))
-            run_surgery(directory / "model.onnx", directory / "model.ort.onnx", "ort")
-            cache[shape] = (directory / "model.onnx", directory / "model.ort.onnx", cfg)
+            unfused, cfg = random_export(shape)
+            fused = tmp_path_factory.mktemp("ort") / "model.ort.onnx"
+            run_surgery(unfused, fused, "ort")
+            cache[shape] = (unfused, fused, cfg)
         return cache[shape]
 
     return get
@@ -99,10 +58,10 @@ def test_real_model_fuses_and_matches_on_squad(embedded_onnx, real_fused, dev_ba
     fused, report = real_fused
     _, cfg = load_qa_model(embedded_onnx, load_weights=False)
     assert_fully_fused(fused, cfg.num_hidden_layers, cfg.gelu)
-    assert worst_valid_error(logits(embedded_onnx, dev_batch), logits(fused, dev_batch),
+    assert worst_valid_error(ort_logits(embedded_onnx, dev_batch), ort_logits(fused, dev_batch),
                              dev_batch["input_mask"]) < TOL
     full = collate(dev_features[8:11], 384)  # seq 384 with heavy padding
-    assert worst_valid_error(logits(embedded_onnx, full), logits(fused, full), full["input_mask"]) < TOL
+    assert worst_valid_error(ort_logits(embedded_onnx, full), ort_logits(fused, full), full["input_mask"]) < TOL
 
 
 def test_report_counts_and_artifacts(real_fused):
@@ -119,13 +78,13 @@ def test_report_counts_and_artifacts(real_fused):
     assert stage_of(model) == "surgery:ort" and cfg.num_hidden_layers == layers
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"l{s[0]}-h{s[1]}-a{s[2]}-{s[3]}")
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize(("batch", "seq"), [(1, 128), (3, 384)])
-def test_random_shapes_match(random_exports, shape, batch, seq):
-    unfused, fused, cfg = random_exports(shape)
+def test_random_shapes_match(ort_models, shape, batch, seq):
+    unfused, fused, cfg = ort_models(shape)
     assert_fully_fused(fused, cfg.num_hidden_layers, cfg.gelu)
     feed = random_feed(batch, seq, cfg.vocab_size, seed=seq + batch)
-    assert worst_valid_error(logits(unfused, feed), logits(fused, feed), feed["input_mask"]) < TOL
+    assert worst_valid_error(ort_logits(unfused, feed), ort_logits(fused, feed), feed["input_mask"]) < TOL
 
 
 @pytest.mark.parametrize("name", HF_NAMES)
@@ -143,7 +102,7 @@ def test_hf_fixture_fuses_and_matches_torch(tmp_path, name):
     assert_fully_fused(out, cfg.num_hidden_layers, cfg.gelu)
     ref = np.load(HF_FIXTURES / name / "reference.npz")
     feed = {k: ref[k] for k in ("input_ids", "segment_ids", "input_mask")}
-    assert worst_valid_error(logits(out, feed), (ref["start_logits"], ref["end_logits"]), ref["input_mask"]) < TOL
+    assert worst_valid_error(ort_logits(out, feed), (ref["start_logits"], ref["end_logits"]), ref["input_mask"]) < TOL
 
 
 def _save(tmp_path: Path, nodes, inputs, outputs, initializers, cfg: BertConfig | None = None) -> Path:

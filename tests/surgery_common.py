@@ -1,0 +1,41 @@
+"""What the surgery tests of every target share: the random-weight shapes, inputs and error measure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bertrt.run.backends import ort_session
+
+TOL = 1e-4  # worst abs logits error over valid tokens, fused vs unfused (fp32)
+# (layers, hidden, heads, gelu): head sizes 32, 32, 64 (768/12 is BERT-base's attention); the tanh one covers
+# tf2onnx's x*x*x GELU form.
+SHAPES = [(2, 64, 2, "erf"), (4, 128, 4, "tanh"), (2, 768, 12, "erf")]
+HF_NAMES = ["hf-l2-h64-a2", "hf-l4-h128-a4", "hf-l2-h128-a2-tanh"]
+
+
+def shape_id(shape) -> str:
+    return f"l{shape[0]}-h{shape[1]}-a{shape[2]}-{shape[3]}"
+
+
+def ort_logits(model: Path | bytes, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    start, end = ort_session(model, threads=1).run(["start_logits", "end_logits"], feed)
+    return start, end
+
+
+def worst_valid_error(a, b, mask: np.ndarray) -> float:
+    """Worst |a - b| over the real (unpadded) positions of start and end logits."""
+    valid = mask.astype(bool)
+    assert all(x.shape == y.shape for x, y in zip(a, b)), [(x.shape, y.shape) for x, y in zip(a, b)]
+    return max(float(np.abs(x - y)[valid].max()) for x, y in zip(a, b))
+
+
+def random_feed(batch: int, seq: int, vocab: int, seed: int) -> dict[str, np.ndarray]:
+    """Rows with different padding: full, partly padded, mostly padded."""
+    rng = np.random.default_rng(seed)
+    lengths = [seq, seq - seq // 3, 5][:batch]
+    mask = (np.arange(seq)[None, :] < np.array(lengths)[:, None]).astype(np.int32)
+    ids = rng.integers(5, vocab, (batch, seq)).astype(np.int32) * mask
+    segments = ((np.arange(seq)[None, :] >= np.array(lengths)[:, None] // 3) * mask).astype(np.int32)
+    return {"input_ids": ids, "segment_ids": segments, "input_mask": mask}
