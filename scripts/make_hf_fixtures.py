@@ -289,7 +289,7 @@ def make_fixture(out_root: Path, name: str, params: dict, seed: int) -> bool:
     )
     print(f"  safetensors reload max abs err: {rt_err:.3e}")
     print(f"  WORST onnxruntime vs torch max abs err (non-padded positions, all batches): {ort_err:.3e}")
-    print(f"  files: " + ", ".join(f"{k} {v/1e6:.3f} MB" for k, v in sizes.items()) + f"; total {total/1e6:.3f} MB")
+    print("  files: " + ", ".join(f"{k} {v/1e6:.3f} MB" for k, v in sizes.items()) + f"; total {total/1e6:.3f} MB")
     ok = ort_err <= ORT_TOLERANCE and rt_err == 0.0
     if not ok:
         print(f"  FAILED (tolerance {ORT_TOLERANCE})", file=sys.stderr)
