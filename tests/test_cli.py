@@ -189,3 +189,18 @@ def test_export_corrupt_checkpoint(capsys, previous_output, tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="checkpoint not found"):
         main(["--debug", "export", "--checkpoint", str(tmp_path / "nope"), "--output", str(tmp_path / "m.onnx")])
+
+
+def test_surgery_rejects_a_graph_that_is_not_bert(capsys, tmp_path):
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    other = tmp_path / "relu.onnx"
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])],
+                                                            "g", [x], [y])), str(other))
+    before = other.read_bytes()
+    out = tmp_path / "fused.onnx"
+    code, _, err = run_cli(capsys, "surgery", "--input", other, "--output", out, "--target", "ort")
+    assert_one_line_error(code, err, "relu.onnx")
+    assert other.read_bytes() == before and not out.exists()
+    code, _, err = run_cli(capsys, "surgery", "--input", other, "--output", out, "--target", "tensorrt")
+    assert_one_line_error(code, err, "unknown surgery target")
