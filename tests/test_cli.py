@@ -204,3 +204,27 @@ def test_surgery_rejects_a_graph_that_is_not_bert(capsys, tmp_path):
     assert other.read_bytes() == before and not out.exists()
     code, _, err = run_cli(capsys, "surgery", "--input", other, "--output", out, "--target", "tensorrt")
     assert_one_line_error(code, err, "unknown surgery target")
+
+
+def test_squad_v2_file_scores_no_answer_questions(capsys, embedded_onnx, tmp_path):
+    """A SQuAD v2.0 file (real dev text; one question made unanswerable) goes through the v2 metrics."""
+    data = json.loads(require(DEV).read_text())
+    paragraph = data["data"][0]["paragraphs"][0]
+    qas = paragraph["qas"][:3]
+    qas.append({"id": "unanswerable-1", "question": "What colour is the moon of Neptune's cheese?", "answers": [],
+                "is_impossible": True})
+    v2 = tmp_path / "v2.json"
+    v2.write_text(json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": [
+        {"context": paragraph["context"], "qas": qas}]}]}))
+    out = tmp_path / "predictions.json"
+    code, _, _ = run_cli(capsys, "squad", "--model", embedded_onnx, "--vocab", VOCAB, "--squad-json", v2,
+                         "--output", out, "--no-progress", "--null-score-diff-threshold", "-1000")
+    assert code == 0
+    report = json.loads(out.with_name("predictions.eval.json").read_text())
+    scores = report["scores"]
+    assert report["squad_version"] == "2.0"
+    assert scores["total"] == 4 and scores["HasAns_total"] == 3 and scores["NoAns_total"] == 1
+    # A threshold far below every score difference predicts "no answer" everywhere: only the v2 question is right.
+    assert json.loads(out.read_text()) == {q["id"]: "" for q in qas}
+    assert scores["NoAns_exact"] == 100.0 and scores["HasAns_exact"] == 0.0
+    assert set(json.loads(out.with_name("predictions.na_probs.json").read_text())) == {q["id"] for q in qas}
