@@ -23,6 +23,7 @@ from bertrt.surgery.pattern import (
     Mismatch,
     const_value,
     consumers,
+    downstream,
     ensure_internal,
     producer_op,
     skip_casts,
@@ -186,7 +187,8 @@ def _match(graph: gs.Graph, x: gs.Tensor, masks: dict[int, MaskMatch]) -> Attent
     part = "Q.K^T scores"
     # The scores MatMul: both operands lead back (through scalar scaling) to head splits of projections of x.
     scores = None
-    for softmax in _softmaxes_after(x):
+    # Within 10 steps: this layer's Softmax, not a later layer's (that one is further downstream).
+    for softmax in downstream(x, "Softmax", depth=10):
         add = producer_op(softmax.inputs[0], "Add")
         if add is None:
             raise Mismatch("softmax input", "the softmax input is not scores + mask bias")
@@ -244,23 +246,4 @@ def _match(graph: gs.Graph, x: gs.Tensor, masks: dict[int, MaskMatch]) -> Attent
     ensure_internal(nodes, output, "attention")
     return AttentionMatch(x, output, q.weight, k.weight, v.weight, q.bias, k.bias, v.bias, q.num_heads, q.head_size,
                           q_factor * k_factor * factor, masks[key], tuple(nodes))
-
-
-def _softmaxes_after(x: gs.Tensor, depth: int = 10) -> list[gs.Node]:
-    """Softmax nodes within `depth` steps downstream of x (the attention of this layer, not of later ones:
-    the next layer's softmax is further than `depth` steps away)."""
-    found, frontier, seen = [], [x], set()
-    for _ in range(depth):
-        nxt = []
-        for t in frontier:
-            for node in t.outputs:
-                if id(node) in seen:
-                    continue
-                seen.add(id(node))
-                if node.op == "Softmax":
-                    found.append(node)
-                else:
-                    nxt.extend(node.outputs)
-        frontier = nxt
-    return found
 

@@ -20,6 +20,7 @@ from bertrt.surgery.pattern import (
     close,
     const_value,
     consumers,
+    downstream,
     ensure_internal,
     producer_op,
     product_leaves,
@@ -70,7 +71,7 @@ def _erf_core(x: gs.Tensor) -> list[gs.Node]:
 
 def _tanh_core(x: gs.Tensor) -> list[gs.Node]:
     part = "GELU tanh"
-    for tanh in _downstream(x, "Tanh", depth=5):
+    for tanh in downstream(x, "Tanh", depth=5):
         arg = producer_op(tanh.inputs[0], "Mul")
         split = split_const(arg) if arg is not None else None
         if split is None or not close(_const_product([split[0]]), math.sqrt(2.0 / math.pi)):
@@ -92,23 +93,6 @@ def _tanh_core(x: gs.Tensor) -> list[gs.Node]:
             raise Mismatch(part, "no 0.044715 * x^3")
         return [*nodes, inner, arg, tanh, _one_plus(tanh.outputs[0], "GELU 1 + tanh")]
     raise Mismatch(part, "no Tanh after the intermediate dense")
-
-
-def _downstream(x: gs.Tensor, op: str, depth: int) -> list[gs.Node]:
-    found, frontier, seen = [], [x], set()
-    for _ in range(depth):
-        nxt = []
-        for t in frontier:
-            for node in t.outputs:
-                if id(node) in seen:
-                    continue
-                seen.add(id(node))
-                if node.op == op:
-                    found.append(node)
-                else:
-                    nxt.extend(node.outputs)
-        frontier = nxt
-    return found
 
 
 def _half_product(x: gs.Tensor, one_plus: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:

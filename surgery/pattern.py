@@ -136,3 +136,21 @@ def product_leaves(t: gs.Tensor, stops: tuple[gs.Tensor, ...]) -> tuple[list[gs.
 def same_tensors(found: list[gs.Tensor], expected: list[gs.Tensor]) -> bool:
     """Multiset equality by identity."""
     return sorted(map(id, found)) == sorted(map(id, expected))
+
+
+def downstream(x: gs.Tensor, op: str, depth: int) -> list[gs.Node]:
+    """Nodes of type `op` within `depth` steps downstream of `x` (the search stops at each such node)."""
+    found, frontier, seen = [], [x], set()
+    for _ in range(depth):
+        nxt = []
+        for t in frontier:
+            for node in t.outputs:
+                if id(node) in seen:
+                    continue
+                seen.add(id(node))
+                if node.op == op:
+                    found.append(node)
+                else:
+                    nxt.extend(node.outputs)
+        frontier = nxt
+    return found

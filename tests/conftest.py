@@ -17,6 +17,14 @@ VOCAB = EMBEDDED / "vocab.txt"
 DEV = SHARED / "data" / "squad" / "dev-v1.1.json"
 TRAIN = SHARED / "data" / "squad" / "train-v1.1.reconstructed.json.gz"
 HF_FIXTURES = ROOT / "tests" / "fixtures" / "hf"
+VOCAB_SIZE = 30522
+# The passage NVIDIA's demo used, with its classic question "What is TensorRT?".
+TENSORRT_PASSAGE = (
+    "TensorRT is a high performance deep learning inference platform that delivers low latency and high "
+    "throughput for apps such as recommenders, speech and image/video on NVIDIA GPUs. It includes parsers to "
+    "import models, and plugins to support novel ops and layers before applying optimizations for inference. "
+    "Today NVIDIA is open-sourcing parsers and plugins in TensorRT so that the deep learning community can "
+    "customize and extend these components to take advantage of powerful TensorRT optimizations for your apps.")
 
 
 def require(path: Path) -> Path:
@@ -49,7 +57,7 @@ def embedded_tf():
 def tokenizer():
     from bertrt.run.tokenizer import load_tokenizer
 
-    return load_tokenizer(VOCAB, expected_vocab_size=30522)
+    return load_tokenizer(VOCAB, expected_vocab_size=VOCAB_SIZE)
 
 
 @pytest.fixture(scope="session")
@@ -102,5 +110,23 @@ def random_export(tmp_path_factory):
             onnx.save(model, str(path))
             cache[shape] = (path, cfg)
         return cache[shape]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def random_fused(random_export, tmp_path_factory):
+    """(shape, target) -> (unfused export, fused model, cfg): one surgery per pair, made on first use."""
+    from bertrt.surgery.pipeline import run_surgery
+
+    cache = {}
+
+    def get(shape, target):
+        if (shape, target) not in cache:
+            unfused, cfg = random_export(shape)
+            fused = tmp_path_factory.mktemp(target) / f"model.{target}.onnx"
+            run_surgery(unfused, fused, target)
+            cache[shape, target] = (unfused, fused, cfg)
+        return cache[shape, target]
 
     return get

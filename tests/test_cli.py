@@ -13,14 +13,8 @@ import pytest
 from bertrt.cli import main
 from checkpoints import random_weights, write_checkpoint
 from bertrt.model_config import BertConfig
-from conftest import DEV, EMBEDDED, VOCAB, require
+from conftest import DEV, EMBEDDED, TENSORRT_PASSAGE, VOCAB, require
 
-TENSORRT_PASSAGE = (
-    "TensorRT is a high performance deep learning inference platform that delivers low latency and high "
-    "throughput for apps such as recommenders, speech and image/video on NVIDIA GPUs. It includes parsers to "
-    "import models, and plugins to support novel ops and layers before applying optimizations for inference. "
-    "Today NVIDIA is open-sourcing parsers and plugins in TensorRT so that the deep learning community can "
-    "customize and extend these components to take advantage of powerful TensorRT optimizations for your apps.")
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,23 +10,7 @@ from bertrt.errors import BertrtError
 from bertrt.run.features import Feature, batches, collate, make_features
 from bertrt.run.squad_data import Example
 from bertrt.run.tokenizer import load_tokenizer
-
-ROOT = Path(__file__).resolve().parents[1]
-VOCAB = ROOT / "models" / "minilm-l6-h384-squad11" / "vocab.txt"
-VOCAB_SIZE = 30522
-
-TENSORRT_CONTEXT = (
-    "TensorRT is a high performance deep learning inference platform that delivers low latency and high "
-    "throughput for apps such as recommenders, speech and image/video on NVIDIA GPUs. It includes parsers to "
-    "import models, and plugins to support novel ops and layers before applying optimizations for inference. "
-    "Today NVIDIA is open-sourcing parsers and plugins in TensorRT so that the deep learning community can "
-    "customize and extend these components to take advantage of powerful TensorRT optimizations for your apps."
-)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(VOCAB, expected_vocab_size=VOCAB_SIZE)
+from conftest import TENSORRT_PASSAGE, VOCAB, VOCAB_SIZE
 
 
 def _one_line_error(excinfo) -> str:
@@ -81,9 +64,9 @@ def test_missing_or_empty_vocab(tmp_path, content):
 
 def test_layout_of_a_single_window(tokenizer):
     question = "What is TensorRT?"
-    [f] = make_features([Example("q", question, TENSORRT_CONTEXT)], tokenizer)
+    [f] = make_features([Example("q", question, TENSORRT_PASSAGE)], tokenizer)
     q_ids = tokenizer.encode(question, add_special_tokens=False).ids
-    c_enc = tokenizer.encode(TENSORRT_CONTEXT, add_special_tokens=False)
+    c_enc = tokenizer.encode(TENSORRT_PASSAGE, add_special_tokens=False)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     n_prefix = len(q_ids) + 2
 
@@ -95,7 +78,7 @@ def test_layout_of_a_single_window(tokenizer):
     assert f.max_context.tolist() == [False] * n_prefix + [True] * len(c_enc.ids) + [False]
     # Offsets point into the original (cased) context: each span, lowercased, spells its wordpiece.
     for token, span in zip(c_enc.tokens, f.token_spans[n_prefix:-1]):
-        assert TENSORRT_CONTEXT[span[0] : span[1]].lower() == token.removeprefix("##")
+        assert TENSORRT_PASSAGE[span[0] : span[1]].lower() == token.removeprefix("##")
 
 
 def test_spans_survive_accents_and_case(tokenizer):
@@ -177,7 +160,7 @@ def test_empty_question_or_context(tokenizer, question, context):
 
 def test_overlong_question(tokenizer):
     question = "why " * 80 + "?"
-    ex = Example("long-q", question, TENSORRT_CONTEXT)
+    ex = Example("long-q", question, TENSORRT_PASSAGE)
     with pytest.raises(BertrtError) as excinfo:
         make_features([ex], tokenizer, truncate_question=False)
     assert "question has 81 tokens; at most 64 fit" in _one_line_error(excinfo)
@@ -187,7 +170,7 @@ def test_overlong_question(tokenizer):
 
 def test_no_room_for_context(tokenizer):
     with pytest.raises(BertrtError) as excinfo:
-        make_features([Example("q", "what?", TENSORRT_CONTEXT)], tokenizer, max_seq_length=67, max_query_length=64)
+        make_features([Example("q", "what?", TENSORRT_PASSAGE)], tokenizer, max_seq_length=67, max_query_length=64)
     assert "67" in _one_line_error(excinfo)
 
 

@@ -6,7 +6,6 @@ import json
 import re
 import string
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,25 +14,9 @@ from bertrt.errors import BertrtError
 from bertrt.run.features import make_features
 from bertrt.run.postprocess import best_answers
 from bertrt.run.squad_data import Example
-from bertrt.run.tokenizer import load_tokenizer
+from conftest import DEV, TENSORRT_PASSAGE
 
-ROOT = Path(__file__).resolve().parents[1]
-VOCAB = ROOT / "models" / "minilm-l6-h384-squad11" / "vocab.txt"
 PUNCTUATION = set(string.punctuation)
-DEV = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1.json"
-
-TENSORRT_CONTEXT = (
-    "TensorRT is a high performance deep learning inference platform that delivers low latency and high "
-    "throughput for apps such as recommenders, speech and image/video on NVIDIA GPUs. It includes parsers to "
-    "import models, and plugins to support novel ops and layers before applying optimizations for inference. "
-    "Today NVIDIA is open-sourcing parsers and plugins in TensorRT so that the deep learning community can "
-    "customize and extend these components to take advantage of powerful TensorRT optimizations for your apps."
-)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(VOCAB, expected_vocab_size=30522)
 
 
 def _dev_examples(limit: int | None = None) -> list[Example]:
@@ -121,10 +104,10 @@ def _round_trip(examples, tokenizer) -> tuple[float, float, list[str]]:
 
 
 def test_tensorrt_passage_round_trip(tokenizer):
-    ex = Example("trt", "What is TensorRT?", TENSORRT_CONTEXT)
+    ex = Example("trt", "What is TensorRT?", TENSORRT_PASSAGE)
     [f] = make_features([ex], tokenizer)
     want = "a high performance deep learning inference platform"
-    char_start = TENSORRT_CONTEXT.index(want)
+    char_start = TENSORRT_PASSAGE.index(want)
     inside = range(char_start, char_start + len(want))
     positions = [p for p, s in enumerate(f.token_spans) if s is not None and s[0] in inside]
     starts, ends = _one_hot_logits([f], 0, positions[0], positions[-1], pad_to=384)
@@ -165,7 +148,7 @@ def test_full_dev_round_trip_and_speed(tokenizer):
 
 @pytest.fixture(scope="module")
 def trt(tokenizer):
-    ex = Example("trt", "What is TensorRT?", TENSORRT_CONTEXT)
+    ex = Example("trt", "What is TensorRT?", TENSORRT_PASSAGE)
     [f] = make_features([ex], tokenizer)
     ctx = [p for p, s in enumerate(f.token_spans) if s is not None]
     return ex, f, ctx
@@ -235,7 +218,7 @@ def test_only_the_max_context_window_may_start_an_answer(tokenizer):
 
 
 def test_version_2_null_answer(tokenizer):
-    ex = Example("v2", "What is TensorRT?", TENSORRT_CONTEXT * 3)  # long enough for several windows
+    ex = Example("v2", "What is TensorRT?", TENSORRT_PASSAGE * 3)  # long enough for several windows
     features = make_features([ex], tokenizer, max_seq_length=128, doc_stride=64)
     assert len(features) > 1
     starts = [np.zeros(f.length) for f in features]

@@ -11,18 +11,11 @@ import pytest
 
 from bertrt.errors import BertrtError
 from bertrt.run.squad_data import Example, detect_version, load_squad, select_examples
-
-
-def shared_dir() -> Path:
-    """/work/shared beside the repository (the read-only data the project is given)."""
-    return Path(__file__).resolve().parents[1].parent / "shared"
+from conftest import SHARED, require
 
 
 def squad_file(name: str) -> Path:
-    path = shared_dir() / "data" / "squad" / name
-    if not path.is_file():
-        pytest.skip(f"{path} not available")
-    return path
+    return require(SHARED / "data" / "squad" / name)
 
 
 def tiny_v1() -> dict:

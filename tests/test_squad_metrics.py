@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -10,10 +9,7 @@ from bertrt.errors import BertrtError
 from bertrt.run.squad_data import load_squad
 from bertrt.run.squad_metrics import (compute_exact, compute_f1, evaluate, evaluate_v1, evaluate_v2,
                                       exact_match_score, f1_score, normalize_answer)
-
-
-def shared_dir() -> Path:
-    return Path(__file__).resolve().parents[1].parent / "shared"
+from conftest import DEV, require
 
 
 def dataset_of(*qas: tuple[str, list[str]]) -> list:
@@ -195,10 +191,7 @@ def test_evaluate_unknown_version_and_empty_dataset():
 
 @pytest.fixture(scope="module")
 def dev_data() -> list:
-    path = shared_dir() / "data" / "squad" / "dev-v1.1.json"
-    if not path.is_file():
-        pytest.skip(f"{path} not available")
-    return load_squad(path)[1]["data"]
+    return load_squad(require(DEV))[1]["data"]
 
 
 def test_dev_first_gold_scores_100(dev_data):

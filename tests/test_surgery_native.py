@@ -113,26 +113,10 @@ def test_report_counts_and_artifacts(real_native):
     assert stage_of(model) == "surgery:native" and cfg.num_hidden_layers == layers
 
 
-@pytest.fixture(scope="session")
-def native_models(random_export, tmp_path_factory):
-    """shape -> (unfused export, native model, cfg), one surgery per shape."""
-    cache = {}
-
-    def get(shape):
-        if shape not in cache:
-            unfused, cfg = random_export(shape)
-            native = tmp_path_factory.mktemp("native") / "model.native.onnx"
-            run_surgery(unfused, native, "native")
-            cache[shape] = (unfused, native, cfg)
-        return cache[shape]
-
-    return get
-
-
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize(("batch", "seq"), [(1, 128), (3, 384)])
-def test_random_shapes_match(native_models, shape, batch, seq):
-    unfused, native, cfg = native_models(shape)
+def test_random_shapes_match(random_fused, shape, batch, seq):
+    unfused, native, cfg = random_fused(shape, "native")
     assert_native(native, cfg.num_hidden_layers, cfg.gelu)
     feed = random_feed(batch, seq, cfg.vocab_size, seed=seq + batch)
     assert worst_valid_error(ort_logits(unfused, feed), ort_logits(native, feed), feed["input_mask"]) <= TOL

@@ -30,22 +30,6 @@ def assert_fully_fused(path: Path, layers: int, gelu: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def ort_models(random_export, tmp_path_factory):
-    """shape -> (unfused export, fused ort model, cfg), one surgery per shape."""
-    cache = {}
-
-    def get(shape):
-        if shape not in cache:
-            unfused, cfg = random_export(shape)
-            fused = tmp_path_factory.mktemp("ort") / "model.ort.onnx"
-            run_surgery(unfused, fused, "ort")
-            cache[shape] = (unfused, fused, cfg)
-        return cache[shape]
-
-    return get
-
-
-@pytest.fixture(scope="session")
 def real_fused(embedded_onnx, tmp_path_factory):
     out = tmp_path_factory.mktemp("real") / "model.ort.onnx"
     report = run_surgery(embedded_onnx, out, "ort")
@@ -80,8 +64,8 @@ def test_report_counts_and_artifacts(real_fused):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize(("batch", "seq"), [(1, 128), (3, 384)])
-def test_random_shapes_match(ort_models, shape, batch, seq):
-    unfused, fused, cfg = ort_models(shape)
+def test_random_shapes_match(random_fused, shape, batch, seq):
+    unfused, fused, cfg = random_fused(shape, "ort")
     assert_fully_fused(fused, cfg.num_hidden_layers, cfg.gelu)
     feed = random_feed(batch, seq, cfg.vocab_size, seed=seq + batch)
     assert worst_valid_error(ort_logits(unfused, feed), ort_logits(fused, feed), feed["input_mask"]) < TOL
