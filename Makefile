@@ -16,8 +16,15 @@ QUESTION ?= What is TensorRT?
 TARGET ?= ort
 PLUGIN_API ?= v3
 FUSED  := $(OUT)/model.$(TARGET).onnx
+# precision stage: fp16 | int8 | fp8, INT8/FP8 calibration method, GEMM groups kept in float (e.g. attention_bmm,ffn_down)
+PRECISION    ?= int8
+CALIB_METHOD ?= max
+INT8_EXCLUDE ?=
+QUANT  := $(OUT)/model.$(TARGET).$(PRECISION).onnx
+# the model `make squad` scores (default: the fp32 export), e.g. EVAL=$(QUANT)
+EVAL   ?= $(OUT)/model.onnx
 
-.PHONY: setup test test-slow export demo infer squad surgery compare inspect perf clean
+.PHONY: setup test test-slow export demo infer squad surgery compare inspect perf quantize calibrate clean
 .DELETE_ON_ERROR:
 
 setup: $(VENV)/.installed
@@ -43,8 +50,8 @@ demo infer: export
 	$(BERTRT) infer --model $(OUT)/model.onnx --passage "$(PASSAGE)" --question "$(QUESTION)"
 
 # Full SQuAD v1.1 dev by default; LIMIT=300 for the CI subset.
-squad: export
-	$(BERTRT) squad --model $(OUT)/model.onnx --output $(OUT)/predictions.json $(if $(LIMIT),--limit $(LIMIT))
+squad: $(EVAL)
+	$(BERTRT) squad --model $(EVAL) --output $(EVAL:.onnx=).predictions.json $(if $(LIMIT),--limit $(LIMIT))
 
 surgery: $(FUSED)
 $(FUSED): $(OUT)/model.onnx
@@ -61,6 +68,16 @@ inspect: $(INSPECT)
 # CPU latency, unfused vs fused, batch 1 and 8 x seq 128 and 384 (median of 20 runs, same process).
 perf: $(FUSED)
 	$(BERTRT) perf --model $(OUT)/model.onnx --model $(FUSED) --output $(OUT)/perf-$(TARGET).json
+
+# Precision in the graph (TensorRT 11): FP16 conversion or Q/DQ calibrated on SQuAD train features.
+quantize: $(QUANT)
+$(QUANT): $(FUSED)
+	$(BERTRT) quantize --input $< --output $@ --precision $(PRECISION) --calib-method $(CALIB_METHOD) \
+		$(if $(INT8_EXCLUDE),--int8-exclude $(INT8_EXCLUDE))
+
+# TensorRT 10 implicit INT8: Polygraphy calibration cache named after the model's hash (needs TensorRT).
+calibrate: $(FUSED)
+	$(BERTRT) calibrate --model $(FUSED)
 
 clean:
 	rm -rf out

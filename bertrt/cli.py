@@ -247,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="pipeline config (default configs/minilm-l6-h384-squad11.yaml)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf):
+    from bertrt.calibration.cli import add_calibrate, add_quantize
+
+    for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf, add_quantize,
+                add_calibrate):
         add(sub)
     return parser
 

@@ -16,6 +16,8 @@ OUTPUT_NAMES = ("start_logits", "end_logits")  # float [batch, seq]
 _META_CONFIG = "bertrt.config"
 _META_STAGE = "bertrt.stage"
 _META_VERSION = "bertrt.version"
+# onnxruntime session config entries an artifact needs to run (JSON), e.g. FP8 Q/DQ needs Q/DQ fusion off.
+META_ORT_SESSION_CONFIG = "bertrt.ort_session_config"
 
 
 def stamp(model: onnx.ModelProto, stage: str, cfg: BertConfig, extra: dict[str, str] | None = None) -> None:
@@ -60,3 +62,9 @@ def load_qa_model(path: str | Path, load_weights: bool = True) -> tuple[onnx.Mod
 
 def stage_of(model: onnx.ModelProto) -> str:
     return metadata(model).get(_META_STAGE, "unknown")
+
+
+def ort_session_config(model: onnx.ModelProto) -> dict[str, str]:
+    """The onnxruntime session config entries the artifact asks for (empty for most)."""
+    raw = metadata(model).get(META_ORT_SESSION_CONFIG)
+    return json.loads(raw) if raw else {}

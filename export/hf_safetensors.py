@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 import numpy as np
+from bertrt.export.weights import Weights
 
 from bertrt.errors import BertrtError
-from bertrt.export.weights import Weights
 
 _EMBEDDINGS = {"word_embeddings.weight": "word_embeddings", "position_embeddings.weight": "position_embeddings",
                "token_type_embeddings.weight": "token_type_embeddings"}

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+from bertrt.export.weights import Weights, check_weights
 
 from bertrt.artifacts import atomic_output, write_sidecar
 from bertrt.errors import BertrtError
-from bertrt.export.weights import Weights, check_weights
 from bertrt.model_config import BertConfig
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, stamp
 

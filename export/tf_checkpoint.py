@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from bertrt.export.weights import Weights, is_ignored
 
 from bertrt.errors import BertrtError
-from bertrt.export.weights import Weights, is_ignored
 
 
 def checkpoint_prefix(directory: Path) -> str:

@@ -6,13 +6,13 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
-
-from bertrt.errors import BertrtError
 from bertrt.run.backends import QABackend
 from bertrt.run.features import Feature, collate, make_features
 from bertrt.run.postprocess import Answer, best_answers
 from bertrt.run.squad_data import Example
+from tqdm import tqdm
+
+from bertrt.errors import BertrtError
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ class QABackend:
         return (np.asarray(out["start_logits"], dtype=np.float32), np.asarray(out["end_logits"], dtype=np.float32))
 
 
-def ort_session(path: str | Path | bytes, provider: str = "cpu", threads: int | None = None):
+def ort_session(path: str | Path | bytes, provider: str = "cpu", threads: int | None = None,
+                session_config: dict[str, str] | None = None):
     """An onnxruntime session set up for this machine: all graph optimizations, one intra-op thread per core,
     sequential execution (inter-op threads only compete for the same cores on small machines)."""
     import onnxruntime as ort
@@ -61,6 +62,8 @@ def ort_session(path: str | Path | bytes, provider: str = "cpu", threads: int | 
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    for key, value in (session_config or {}).items():
+        options.add_session_config_entry(key, value)
     try:
         return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options,
                                     providers=ORT_PROVIDERS[provider])
@@ -72,9 +75,10 @@ def ort_session(path: str | Path | bytes, provider: str = "cpu", threads: int | 
 def open_backend(path: str | Path, provider: str = "cpu", threads: int | None = None) -> QABackend:
     """Open a QA model for inference; the backend is chosen by the artifact: ONNX -> onnxruntime, except a graph of
     TensorRT plugin nodes, which runs on the CPU through the numpy plugin references (slow; for verification)."""
+    from bertrt.run.runners import ReferenceRunner, uses_trt_plugins
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
-    from bertrt.run.runners import ReferenceRunner, uses_trt_plugins
+    from bertrt.qa_contract import ort_session_config
 
     path = Path(path)
     if path.suffix != ".onnx":
@@ -82,5 +86,11 @@ def open_backend(path: str | Path, provider: str = "cpu", threads: int | None = 
     model, cfg = load_qa_model(path)
     if uses_trt_plugins(model):
         return QABackend(ReferenceRunner(model, name="plugin-reference"), cfg, f"numpy plugin references: {path}")
-    session = ort_session(path, provider, threads)
+    session_config = ort_session_config(model)
+    source: Path | bytes = path
+    if session_config.get("session.disable_quant_qdq") == "1":
+        from bertrt.run.dequantize import fold_weight_dequantize
+
+        source = fold_weight_dequantize(model).SerializeToString()
+    session = ort_session(source, provider, threads, session_config)
     return QABackend(OnnxrtRunner(session, name=f"onnxruntime-{provider}"), cfg, f"onnxruntime {provider}: {path}")

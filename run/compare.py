@@ -8,16 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from bertrt.run.backends import ort_session
+from bertrt.run.features import collate, make_features
+from bertrt.run.runners import ReferenceRunner, TfCheckpointRunner, uses_trt_plugins
+from bertrt.run.squad_data import load_squad
 from polygraphy.backend.onnxrt import OnnxrtRunner
 from polygraphy.comparator import Comparator
 from polygraphy.logger import G_LOGGER
 
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import OUTPUT_NAMES, load_qa_model, stage_of
-from bertrt.run.backends import ort_session
-from bertrt.run.features import collate, make_features
-from bertrt.run.runners import ReferenceRunner, TfCheckpointRunner, uses_trt_plugins
-from bertrt.run.squad_data import load_squad
 
 REL_FLOOR = 1e-3  # relative error is taken only where |reference| >= this (it is meaningless near zero)
 

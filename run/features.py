@@ -11,9 +11,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from bertrt.run.squad_data import Example
 
 from bertrt.errors import BertrtError
-from bertrt.run.squad_data import Example
 
 
 @dataclass

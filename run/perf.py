@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from bertrt.run.backends import QABackend
 
 from bertrt.artifacts import atomic_output, write_json_atomic
-from bertrt.run.backends import QABackend
 
 
 @dataclass

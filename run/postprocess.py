@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from bertrt.errors import BertrtError
 from bertrt.run.features import Feature
 from bertrt.run.squad_data import Example
+
+from bertrt.errors import BertrtError
 
 
 @dataclass

@@ -36,9 +36,8 @@ class ReferenceRunner(BaseRunner):
         self.outputs = outputs
 
     def activate_impl(self):
-        from onnx.reference import ReferenceEvaluator
-
         from bertrt.surgery.plugin_reference import reference_ops
+        from onnx.reference import ReferenceEvaluator
 
         self.evaluator = ReferenceEvaluator(self.model, new_ops=reference_ops())
         self.output_names = self.outputs or [o.name for o in self.model.graph.output]
@@ -66,6 +65,7 @@ class TfCheckpointRunner(BaseRunner):
     def activate_impl(self):
         from bertrt.export.onnx_export import read_weights, resolve_source
         from bertrt.export.tf_model import build_qa_function
+
         from bertrt.model_config import BertConfig
 
         source = resolve_source(self.checkpoint)

@@ -6,11 +6,12 @@ import json
 import time
 from pathlib import Path
 
-from bertrt.artifacts import sha256_file, write_json_atomic
 from bertrt.run.answering import SquadParams, answer
 from bertrt.run.backends import QABackend
 from bertrt.run.squad_data import detect_version, load_squad, select_examples
 from bertrt.run.squad_metrics import evaluate
+
+from bertrt.artifacts import sha256_file, write_json_atomic
 
 
 def eval_path(predictions: Path) -> Path:

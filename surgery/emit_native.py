@@ -50,11 +50,11 @@ import math
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from bertrt.surgery.match_layernorm import LayerNormMatch
+from bertrt.surgery.match_model import ModelMatches
 
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
-from bertrt.surgery.match_layernorm import LayerNormMatch
-from bertrt.surgery.match_model import ModelMatches
 
 OPSET = 17
 ATTENTION_OPSET = 23  # the ONNX Attention op

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from bertrt.surgery.match_model import ModelMatches
 
 from bertrt.model_config import BertConfig
-from bertrt.surgery.match_model import ModelMatches
 
 DOMAIN = "com.microsoft"
 

@@ -68,9 +68,6 @@ import math
 
 import numpy as np
 import onnx_graphsurgeon as gs
-
-from bertrt.errors import BertrtError
-from bertrt.model_config import BertConfig
 from bertrt.surgery.match_model import ModelMatches
 from bertrt.surgery.pattern import const_value, producer_op
 from bertrt.surgery.plugin_reference import (
@@ -82,6 +79,9 @@ from bertrt.surgery.plugin_reference import (
     TYPE_FP32,
 )
 from bertrt.surgery.qkv_packing import pack_qkv
+
+from bertrt.errors import BertrtError
+from bertrt.model_config import BertConfig
 
 EMB_LN, SKIP_LN, QKV = ("CustomEmbLayerNormPluginDynamic", "CustomSkipLayerNormPluginDynamic",
                         "CustomQKVToContextPluginDynamic")

@@ -12,9 +12,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
-
 from bertrt.surgery.match_layernorm import LayerNormMatch
-from bertrt.surgery.pattern import MatchFailure, Mismatch, const_value, ensure_internal, producer, producer_op, skip_casts
+from bertrt.surgery.pattern import (
+    MatchFailure,
+    Mismatch,
+    const_value,
+    ensure_internal,
+    producer,
+    producer_op,
+    skip_casts,
+)
 from bertrt.surgery.probe import evaluate, probe_feed
 
 

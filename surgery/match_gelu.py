@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
-
 from bertrt.surgery.pattern import (
     MatchFailure,
     Mismatch,

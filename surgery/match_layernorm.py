@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
-
 from bertrt.surgery.pattern import (
     Mismatch,
     const_value,

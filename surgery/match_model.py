@@ -12,14 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import onnx_graphsurgeon as gs
-
-from bertrt.model_config import BertConfig
 from bertrt.surgery.match_attention import AttentionMatch, MaskMatch, match_attention
 from bertrt.surgery.match_embedding import EmbeddingMatch, match_embedding
 from bertrt.surgery.match_gelu import GeluMatch, match_gelu
 from bertrt.surgery.match_layernorm import find_layernorms
 from bertrt.surgery.match_skip_layernorm import SkipLayerNormMatch, match_skip_layernorm
 from bertrt.surgery.pattern import MatchFailure
+
+from bertrt.model_config import BertConfig
 
 
 @dataclass

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
-
 from bertrt.surgery.match_layernorm import LayerNormMatch, match_layernorm_of
 from bertrt.surgery.pattern import (
     MatchFailure,

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import onnx
 import onnx_graphsurgeon as gs
+from bertrt.surgery.match_model import match_model
+from bertrt.surgery.prepare import infer_config, prepare
+from bertrt.surgery.report import build_report, check_matches, format_report
 
 from bertrt.artifacts import atomic_output, write_json_atomic, write_sidecar
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import stamp
-from bertrt.surgery.match_model import match_model
-from bertrt.surgery.prepare import infer_config, prepare
-from bertrt.surgery.report import build_report, check_matches, format_report
 
 TARGETS = {"ort": "bertrt.surgery.emit_ort", "native": "bertrt.surgery.emit_native",
            "plugins": "bertrt.surgery.emit_plugins"}  # target -> emitter module

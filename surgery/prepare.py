@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from bertrt.surgery.probe import MAX_ORT_IR_VERSION
 
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, load_qa_model, metadata
-from bertrt.surgery.probe import MAX_ORT_IR_VERSION
 
 # Hugging Face input name -> bertrt input name (transformers' forward order is ids, mask, token types).
 HF_INPUTS = {"input_ids": "input_ids", "token_type_ids": "segment_ids", "attention_mask": "input_mask"}

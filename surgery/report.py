@@ -3,10 +3,11 @@ error naming the layer and the part of the pattern that did not match: surgery n
 
 from __future__ import annotations
 
-from bertrt.errors import BertrtError
-from bertrt.model_config import BertConfig
 from bertrt.surgery.match_model import ModelMatches
 from bertrt.surgery.pattern import MatchFailure
+
+from bertrt.errors import BertrtError
+from bertrt.model_config import BertConfig
 
 BLOCKS = ("embedding", "skip_layernorm", "attention", "gelu")
 

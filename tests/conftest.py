@@ -33,6 +33,22 @@ def require(path: Path) -> Path:
     return path
 
 
+def squad_scores(model: Path, tokenizer, output: Path, limit: int | None) -> dict:
+    """EM/F1 of `model` (any bertrt QA artifact, via open_backend) on the first `limit` SQuAD dev questions."""
+    import json
+
+    from bertrt.run.answering import SquadParams
+    from bertrt.run.backends import open_backend
+    from bertrt.run.squad_eval import run_squad
+
+    with open_backend(model) as backend:
+        report = run_squad(backend, tokenizer, require(DEV), output, SquadParams(), batch_size=8, limit=limit,
+                           progress=False)
+    print(json.dumps({k: report[k] for k in ("questions", "features", "scores", "wall_seconds",
+                                             "features_per_second")}))
+    return report["scores"]
+
+
 @pytest.fixture(scope="session")
 def embedded_onnx(tmp_path_factory) -> Path:
     """The embedded checkpoint exported with `bertrt export` (tf2onnx takes ~30 s: once per session)."""
@@ -47,6 +63,7 @@ def embedded_tf():
     """The TF reference network of the embedded checkpoint (the graph tf2onnx converted)."""
     from bertrt.export.onnx_export import read_weights, resolve_source
     from bertrt.export.tf_model import build_qa_function
+
     from bertrt.model_config import BertConfig
 
     cfg = BertConfig.from_json(EMBEDDED / "bert_config.json")
@@ -84,12 +101,12 @@ def random_export(tmp_path_factory):
     """(layers, hidden, heads, gelu) -> (unfused random-weight export, cfg); one tf2onnx conversion per shape for
     the whole session, made on first use (every surgery target's tests share them)."""
     import onnx
-
     from bertrt.export.onnx_export import convert_to_onnx
     from bertrt.export.tf_model import build_qa_function
+    from checkpoints import random_weights
+
     from bertrt.model_config import BertConfig
     from bertrt.qa_contract import stamp
-    from checkpoints import random_weights
 
     cache = {}
 

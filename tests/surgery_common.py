@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from bertrt.run.backends import ort_session
 
 TOL = 1e-4  # worst abs logits error over valid tokens, fused vs unfused (fp32)

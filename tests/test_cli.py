@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
-from bertrt.cli import main
 from checkpoints import random_weights, write_checkpoint
-from bertrt.model_config import BertConfig
 from conftest import DEV, EMBEDDED, TENSORRT_PASSAGE, VOCAB, require
 
+from bertrt.cli import main
+from bertrt.model_config import BertConfig
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from bertrt.cli import main
 from conftest import DEV, EMBEDDED, VOCAB, require
+
+from bertrt.cli import main
 
 
 def compare_cli(capsys, *argv) -> tuple[int, str]:

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
-from bertrt.artifacts import sha256_file, sidecar_path
 from bertrt.export.onnx_export import export, read_weights, resolve_source
 from bertrt.export.tf_model import build_qa_function, run_tf
-from bertrt.model_config import BertConfig
-from bertrt.qa_contract import load_qa_model
 from bertrt.run.backends import ort_session
 from checkpoints import random_weights, write_checkpoint
 from conftest import EMBEDDED, HF_FIXTURES
+
+from bertrt.artifacts import sha256_file, sidecar_path
+from bertrt.model_config import BertConfig
+from bertrt.qa_contract import load_qa_model
 
 PARITY_TOL = 1e-4  # worst absolute difference of start/end logits, TF vs ONNX (fp32)
 

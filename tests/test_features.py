@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-
-from bertrt.errors import BertrtError
 from bertrt.run.features import Feature, batches, collate, make_features
 from bertrt.run.squad_data import Example
 from bertrt.run.tokenizer import load_tokenizer
 from conftest import TENSORRT_PASSAGE, VOCAB, VOCAB_SIZE
+
+from bertrt.errors import BertrtError
 
 
 def _one_line_error(excinfo) -> str:

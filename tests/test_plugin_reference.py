@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
-
 from bertrt.surgery.plugin_reference import (
     PLUGIN_DOMAIN,
     REFERENCE_OPS,
@@ -14,6 +11,8 @@ from bertrt.surgery.plugin_reference import (
     skip_layer_norm_epsilon,
 )
 from bertrt.surgery.qkv_packing import pack_qkv, unpack_qkv
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 TOL = 1e-5
 # (hidden size, heads, sequence length, batch)

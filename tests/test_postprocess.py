@@ -9,12 +9,12 @@ import time
 
 import numpy as np
 import pytest
-
-from bertrt.errors import BertrtError
 from bertrt.run.features import make_features
 from bertrt.run.postprocess import best_answers
 from bertrt.run.squad_data import Example
 from conftest import DEV, TENSORRT_PASSAGE
+
+from bertrt.errors import BertrtError
 
 PUNCTUATION = set(string.punctuation)
 

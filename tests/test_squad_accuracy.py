@@ -6,24 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-
-from bertrt.run.answering import SquadParams
-from bertrt.run.backends import open_backend
-from bertrt.run.squad_eval import run_squad
-from conftest import DEV, require
+from conftest import squad_scores
 
 EXPECTED = json.loads((Path(__file__).parent / "expected" / "accuracy.json").read_text())
 # Any drop fails. A rise beyond noise also fails, so that the committed value gets updated with the change.
 DROP_TOL, RISE_TOL = 0.01, 0.5
-
-
-def squad_scores(model: Path, tokenizer, output: Path, limit: int | None) -> dict:
-    with open_backend(model) as backend:
-        report = run_squad(backend, tokenizer, require(DEV), output, SquadParams(), batch_size=8, limit=limit,
-                           progress=False)
-    print(json.dumps({k: report[k] for k in ("questions", "features", "scores", "wall_seconds",
-                                             "features_per_second")}))
-    return report["scores"]
 
 
 def test_ci_subset_accuracy_fp32(embedded_onnx, tokenizer, tmp_path):

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-
-from bertrt.errors import BertrtError
 from bertrt.run.squad_data import Example, detect_version, load_squad, select_examples
 from conftest import SHARED, require
+
+from bertrt.errors import BertrtError
 
 
 def squad_file(name: str) -> Path:

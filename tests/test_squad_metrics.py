@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-
 import pytest
+from bertrt.run.squad_data import load_squad
+from bertrt.run.squad_metrics import (
+    compute_exact,
+    compute_f1,
+    evaluate,
+    evaluate_v1,
+    evaluate_v2,
+    exact_match_score,
+    f1_score,
+    normalize_answer,
+)
+from conftest import DEV, require
 
 from bertrt.errors import BertrtError
-from bertrt.run.squad_data import load_squad
-from bertrt.run.squad_metrics import (compute_exact, compute_f1, evaluate, evaluate_v1, evaluate_v2,
-                                      exact_match_score, f1_score, normalize_answer)
-from conftest import DEV, require
 
 
 def dataset_of(*qas: tuple[str, list[str]]) -> list:

@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
-
 from bertrt.surgery.match_attention import AttentionMatch
 from bertrt.surgery.match_model import match_model
 from bertrt.surgery.pattern import scalar

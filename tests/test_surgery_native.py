@@ -13,13 +13,22 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
+from bertrt.surgery.pipeline import fusion_report_path, run_surgery
+from conftest import HF_FIXTURES
 from onnx import numpy_helper
+from surgery_common import (
+    HF_NAMES,
+    SHAPES,
+    TOL,
+    ort_logits,
+    random_feed,
+    shape_id,
+    worst_valid_error,
+)
 
 from bertrt.artifacts import sha256_file, sidecar_path
 from bertrt.qa_contract import load_qa_model, stage_of
-from bertrt.surgery.pipeline import fusion_report_path, run_surgery
-from conftest import HF_FIXTURES
-from surgery_common import HF_NAMES, SHAPES, TOL, ort_logits, random_feed, shape_id, worst_valid_error
+
 
 def assert_native(model: Path | onnx.ModelProto, layers: int, gelu: str) -> None:
     """Op counts, opset/domains and the per-layer shapes TensorRT's fusions need."""

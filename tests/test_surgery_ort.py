@@ -10,15 +10,24 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from bertrt.surgery.pipeline import fusion_report_path, run_surgery
+from conftest import HF_FIXTURES
 from onnx import TensorProto, helper, numpy_helper
+from surgery_common import (
+    HF_NAMES,
+    SHAPES,
+    TOL,
+    ort_logits,
+    random_feed,
+    shape_id,
+    worst_valid_error,
+)
 
 from bertrt.artifacts import sha256_file, sidecar_path
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
-from bertrt.qa_contract import load_qa_model, stamp, stage_of
-from bertrt.surgery.pipeline import fusion_report_path, run_surgery
-from conftest import HF_FIXTURES
-from surgery_common import HF_NAMES, SHAPES, TOL, ort_logits, random_feed, shape_id, worst_valid_error
+from bertrt.qa_contract import load_qa_model, stage_of, stamp
+
 
 def assert_fully_fused(path: Path, layers: int, gelu: str) -> None:
     ops = Counter(n.op_type for n in onnx.load(str(path)).graph.node)

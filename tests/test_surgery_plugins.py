@@ -13,11 +13,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import AttributeProto, helper
-from onnx.reference import ReferenceEvaluator
-
-from bertrt.artifacts import sidecar_path
-from bertrt.qa_contract import load_qa_model, stage_of
 from bertrt.run.backends import ort_session
 from bertrt.surgery import emit_plugins
 from bertrt.surgery.match_model import match_model
@@ -25,7 +20,19 @@ from bertrt.surgery.pipeline import fusion_report_path, run_surgery
 from bertrt.surgery.plugin_reference import PLUGIN_DOMAIN, reference_ops
 from bertrt.surgery.prepare import HF_INPUTS, infer_config, prepare
 from conftest import HF_FIXTURES
-from surgery_common import SHAPES, TOL, ort_logits, random_feed, shape_id, worst_valid_error
+from onnx import AttributeProto, helper
+from onnx.reference import ReferenceEvaluator
+from surgery_common import (
+    SHAPES,
+    TOL,
+    ort_logits,
+    random_feed,
+    shape_id,
+    worst_valid_error,
+)
+
+from bertrt.artifacts import sidecar_path
+from bertrt.qa_contract import load_qa_model, stage_of
 
 WRONG = 1e-2  # a wrong emission must be off by more than this
 OUTPUTS = ["start_logits", "end_logits"]

@@ -1,0 +1,68 @@
+"""`bertrt quantize` and `bertrt calibrate` subcommands, ready for bertrt/cli.py:
+
+    from bertrt.calibration.cli import add_calibrate, add_quantize
+    for add in (..., add_quantize, add_calibrate): add(sub)
+
+Each `run` takes (args, cfg) like the other subcommands; errors are BertrtError (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bertrt.calibration import calib_data
+
+
+def _vocab(args, cfg) -> Path | None:
+    if args.vocab is not None:
+        return args.vocab
+    value = cfg.get("model", "vocab") if cfg is not None else None
+    return Path(value) if value else None
+
+
+def add_quantize(sub) -> None:
+    p = sub.add_parser("quantize", help="FP16 / INT8 / FP8 precision into the ONNX graph (TensorRT 11 strong typing)")
+    p.add_argument("--input", type=Path, required=True, help="fp32 model.<target>.onnx (export, native or ort)")
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--precision", required=True, choices=["fp16", "int8", "fp8"])
+    p.add_argument("--calib-json", type=Path, help="SQuAD training JSON (.json/.json.gz); default: the shipped "
+                                                  "subset calibration/data/squad-train-calib.json.gz")
+    p.add_argument("--calib-num", type=int, default=calib_data.DEFAULT_CALIB_NUM, help="calibration features")
+    p.add_argument("--calib-method", default="max", choices=["max", "percentile", "entropy"])
+    p.add_argument("--int8-exclude", default="", help="GEMM groups kept in float, comma-separated: "
+                                                      "attention_bmm, ffn_down, qa_head")
+    p.add_argument("--vocab", type=Path, help="vocab.txt for the calibration features (default: the config's)")
+    p.set_defaults(run=run_quantize)
+
+
+def run_quantize(args, cfg) -> int:
+    from bertrt.calibration.quantize import quantize
+
+    exclude = tuple(x for x in args.int8_exclude.split(",") if x)
+    report = quantize(args.input, args.output, args.precision, calib_json=args.calib_json, calib_num=args.calib_num,
+                      calib_method=args.calib_method, vocab=_vocab(args, cfg), exclude=exclude)
+    report.pop("overflow_amax", None)
+    print(json.dumps(report))
+    print(f"wrote {args.output} (+ {args.output.name}.json)")
+    return 0
+
+
+def add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", help="TensorRT 10 implicit INT8: calibration cache (+ engine) with Polygraphy")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--cache", type=Path, help="default: <model>.<sha256[:16]>.calib.cache beside the model")
+    p.add_argument("--calib-json", type=Path)
+    p.add_argument("--calib-num", type=int, default=calib_data.DEFAULT_CALIB_NUM)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=384)
+    p.add_argument("--engine", type=Path, help="also save the INT8+FP16 engine here")
+    p.set_defaults(run=run_calibrate)
+
+
+def run_calibrate(args, cfg) -> int:
+    from bertrt.calibration.trt10_calibrate import calibrate
+
+    print(json.dumps(calibrate(args.model, args.cache, args.calib_json, args.calib_num, args.batch_size,
+                               args.seq_len, args.engine)))
+    return 0

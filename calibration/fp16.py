@@ -1,0 +1,143 @@
+"""FP16 conversion with onnxruntime's float16 converter (`onnxruntime.transformers.float16`, the maintained
+copy of onnxconverter-common's converter), keeping in FP32 the node groups that overflow or lose accuracy.
+
+Groups are found by op type and structure (never by node name), so the unfused export and the surgery targets
+are handled alike:
+- "layernorm": LayerNorm statistics: ReduceMean, the squaring Mul/Pow, the epsilon Add, Sqrt, Reciprocal/Div
+  of a decomposed LayerNorm, and ONNX LayerNormalization itself (its I/O gets Casts);
+- "softmax": Softmax;
+- "residual": Adds of two activations that feed a LayerNorm (the residual sums);
+- "overflow": any node whose FP32 output exceeds FP16's range (|x| > 65504 / 2) on calibration features
+  (measured by `overflow_nodes`).
+Graph I/O stays as the model's I/O (int32 inputs, float32 logits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+
+from bertrt.errors import BertrtError
+
+FP16_GROUPS = ("layernorm", "softmax", "residual", "overflow")
+DEFAULT_KEEP_FP32 = ("layernorm", "overflow")
+FP16_MAX = 65504.0
+
+
+def _consumers(graph) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for n in graph.node:
+        for x in n.input:
+            out.setdefault(x, []).append(n)
+    return out
+
+
+def layernorm_nodes(model: onnx.ModelProto) -> list[str]:
+    g = model.graph
+    consts = {i.name for i in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}
+    cons = _consumers(g)
+    names = []
+    for n in g.node:
+        if n.op_type in ("LayerNormalization", "ReduceMean", "Sqrt", "Reciprocal", "Pow"):
+            names.append(n.name)
+        elif n.op_type == "Mul" and len(n.input) == 2 and n.input[0] == n.input[1]:
+            names.append(n.name)  # (x - mean)^2
+        elif n.op_type == "Add" and any(x in consts for x in n.input) and any(
+                p.op_type == "ReduceMean" for x in n.input for p in g.node if x in p.output):
+            names.append(n.name)  # variance + epsilon
+        elif n.op_type == "Div" and any(c.op_type == "Sqrt" for x in n.input[1:] for c in g.node if x in c.output):
+            names.append(n.name)
+    del cons
+    return names
+
+
+def residual_nodes(model: onnx.ModelProto) -> list[str]:
+    g = model.graph
+    consts = {i.name for i in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}
+    cons = _consumers(g)
+    names = []
+    for n in g.node:
+        if n.op_type != "Add" or any(x in consts for x in n.input):
+            continue
+        users = cons.get(n.output[0], [])
+        if any(u.op_type in ("ReduceMean", "LayerNormalization") for u in users):
+            names.append(n.name)
+    return names
+
+
+def overflow_nodes(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]], limit: float = FP16_MAX / 2) -> dict[str, float]:
+    """Nodes with a float output whose magnitude exceeds `limit` on `feeds` (FP32 run): {node name: amax}."""
+    import onnxruntime as ort
+    from bertrt.calibration.qdq import _node_names
+
+    model = _node_names(model)
+    m = onnx.ModelProto.FromString(model.SerializeToString())
+    inferred = onnx.shape_inference.infer_shapes(m)
+    float_vals = {v.name for v in list(inferred.graph.value_info) + list(inferred.graph.output)
+                  if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    existing = {o.name for o in m.graph.output}
+    producer = {}
+    for n in m.graph.node:
+        for o in n.output:
+            if o in float_vals:
+                producer[o] = n.name
+                if o not in existing:
+                    m.graph.output.add(name=o)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    amax: dict[str, float] = {}
+    for feed in feeds:
+        for name, value in zip(names, sess.run(None, feed)):
+            if name in producer and value.size:
+                v = float(np.nanmax(np.abs(value)))
+                amax[name] = max(amax.get(name, 0.0), v)
+    return {producer[k]: v for k, v in amax.items() if v > limit}
+
+
+def convert_fp16(model: onnx.ModelProto, keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32,
+                 feeds: Sequence[dict[str, np.ndarray]] = ()) -> tuple[onnx.ModelProto, dict]:
+    from bertrt.calibration.qdq import _node_names
+    from onnxruntime.transformers.float16 import (
+        DEFAULT_OP_BLOCK_LIST,
+        convert_float_to_float16,
+    )
+
+    unknown = set(keep_fp32) - set(FP16_GROUPS)
+    if unknown:
+        raise BertrtError(f"unknown FP32 group(s) {sorted(unknown)} (choose from {', '.join(FP16_GROUPS)})")
+    model = _node_names(model)
+    blocked: dict[str, list[str]] = {}
+    if "layernorm" in keep_fp32:
+        blocked["layernorm"] = layernorm_nodes(model)
+    if "softmax" in keep_fp32:
+        blocked["softmax"] = [n.name for n in model.graph.node if n.op_type == "Softmax"]
+    if "residual" in keep_fp32:
+        blocked["residual"] = residual_nodes(model)
+    overflow: dict[str, float] = {}
+    if "overflow" in keep_fp32 and feeds:
+        overflow = overflow_nodes(model, feeds)
+        blocked["overflow"] = sorted(overflow)
+    node_block = sorted({n for v in blocked.values() for n in v})
+    try:
+        out = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST),
+                                       node_block_list=node_block)
+        # The converter appends the Casts it inserts around blocked nodes at the end of the node list.
+        import onnx_graphsurgeon as gs
+
+        graph = gs.import_onnx(out)
+        graph.toposort()
+        sorted_model = gs.export_onnx(graph)
+        sorted_model.ir_version = out.ir_version  # graphsurgeon writes the newest IR, which onnxruntime may not read
+        sorted_model.metadata_props.extend(out.metadata_props)
+        out = sorted_model
+    except Exception as exc:
+        raise BertrtError(f"FP16 conversion failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+    info = {"tool": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_fp32": list(keep_fp32),
+            "fp32_nodes": {k: len(v) for k, v in blocked.items()},
+            "overflow_amax": {k: round(v, 1) for k, v in sorted(overflow.items())}}
+    return out, info

@@ -1,0 +1,265 @@
+"""Explicit INT8 / FP8 Q/DQ placement for TensorRT's strongly typed (explicit-quantization) path.
+
+Placement and calibration use onnxruntime's quantization tools (`quantize_static`, QDQ format): they put a
+QuantizeLinear/DequantizeLinear pair on both inputs of every MatMul/Gemm and nowhere else, which is exactly
+where TensorRT fuses Q/DQ into INT8 GEMMs (and, for activation x activation MatMuls, INT8 batched GEMMs of
+attention). Activations are symmetric (zero point 0), weights symmetric per output channel (axis -1 of a
+MatMul's [K, N] weight). Nodes are chosen by op type and graph structure only, never by node name, so the same
+code handles the unfused export and the `native`/`ort` surgery targets.
+
+FP8 (E4M3) reuses the INT8 placement and calibration ranges: every int8 Q/DQ pair becomes an E4M3 pair with
+scale = amax / 448 (the TensorRT / ModelOpt convention), weights re-quantized per channel from the FP32 weights.
+onnxruntime's own float8 mode calibrates by standard deviation ("Distribution"), not by amax, which is not
+what TensorRT expects, so it is not used.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from bertrt.errors import BertrtError
+
+CALIB_METHODS = ("max", "percentile", "entropy")
+GEMM_OPS = ("MatMul", "Gemm")
+# Structural groups of GEMMs that can be kept in float (`exclude=`), for sensitivity studies.
+EXCLUDE_GROUPS = ("attention_bmm", "ffn_down", "qa_head")
+FP8_MAX = 448.0
+INT8_MAX = 127.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Structure
+# ---------------------------------------------------------------------------------------------------------
+
+def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {out: n for n in graph.node for out in n.output}
+
+
+def gemm_nodes(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    """The model's GEMMs by structural group: 'weight' (an input is an initializer), 'attention_bmm' (both inputs
+    activations), 'ffn_down' (weight GEMM whose K is the largest weight K: the FFN output projection) and
+    'qa_head' (the weight GEMM with the fewest output channels: start/end logits)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    consts = {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
+    groups: dict[str, list[onnx.NodeProto]] = {"weight": [], "attention_bmm": [], "ffn_down": [], "qa_head": []}
+    for node in model.graph.node:
+        if node.op_type not in GEMM_OPS:
+            continue
+        w = [x for x in node.input[:2] if x in inits]
+        if w:
+            groups["weight"].append(node)
+        elif not any(x in consts for x in node.input[:2]):
+            groups["attention_bmm"].append(node)
+    shapes = []
+    for node in groups["weight"]:
+        w = next(inits[x] for x in node.input[:2] if x in inits)
+        dims = list(w.dims)
+        if node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute):
+            dims = dims[::-1]
+        shapes.append((node, dims[0] if len(dims) == 2 else 0, dims[-1]))
+    if shapes:
+        k_max = max(k for _, k, _ in shapes)
+        groups["ffn_down"] = [n for n, k, _ in shapes if k == k_max and k > min(k for _, k, _ in shapes)]
+        n_min = min(n for _, _, n in shapes)
+        groups["qa_head"] = [n for n, _, nn in shapes if nn == n_min]
+    return groups
+
+
+def _node_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxruntime's quantizer addresses nodes by name: give unnamed nodes unique names (in a copy)."""
+    if all(n.name for n in model.graph.node) and len({n.name for n in model.graph.node}) == len(model.graph.node):
+        return model
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    seen: set[str] = set()
+    for i, n in enumerate(model.graph.node):
+        if not n.name or n.name in seen:
+            n.name = f"{n.op_type}_bertrt_{i}"
+        seen.add(n.name)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------
+# INT8 with onnxruntime's quantizer
+# ---------------------------------------------------------------------------------------------------------
+
+class _FeedReader:
+    """onnxruntime CalibrationDataReader over a list of feeds."""
+
+    def __init__(self, feeds: Sequence[dict[str, np.ndarray]]):
+        self._feeds = list(feeds)
+        self._it = iter(self._feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self):
+        self._it = iter(self._feeds)
+
+    def __len__(self):
+        return len(self._feeds)
+
+    def set_range(self, start_index: int, end_index: int):
+        self._it = iter(self._feeds[start_index:end_index])
+
+
+def quantize_int8(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]], calib_method: str = "max",
+                  exclude: Sequence[str] = (), percentile: float = 99.99, num_bins: int = 2048) -> tuple[onnx.ModelProto, dict]:
+    """Insert symmetric INT8 Q/DQ on every GEMM input (per-channel weights) calibrated on `feeds`."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    if calib_method not in CALIB_METHODS:
+        raise BertrtError(f"unknown calibration method {calib_method!r} (choose from {', '.join(CALIB_METHODS)})")
+    unknown = set(exclude) - set(EXCLUDE_GROUPS)
+    if unknown:
+        raise BertrtError(f"unknown GEMM group(s) to exclude {sorted(unknown)} (choose from {', '.join(EXCLUDE_GROUPS)})")
+    model = _node_names(model)
+    if any(n.domain not in ("", "ai.onnx") for n in model.graph.node):
+        # onnx's shape inference knows no contrib ops; without their output types onnxruntime's calibrator skips
+        # every activation behind them (weights would be quantized, activations not). ORT's symbolic shape
+        # inference knows com.microsoft ops.
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        try:
+            model = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+        except Exception as exc:
+            raise BertrtError(f"shape inference for quantization failed: {type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:200]}") from None
+    groups = gemm_nodes(model)
+    if not groups["weight"]:
+        raise BertrtError("the model has no MatMul/Gemm with a weight initializer: nothing to quantize")
+    excluded = sorted({n.name for g in exclude for n in groups[g]})
+    method = {"max": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[calib_method]
+    extra = {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "CalibTensorRangeSymmetric": True,
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": -1},
+        "DedicatedQDQPair": False,
+        # Q/DQ on GEMM *inputs* only, as TensorRT wants them: onnxruntime would also quantize MatMul outputs,
+        # which forces the residual stream and FFN outputs (amax ~190 with outliers) through 8 bits.
+        "OpTypesToExcludeOutputQuantization": list(GEMM_OPS),
+        # Collect in strides of a few batches: onnxruntime keeps every intermediate output of a collect call in
+        # memory (histogram methods), so one call over all features would need gigabytes.
+        "CalibStridedMinMax": max(d for d in range(1, 3) if len(feeds) % d == 0),
+    }
+    if calib_method == "percentile":
+        extra["CalibPercentile"] = percentile
+        extra["CalibNumBins"] = num_bins
+    if calib_method == "entropy":
+        extra["CalibNumBins"] = num_bins
+    with tempfile.TemporaryDirectory(prefix="bertrt-quant.") as tmp:
+        src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
+        onnx.save(model, src)
+        try:
+            quantize_static(src, dst, _FeedReader(feeds), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=list(GEMM_OPS), per_channel=True, reduce_range=False,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=excluded, calibrate_method=method, extra_options=extra)
+        except BertrtError:
+            raise
+        except Exception as exc:  # onnxruntime raises assorted types; keep the CLI message on one line
+            msg = " ".join(str(exc).split())[:300]
+            raise BertrtError(f"onnxruntime quantization failed: {type(exc).__name__}: {msg}") from None
+        out = onnx.load(dst)
+    info = {"tool": "onnxruntime.quantization.quantize_static (QDQ)", "calib_method": calib_method,
+            "excluded_groups": list(exclude), "excluded_nodes": len(excluded),
+            "gemms": {g: len(v) for g, v in groups.items()}}
+    if calib_method == "percentile":
+        info["percentile"] = percentile
+    return out, info
+
+
+# ---------------------------------------------------------------------------------------------------------
+# FP8 from the INT8 placement
+# ---------------------------------------------------------------------------------------------------------
+
+def _to_e4m3(x: np.ndarray) -> np.ndarray:
+    import ml_dtypes
+
+    return np.clip(x, -FP8_MAX, FP8_MAX).astype(ml_dtypes.float8_e4m3fn)
+
+
+def int8_to_fp8(qdq: onnx.ModelProto, original: onnx.ModelProto) -> onnx.ModelProto:
+    """Turn every symmetric INT8 Q/DQ pair of `qdq` into an E4M3 pair (scale amax/448); weights are
+    re-quantized per channel from `original`'s FP32 weights (matched through the consuming GEMM)."""
+    from onnx import version_converter
+
+    orig_inits = {i.name: i for i in original.graph.initializer}
+    orig_nodes = {n.name: n for n in _node_names(original).graph.node}
+    inits = {i.name: i for i in qdq.graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in qdq.graph.node:
+        for x in n.input:
+            consumers.setdefault(x, []).append(n)
+    replaced: dict[str, TensorProto] = {}
+    for n in qdq.graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        scale_name, zp_name = n.input[1], n.input[2] if len(n.input) > 2 else ""
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits:
+            # Weight: find the FP32 original through the consuming GEMM (same node name and input slot).
+            if n.input[0] in replaced:
+                continue
+            user = consumers[n.output[0]][0]
+            slot = list(user.input).index(n.output[0])
+            src = orig_nodes.get(user.name)
+            if src is None or src.input[slot] not in orig_inits:
+                raise BertrtError(f"FP8: cannot find the FP32 weight of {user.op_type} {user.name!r}")
+            w = numpy_helper.to_array(orig_inits[src.input[slot]]).astype(np.float32)
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 1) % w.ndim
+            reduce_axes = tuple(a for a in range(w.ndim) if a != axis)
+            amax = np.abs(w).max(axis=reduce_axes)
+            scale = np.where(amax > 0, amax / FP8_MAX, 1.0).astype(np.float32)
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            q = _to_e4m3(w / scale.reshape(shape))
+            replaced[n.input[0]] = numpy_helper.from_array(q, n.input[0])
+            inits[scale_name].CopyFrom(numpy_helper.from_array(scale, scale_name))
+        elif scale_name not in replaced:
+            s = numpy_helper.to_array(inits[scale_name]).astype(np.float32)
+            inits[scale_name].CopyFrom(numpy_helper.from_array((s * INT8_MAX / FP8_MAX).astype(np.float32), scale_name))
+            replaced[scale_name] = inits[scale_name]
+        if zp_name and zp_name not in replaced:
+            zp = numpy_helper.to_array(inits[zp_name])
+            if np.any(zp != 0):
+                raise BertrtError("FP8: the INT8 placement has a non-zero zero point (expected symmetric)")
+            inits[zp_name].CopyFrom(helper.make_tensor(zp_name, TensorProto.FLOAT8E4M3FN, list(zp.shape),
+                                                       np.zeros(zp.size, dtype=np.uint8).tobytes(), raw=True))
+            replaced[zp_name] = inits[zp_name]
+    for name, tensor in replaced.items():
+        if name in inits and tensor is not inits[name]:
+            inits[name].CopyFrom(tensor)
+    # Float8 QuantizeLinear/DequantizeLinear need opset 19.
+    opset = next(o.version for o in qdq.opset_import if o.domain in ("", "ai.onnx"))
+    if opset < 19:
+        qdq = version_converter.convert_version(qdq, 19)
+    return qdq
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checks used by tests and reports
+# ---------------------------------------------------------------------------------------------------------
+
+def qdq_summary(model: onnx.ModelProto) -> dict:
+    """Count Q/DQ nodes and check symmetry: every zero point is 0, weight DQs are per-channel."""
+    inits = {i.name: i for i in model.graph.initializer}
+    q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    nonzero = [n.name for n in q + dq if len(n.input) > 2 and n.input[2] in inits
+               and np.any(numpy_helper.to_array(inits[n.input[2]]).astype(np.float32) != 0)]
+    weight_dq = [n for n in dq if n.input[0] in inits]
+    per_channel = [n for n in weight_dq if numpy_helper.to_array(inits[n.input[1]]).size > 1]
+    return {"quantize": len(q), "dequantize": len(dq), "weight_dequantize": len(weight_dq),
+            "weight_per_channel": len(per_channel), "nonzero_zero_points": nonzero}
