@@ -18,6 +18,8 @@ from bertrt.model_config import BertConfig
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, stamp
 
 MIN_OPSET = 17  # LayerNormalization (used by later surgery targets) needs 17
+# TensorFlow's C++ info logs (device discovery, grappler sessions) would bury bertrt's own output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @dataclass
@@ -114,7 +116,6 @@ def export(checkpoint: Path, output: Path, config: Path | None = None, vocab: Pa
     if source.vocab is not None:
         load_tokenizer(source.vocab, expected_vocab_size=cfg.vocab_size)
     weights = read_weights(source, cfg)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     model = convert_to_onnx(build_qa_function(weights, cfg), opset)
     stamp(model, "export", cfg)
     onnx.checker.check_model(model)
