@@ -173,12 +173,36 @@ def quantize_int8(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]
             msg = " ".join(str(exc).split())[:300]
             raise BertrtError(f"onnxruntime quantization failed: {type(exc).__name__}: {msg}") from None
         out = onnx.load(dst)
+    rewired = _unquantize_non_gemm_consumers(out)
     info = {"tool": "onnxruntime.quantization.quantize_static (QDQ)", "calib_method": calib_method,
+            "non_gemm_consumers_rewired": rewired,
             "excluded_groups": list(exclude), "excluded_nodes": len(excluded),
             "gemms": {g: len(v) for g, v in groups.items()}}
     if calib_method == "percentile":
         info["percentile"] = percentile
     return out, info
+
+
+def _unquantize_non_gemm_consumers(model: onnx.ModelProto) -> int:
+    """onnxruntime's quantizer hands the dequantized tensor to every consumer of a quantized activation, so the
+    residual Adds that share the LayerNorm output with the next GEMMs would read the 8-bit value: the residual
+    stream itself would be quantized, which TensorRT does not fuse and which costs accuracy. Give every non-GEMM
+    consumer the original tensor back, so Q/DQ sit on GEMM inputs only. Returns the number of inputs rewired."""
+    inits = {i.name for i in model.graph.initializer}
+    source = {}  # DequantizeLinear output -> the float tensor its QuantizeLinear read
+    quantized_from = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] not in inits and n.input[0] in quantized_from:
+            source[n.output[0]] = quantized_from[n.input[0]]
+    rewired = 0
+    for n in model.graph.node:
+        if n.op_type in GEMM_OPS or n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(n.input):
+            if name in source:
+                n.input[i] = source[name]
+                rewired += 1
+    return rewired
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -22,16 +22,15 @@ from bertrt.errors import BertrtError
 from bertrt.qa_contract import META_ORT_SESSION_CONFIG, load_qa_model, stage_of, stamp
 
 PRECISIONS = ("fp16", "int8", "fp8")
-PLUGIN_DOMAIN_HINTS = ("trt", "tensorrt")
 
 
 def target_of(model: onnx.ModelProto) -> str:
     """'plugins' (TensorRT plugin nodes), 'ort' (com.microsoft contrib ops) or the plain ONNX target."""
-    domains = {n.domain for n in model.graph.node}
-    if any(d and any(h in d.lower() for h in PLUGIN_DOMAIN_HINTS) for d in domains) or any(
-            n.op_type.endswith(("Plugin", "PluginDynamic")) for n in model.graph.node):
+    from bertrt.run.runners import uses_trt_plugins
+
+    if uses_trt_plugins(model):
         return "plugins"
-    if "com.microsoft" in domains:
+    if any(n.domain == "com.microsoft" for n in model.graph.node):
         return "ort"
     stage = stage_of(model)
     return stage.split(":", 1)[1] if stage.startswith("surgery:") else "export"

@@ -87,6 +87,11 @@ def test_qdq_structure(quantized, embedded_onnx, precision, qtype):
     # Outputs of GEMMs stay float: no QuantizeLinear right after a GEMM.
     gemm_outputs = {o for g in gemms for o in g.output}
     assert not [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in gemm_outputs]
+    # ...and Q/DQ feed GEMMs only: the residual Adds read the float tensor, not its 8-bit copy.
+    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    assert not [n.op_type for n in model.graph.node
+                if n.op_type not in ("MatMul", "Gemm", "QuantizeLinear", "DequantizeLinear")
+                and dq_outputs & set(n.input)]
     # bertrt metadata kept, so `bertrt infer/squad` accept the artifact.
     _, cfg = load_qa_model(path, load_weights=False)
     assert stage_of(model) == f"quantize:{precision}" and cfg.hidden_size == 384
@@ -171,3 +176,19 @@ def test_plugins_target_is_refused(tmp_path):
 def test_already_quantized_is_refused(quantized, tmp_path):
     path, _ = quantized("int8")
     _fails(tmp_path, path, precision="fp8", match="already quantized")
+
+
+def test_diagnose_reports_every_quantized_activation(quantized, embedded_onnx, dev_batch):
+    """The per-tensor error report behind the INT8 analysis: one finite entry per activation Q/DQ, and a worse
+    error for 8-bit integers than for... nothing at all (a model quantized with itself would be exact)."""
+    from bertrt.calibration.diagnose import activation_errors
+
+    path, _ = quantized("int8")
+    qdq = onnx.load(str(path))
+    fp32 = onnx.load(str(embedded_onnx))
+    inits = {i.name for i in qdq.graph.initializer}
+    activations = {n.input[0] for n in qdq.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+    rows = activation_errors(fp32, qdq, [dev_batch])
+    assert {r["tensor"] for r in rows} == activations
+    assert all(0.0 < r["rel_err"] < 0.5 and r["amax"] > 0.0 for r in rows)
+    assert all(u in ("MatMul", "Gemm") for r in rows for u in r["feeds"])  # Q/DQ on GEMM inputs only
