@@ -37,10 +37,6 @@ INT8_MAX = 127.0
 # Structure
 # ---------------------------------------------------------------------------------------------------------
 
-def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
-    return {out: n for n in graph.node for out in n.output}
-
-
 def gemm_nodes(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     """The model's GEMMs by structural group: 'weight' (an input is an initializer), 'attention_bmm' (both inputs
     activations), 'ffn_down' (weight GEMM whose K is the largest weight K: the FFN output projection) and

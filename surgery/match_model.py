@@ -38,7 +38,6 @@ class LayerMatches:
 class ModelMatches:
     embedding: EmbeddingMatch | MatchFailure
     layers: list[LayerMatches] = field(default_factory=list)
-    num_layernorms: int = 0  # every LayerNorm in the graph (decomposed or native)
     failure: MatchFailure | None = None  # why the residual walk stopped early, if it did
 
     @property
@@ -55,7 +54,7 @@ def match_model(graph: gs.Graph, cfg: BertConfig | None = None) -> ModelMatches:
     """Match every block. With `cfg`, the walk covers cfg.num_hidden_layers layers and the GELU must have cfg's
     form; without it (a foreign export being adapted) it follows the residual stream while it continues."""
     layernorms = find_layernorms(graph)
-    matches = ModelMatches(match_embedding(graph, layernorms), num_layernorms=len(layernorms))
+    matches = ModelMatches(match_embedding(graph, layernorms))
     if isinstance(matches.embedding, MatchFailure):
         return matches
     x = matches.embedding.output
