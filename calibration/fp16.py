@@ -37,7 +37,7 @@ def _consumers(graph) -> dict[str, list]:
 def layernorm_nodes(model: onnx.ModelProto) -> list[str]:
     g = model.graph
     consts = {i.name for i in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}
-    cons = _consumers(g)
+    producer = {out: n.op_type for n in g.node for out in n.output}
     names = []
     for n in g.node:
         if n.op_type in ("LayerNormalization", "ReduceMean", "Sqrt", "Reciprocal", "Pow"):
@@ -45,11 +45,10 @@ def layernorm_nodes(model: onnx.ModelProto) -> list[str]:
         elif n.op_type == "Mul" and len(n.input) == 2 and n.input[0] == n.input[1]:
             names.append(n.name)  # (x - mean)^2
         elif n.op_type == "Add" and any(x in consts for x in n.input) and any(
-                p.op_type == "ReduceMean" for x in n.input for p in g.node if x in p.output):
+                producer.get(x) == "ReduceMean" for x in n.input):
             names.append(n.name)  # variance + epsilon
-        elif n.op_type == "Div" and any(c.op_type == "Sqrt" for x in n.input[1:] for c in g.node if x in c.output):
+        elif n.op_type == "Div" and any(producer.get(x) == "Sqrt" for x in n.input[1:]):
             names.append(n.name)
-    del cons
     return names
 
 
