@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 from bertrt.run.backends import ort_session
+from bertrt.surgery.pipeline import fusion_report_path
+
+from bertrt.artifacts import sha256_file, sidecar_path
+from bertrt.qa_contract import load_qa_model, stage_of
 
 TOL = 1e-4  # worst abs logits error over valid tokens, fused vs unfused (fp32)
 # (layers, hidden, heads, gelu): head sizes 32, 32, 64 (768/12 is BERT-base's attention); the tanh one covers
@@ -38,3 +43,16 @@ def random_feed(batch: int, seq: int, vocab: int, seed: int) -> dict[str, np.nda
     ids = rng.integers(5, vocab, (batch, seq)).astype(np.int32) * mask
     segments = ((np.arange(seq)[None, :] >= np.array(lengths)[:, None] // 3) * mask).astype(np.int32)
     return {"input_ids": ids, "segment_ids": segments, "input_mask": mask}
+
+
+def assert_report_and_artifacts(fused: Path, report: dict, target: str, layers: int) -> None:
+    """Exact block counts, the fusion JSON, the sidecar and the stamped stage of a surgery output."""
+    assert report["blocks"] == {"embedding": {"fused": 1, "expected": 1},
+                                "skip_layernorm": {"fused": 2 * layers, "expected": 2 * layers},
+                                "attention": {"fused": layers, "expected": layers},
+                                "gelu": {"fused": layers, "expected": layers}}
+    assert json.loads(fusion_report_path(fused).read_text()) == report
+    sidecar = json.loads(sidecar_path(fused).read_text())
+    assert sidecar["stage"] == f"surgery:{target}" and sidecar["sha256"] == sha256_file(fused)
+    model, cfg = load_qa_model(fused)
+    assert stage_of(model) == f"surgery:{target}" and cfg.num_hidden_layers == layers

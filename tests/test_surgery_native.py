@@ -5,7 +5,6 @@ shapes, parity with torch for Hugging Face exports, and the structure TensorRT's
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -13,21 +12,21 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
-from bertrt.surgery.pipeline import fusion_report_path, run_surgery
+from bertrt.surgery.pipeline import run_surgery
 from conftest import HF_FIXTURES
 from onnx import numpy_helper
 from surgery_common import (
     HF_NAMES,
     SHAPES,
     TOL,
+    assert_report_and_artifacts,
     ort_logits,
     random_feed,
     shape_id,
     worst_valid_error,
 )
 
-from bertrt.artifacts import sha256_file, sidecar_path
-from bertrt.qa_contract import load_qa_model, stage_of
+from bertrt.qa_contract import load_qa_model
 
 
 def assert_native(model: Path | onnx.ModelProto, layers: int, gelu: str) -> None:
@@ -110,16 +109,7 @@ def test_real_model_matches_on_squad(embedded_onnx, real_native, dev_batch, dev_
 
 def test_report_counts_and_artifacts(real_native):
     native, report = real_native
-    layers = 6
-    assert report["blocks"] == {"embedding": {"fused": 1, "expected": 1},
-                                "skip_layernorm": {"fused": 2 * layers, "expected": 2 * layers},
-                                "attention": {"fused": layers, "expected": layers},
-                                "gelu": {"fused": layers, "expected": layers}}
-    assert json.loads(fusion_report_path(native).read_text()) == report
-    sidecar = json.loads(sidecar_path(native).read_text())
-    assert sidecar["stage"] == "surgery:native" and sidecar["sha256"] == sha256_file(native)
-    model, cfg = load_qa_model(native)
-    assert stage_of(model) == "surgery:native" and cfg.num_hidden_layers == layers
+    assert_report_and_artifacts(native, report, "native", layers=6)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)

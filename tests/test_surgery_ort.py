@@ -17,6 +17,7 @@ from surgery_common import (
     HF_NAMES,
     SHAPES,
     TOL,
+    assert_report_and_artifacts,
     ort_logits,
     random_feed,
     shape_id,
@@ -26,7 +27,7 @@ from surgery_common import (
 from bertrt.artifacts import sha256_file, sidecar_path
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
-from bertrt.qa_contract import load_qa_model, stage_of, stamp
+from bertrt.qa_contract import load_qa_model, stamp
 
 
 def assert_fully_fused(path: Path, layers: int, gelu: str) -> None:
@@ -59,16 +60,7 @@ def test_real_model_fuses_and_matches_on_squad(embedded_onnx, real_fused, dev_ba
 
 def test_report_counts_and_artifacts(real_fused):
     fused, report = real_fused
-    layers = 6
-    assert report["blocks"] == {"embedding": {"fused": 1, "expected": 1},
-                                "skip_layernorm": {"fused": 2 * layers, "expected": 2 * layers},
-                                "attention": {"fused": layers, "expected": layers},
-                                "gelu": {"fused": layers, "expected": layers}}
-    assert json.loads(fusion_report_path(fused).read_text()) == report
-    sidecar = json.loads(sidecar_path(fused).read_text())
-    assert sidecar["stage"] == "surgery:ort" and sidecar["sha256"] == sha256_file(fused)
-    model, cfg = load_qa_model(fused)
-    assert stage_of(model) == "surgery:ort" and cfg.num_hidden_layers == layers
+    assert_report_and_artifacts(fused, report, "ort", layers=6)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
