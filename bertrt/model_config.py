@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,6 +16,42 @@ GELU_FORMS = {"gelu": "erf", "gelu_exact": "erf", "gelu_tanh": "tanh", "gelu_new
 
 _REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
              "max_position_embeddings")
+# Upper bounds well above any published BERT-class model (mT5-sized vocabularies, 4k-wide hidden, 8k positions):
+# a config is read from untrusted files (checkpoints, ONNX metadata), and absurd sizes would otherwise surface as
+# allocation failures or crashes deep inside TensorFlow or onnxruntime.
+_MAX = {"vocab_size": 1_000_000, "hidden_size": 16_384, "num_hidden_layers": 256, "num_attention_heads": 256,
+        "intermediate_size": 65_536, "max_position_embeddings": 65_536, "type_vocab_size": 1_024}
+_EPS_RANGE = (0.0, 1e-2)  # layer_norm_eps: positive (a zero or negative epsilon gives NaN on constant rows)
+
+
+def _size(data: dict, key: str, source: str, default: int | None = None) -> int:
+    """An integer size field: a JSON integer (or an integral float such as 768.0), never a bool or a string."""
+    value = data.get(key, default)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BertrtError(f"{source}: {key} must be an integer, not {value!r}")
+    if not 1 <= value <= _MAX[key]:
+        raise BertrtError(f"{source}: {key} = {value} is outside 1..{_MAX[key]}")
+    return value
+
+
+def _epsilon(data: dict, source: str) -> float:
+    value = data.get("layer_norm_eps", 1e-12)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not _EPS_RANGE[0] < value <= _EPS_RANGE[1]:
+        raise BertrtError(f"{source}: layer_norm_eps must be a number in ({_EPS_RANGE[0]:g}, {_EPS_RANGE[1]:g}], "
+                          f"not {value!r}")
+    return float(value)
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_strict(text: str):
+    """json.loads without the NaN/Infinity extension Python accepts by default (not JSON, and never a valid size)."""
+    return json.loads(text, parse_constant=_reject_constant)
 
 
 @dataclass(frozen=True)
@@ -38,10 +75,14 @@ class BertConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config", gelu: str | None = None) -> BertConfig:
+        if not isinstance(data, dict):
+            raise BertrtError(f"{source}: the BERT config must be a JSON object, not {type(data).__name__}")
         missing = [k for k in _REQUIRED if k not in data]
         if missing:
             raise BertrtError(f"{source}: missing {', '.join(missing)}")
         act = data.get("hidden_act", "gelu")
+        if not isinstance(act, str):
+            raise BertrtError(f"{source}: hidden_act must be a string, not {act!r}")
         if "gelu" in data and data["gelu"] in ("erf", "tanh"):  # our own to_dict() form
             act_form = data["gelu"]
         elif act in GELU_FORMS:
@@ -52,14 +93,9 @@ class BertConfig:
             if gelu not in ("erf", "tanh"):
                 raise BertrtError(f"--gelu must be 'erf' or 'tanh', not {gelu!r}")
             act_form = gelu
-        try:
-            cfg = cls(**{k: int(data[k]) for k in _REQUIRED}, type_vocab_size=int(data.get("type_vocab_size", 2)),
-                      gelu=act_form, layer_norm_eps=float(data.get("layer_norm_eps", 1e-12)))
-        except (TypeError, ValueError) as exc:
-            raise BertrtError(f"{source}: non-numeric size field ({exc})") from None
-        if min(cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads,
-               cfg.intermediate_size, cfg.max_position_embeddings, cfg.type_vocab_size) < 1:
-            raise BertrtError(f"{source}: sizes must be positive")
+        cfg = cls(**{k: _size(data, k, source) for k in _REQUIRED},
+                  type_vocab_size=_size(data, "type_vocab_size", source, default=2),
+                  gelu=act_form, layer_norm_eps=_epsilon(data, source))
         if cfg.hidden_size % cfg.num_attention_heads:
             raise BertrtError(f"{source}: hidden_size {cfg.hidden_size} is not a multiple of "
                               f"num_attention_heads {cfg.num_attention_heads}")
@@ -69,10 +105,10 @@ class BertConfig:
     def from_json(cls, path: str | Path, gelu: str | None = None) -> BertConfig:
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = parse_json_strict(path.read_text())
         except FileNotFoundError:
             raise BertrtError(f"{path}: config file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: bad UTF-8, bad JSON, NaN/Infinity
             raise BertrtError(f"{path}: not a JSON config ({exc})") from None
         if not isinstance(data, dict):
             raise BertrtError(f"{path}: not a JSON object")

@@ -9,7 +9,7 @@ import onnx
 
 import bertrt
 from bertrt.errors import BertrtError
-from bertrt.model_config import BertConfig
+from bertrt.model_config import BertConfig, parse_json_strict
 
 INPUT_NAMES = ("input_ids", "segment_ids", "input_mask")  # int32 [batch, seq], as in NVIDIA's demo
 OUTPUT_NAMES = ("start_logits", "end_logits")  # float [batch, seq]
@@ -18,6 +18,9 @@ _META_STAGE = "bertrt.stage"
 _META_VERSION = "bertrt.version"
 # onnxruntime session config entries an artifact needs to run (JSON), e.g. FP8 Q/DQ needs Q/DQ fusion off.
 META_ORT_SESSION_CONFIG = "bertrt.ort_session_config"
+# A model file is untrusted input: of its metadata, only these session entries (the ones bertrt itself writes) and
+# these values reach onnxruntime. Other entries can make onnxruntime write files (e.g. an optimized-model path).
+ALLOWED_ORT_SESSION_CONFIG = {"session.disable_quant_qdq": ("0", "1")}
 
 
 def stamp(model: onnx.ModelProto, stage: str, cfg: BertConfig, extra: dict[str, str] | None = None) -> None:
@@ -57,14 +60,35 @@ def load_qa_model(path: str | Path, load_weights: bool = True) -> tuple[onnx.Mod
             raise BertrtError(f"{path}: input {name!r} missing or not int32: not a bertrt BERT QA model")
     if sorted(outputs) != sorted(OUTPUT_NAMES):
         raise BertrtError(f"{path}: outputs {outputs} are not {list(OUTPUT_NAMES)}")
-    return model, BertConfig.from_dict(json.loads(meta[_META_CONFIG]), source=str(path))
+    try:
+        stored = parse_json_strict(meta[_META_CONFIG])
+    except ValueError as exc:
+        raise BertrtError(f"{path}: metadata {_META_CONFIG} is not valid JSON ({exc})") from None
+    return model, BertConfig.from_dict(stored, source=f"{path}: metadata {_META_CONFIG}")
 
 
 def stage_of(model: onnx.ModelProto) -> str:
     return metadata(model).get(_META_STAGE, "unknown")
 
 
-def ort_session_config(model: onnx.ModelProto) -> dict[str, str]:
-    """The onnxruntime session config entries the artifact asks for (empty for most)."""
+def ort_session_config(model: onnx.ModelProto, source: str = "model") -> dict[str, str]:
+    """The onnxruntime session config entries the artifact asks for (empty for most), checked against the
+    allow-list: anything else is refused, naming the entry, rather than passed to onnxruntime."""
     raw = metadata(model).get(META_ORT_SESSION_CONFIG)
-    return json.loads(raw) if raw else {}
+    if not raw:
+        return {}
+    where = f"{source}: metadata {META_ORT_SESSION_CONFIG}"
+    try:
+        entries = parse_json_strict(raw)
+    except ValueError as exc:
+        raise BertrtError(f"{where} is not valid JSON ({exc})") from None
+    if not isinstance(entries, dict):
+        raise BertrtError(f"{where} must be a JSON object of strings")
+    for key, value in entries.items():
+        if key not in ALLOWED_ORT_SESSION_CONFIG:
+            raise BertrtError(f"{where}: refusing onnxruntime session option {key!r} (bertrt only applies "
+                              f"{', '.join(ALLOWED_ORT_SESSION_CONFIG)})")
+        if value not in ALLOWED_ORT_SESSION_CONFIG[key]:
+            raise BertrtError(f"{where}: refusing value {value!r} for {key!r} (allowed: "
+                              f"{', '.join(ALLOWED_ORT_SESSION_CONFIG[key])})")
+    return entries

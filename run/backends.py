@@ -86,7 +86,7 @@ def open_backend(path: str | Path, provider: str = "cpu", threads: int | None = 
     model, cfg = load_qa_model(path)
     if uses_trt_plugins(model):
         return QABackend(ReferenceRunner(model, name="plugin-reference"), cfg, f"numpy plugin references: {path}")
-    session_config = ort_session_config(model)
+    session_config = ort_session_config(model, source=str(path))
     source: Path | bytes = path
     if session_config.get("session.disable_quant_qdq") == "1":
         from bertrt.run.dequantize import fold_weight_dequantize
