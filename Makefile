@@ -24,7 +24,8 @@ QUANT  := $(OUT)/model.$(TARGET).$(PRECISION).onnx
 # the model `make squad` scores (default: the fp32 export), e.g. EVAL=$(QUANT)
 EVAL   ?= $(OUT)/model.onnx
 
-.PHONY: setup test test-slow export demo infer squad surgery compare inspect perf quantize calibrate clean
+.PHONY: setup test test-slow export demo infer squad surgery compare inspect perf quantize calibrate notebook \
+	notebook-figures clean
 .DELETE_ON_ERROR:
 
 setup: $(VENV)/.installed
@@ -78,6 +79,15 @@ $(QUANT): $(FUSED)
 # TensorRT 10 implicit INT8: Polygraphy calibration cache named after the model's hash (needs TensorRT).
 calibrate: $(FUSED)
 	$(BERTRT) calibrate --model $(FUSED)
+
+# The walkthrough notebook: installs JupyterLab into the venv on first use, then opens it.
+notebook: setup
+	$(PY) -c "import jupyterlab" 2>/dev/null || $(VENV)/bin/pip install -q jupyterlab
+	$(VENV)/bin/jupyter lab notebooks/bertrt.ipynb
+
+# Execute the notebook top to bottom and save its figures (the README's pictures) in docs/.
+notebook-figures: setup
+	$(PY) scripts/run_notebook.py --figures docs
 
 clean:
 	rm -rf out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from bertrt.run.features import Feature
@@ -26,14 +26,18 @@ class Answer:
     char_start: int  # in the example's context; -1 for no answer
     char_end: int
     null_score_diff: float | None  # v2 only (and only with a valid span): null score minus best span score
+    nbest: list[Candidate] = field(default_factory=list)  # the ranked candidates the score is taken over
 
 
 @dataclass
-class _Candidate:
+class Candidate:
+    """One of the n-best spans (run_squad's nbest entry); char_start -1 is v2's "no answer"."""
+
     logit: float
     text: str
     char_start: int
     char_end: int
+    score: float = 0.0  # softmax probability among the n-best
 
 
 def _top(logits: np.ndarray, n: int) -> np.ndarray:
@@ -96,26 +100,28 @@ def _answer(
     ranked = zip(*(np.concatenate(a)[order].tolist() for a in (window_of, starts, ends)), logit[order].tolist())
     # The same text from several windows or positions counts once, at its best score (run_squad's
     # seen_predictions).
-    nbest: list[_Candidate] = []
+    nbest: list[Candidate] = []
     seen: set[str] = set()
     for w, s, e, lg in ranked:
         if w < 0:
-            c = _Candidate(lg, "", -1, -1)
+            c = Candidate(lg, "", -1, -1)
         else:
             spans = windows[w][0].token_spans
-            c = _Candidate(lg, context[spans[s][0] : spans[e][1]], spans[s][0], spans[e][1])
+            c = Candidate(lg, context[spans[s][0] : spans[e][1]], spans[s][0], spans[e][1])
         if c.text not in seen:
             seen.add(c.text)
             nbest.append(c)
             if len(nbest) == n_best:
                 break
     if version_2 and "" not in seen:
-        nbest.append(_Candidate(null_score, "", -1, -1))
+        nbest.append(Candidate(null_score, "", -1, -1))
 
     span_ranks = [k for k, c in enumerate(nbest) if c.char_start >= 0]
     if not span_ranks:
         return Answer("", 0.0, -math.inf, -1, -1, None)
     probs = _softmax([c.logit for c in nbest])
+    for c, p in zip(nbest, probs):
+        c.score = float(p)
     k = span_ranks[0]
     diff = None
     if version_2:
@@ -123,7 +129,7 @@ def _answer(
         if diff > null_score_diff_threshold:
             k = next(k for k, c in enumerate(nbest) if c.char_start < 0)
     best = nbest[k]
-    return Answer(best.text, float(probs[k]), best.logit, best.char_start, best.char_end, diff)
+    return Answer(best.text, float(probs[k]), best.logit, best.char_start, best.char_end, diff, nbest)
 
 
 def best_answers(
