@@ -57,7 +57,9 @@ def _open(args, cfg: PipelineConfig):
     batch_size, seq_len = ag.shapes(args, cfg)
     backend = open_backend(ag.model_path(args, cfg), **ag.backend_options(args, cfg))
     tokenizer = load_tokenizer(ag.vocab_path(args, cfg), expected_vocab_size=backend.config.vocab_size)
-    return backend, tokenizer, ag.squad_params(args, cfg, seq_len), batch_size
+    params = ag.squad_params(args, cfg, seq_len)
+    params.check(backend, batch_size)  # before the backend is activated (an engine would need its GPU first)
+    return backend, tokenizer, params, batch_size
 
 
 # --- infer ----------------------------------------------------------------------------------------------------
@@ -230,10 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="pipeline config (default configs/minilm-l6-h384-squad11.yaml)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    from bertrt.calibration.cli import add_calibrate, add_quantize
+    from bertrt.build.cli import add_build, add_calibrate
+    from bertrt.calibration.cli import add_quantize
 
     for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf, add_quantize,
-                add_calibrate):
+                add_build, add_calibrate):
         add(sub)
     return parser
 
