@@ -7,19 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from bertrt import arg_groups as ag
 from bertrt.errors import BertrtError
 from bertrt.pipeline_config import PipelineConfig, load_config
-
-
-def _pick(value, cfg: PipelineConfig, section: str, key: str):
-    """A flag's value, else the config's."""
-    return value if value is not None else cfg.get(section, key)
-
-
-def _required(value, what: str):
-    if value is None:
-        raise BertrtError(f"no {what} given (use the flag or set it in the config)")
-    return value
 
 
 def _default_model(cfg: PipelineConfig) -> Path:
@@ -41,49 +31,41 @@ def _add_export(sub) -> None:
 def _run_export(args, cfg: PipelineConfig) -> int:
     from bertrt.export.onnx_export import export
 
-    checkpoint = Path(_required(_pick(args.checkpoint, cfg, "model", "checkpoint"), "--checkpoint"))
+    checkpoint = Path(ag.required(ag.pick(args.checkpoint, cfg, "model", "checkpoint"), "--checkpoint"))
     output = args.output or _default_model(cfg)
     vocab = args.vocab
     if vocab is None and args.checkpoint is None and cfg.get("model", "vocab"):
         vocab = Path(cfg.get("model", "vocab"))
-    export(checkpoint, output, config=args.bert_config, vocab=vocab, gelu=_pick(args.gelu, cfg, "model", "gelu"),
-           opset=_pick(args.opset, cfg, "model", "opset"))
+    export(checkpoint, output, config=args.bert_config, vocab=vocab, gelu=ag.pick(args.gelu, cfg, "model", "gelu"),
+           opset=ag.pick(args.opset, cfg, "model", "opset"))
     print(f"wrote {output} (+ {output.name}.json)")
     return 0
 
 
 # --- shared by infer / squad ----------------------------------------------------------------------------------
-def _add_model_args(p) -> None:
-    p.add_argument("--model", type=Path, help="QA model (.onnx from bertrt; default out/<config>/model.onnx)")
-    p.add_argument("--vocab", type=Path, help="vocab.txt (default: the config's)")
-    p.add_argument("--provider", choices=["cpu", "cuda"], help="onnxruntime execution provider")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--max-seq-length", type=int)
-    p.add_argument("--doc-stride", type=int)
-    p.add_argument("--max-query-length", type=int)
-    p.add_argument("--n-best", type=int)
-    p.add_argument("--max-answer-length", type=int)
+def _add_answering_args(p) -> None:
+    ag.add_model_args(p)
+    ag.add_backend_args(p)
+    ag.add_shape_args(p)
+    ag.add_squad_args(p)
 
 
 def _open(args, cfg: PipelineConfig):
-    from bertrt.run.answering import SquadParams
     from bertrt.run.backends import open_backend
     from bertrt.run.tokenizer import load_tokenizer
 
-    model = args.model or _default_model(cfg)
-    if args.model is None and not model.exists():
-        raise BertrtError(f"{model}: no model yet (run `bertrt export` or `make export` first, or give --model)")
-    backend = open_backend(model, provider=_pick(args.provider, cfg, "run", "provider"))
-    vocab = Path(_required(_pick(args.vocab, cfg, "model", "vocab"), "--vocab"))
-    tokenizer = load_tokenizer(vocab, expected_vocab_size=backend.config.vocab_size)
-    params = SquadParams(**{k: _pick(getattr(args, k), cfg, "squad", k) for k in SquadParams.__dataclass_fields__})
-    return backend, tokenizer, params, _pick(args.batch_size, cfg, "run", "batch_size")
+    batch_size, seq_len = ag.shapes(args, cfg)
+    backend = open_backend(ag.model_path(args, cfg), **ag.backend_options(args, cfg))
+    tokenizer = load_tokenizer(ag.vocab_path(args, cfg), expected_vocab_size=backend.config.vocab_size)
+    params = ag.squad_params(args, cfg, seq_len)
+    params.check(backend, batch_size)  # before the backend is activated (an engine would need its GPU first)
+    return backend, tokenizer, params, batch_size
 
 
 # --- infer ----------------------------------------------------------------------------------------------------
 def _add_infer(sub) -> None:
     p = sub.add_parser("infer", help="answer questions about a passage")
-    _add_model_args(p)
+    _add_answering_args(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--passage", help="the passage text")
     src.add_argument("--passage-file", type=Path, help="a UTF-8 text file holding the passage")
@@ -121,7 +103,7 @@ def _run_infer(args, cfg: PipelineConfig) -> int:
 # --- squad ----------------------------------------------------------------------------------------------------
 def _add_squad(sub) -> None:
     p = sub.add_parser("squad", help="run a SQuAD v1.1/v2.0 file; write predictions.json and EM/F1")
-    _add_model_args(p)
+    _add_answering_args(p)
     p.add_argument("--squad-json", type=Path, help="SQuAD JSON (default: the config's data.dev)")
     p.add_argument("--output", type=Path, help="predictions.json to write (default out/<config>/predictions.json)")
     p.add_argument("--limit", type=int, help="only the first N questions of the file")
@@ -134,7 +116,7 @@ def _add_squad(sub) -> None:
 def _run_squad(args, cfg: PipelineConfig) -> int:
     from bertrt.run.squad_eval import eval_path, run_squad, summary
 
-    squad_json = Path(_required(_pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
+    squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
     output = args.output or cfg.out_dir / "predictions.json"
     backend, tokenizer, params, batch_size = _open(args, cfg)
     with backend:
@@ -176,8 +158,8 @@ def _add_compare(sub) -> None:
     p.add_argument("--squad-json", type=Path, help="SQuAD file the features come from (default: the config's dev)")
     p.add_argument("--vocab", type=Path, help="vocab.txt (default: the config's)")
     p.add_argument("--num-features", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--seq-len", type=int, help="padded sequence length (default: the config's max_seq_length)")
+    ag.add_backend_args(p)
+    ag.add_shape_args(p, batch_default=4)
     p.add_argument("--atol", type=float, default=1e-4, help="exit code 1 when a worst abs error exceeds this")
     p.add_argument("--per-layer", action="store_true",
                    help="also compare the embedding and every encoder layer's output (needs an unfused export)")
@@ -188,11 +170,11 @@ def _run_compare(args, cfg: PipelineConfig) -> int:
     from bertrt.run.compare import compare, feature_batches, format_rows
     from bertrt.run.tokenizer import load_tokenizer
 
-    squad_json = Path(_required(_pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
-    tokenizer = load_tokenizer(Path(_required(_pick(args.vocab, cfg, "model", "vocab"), "--vocab")))
-    seq_len = _pick(args.seq_len, cfg, "squad", "max_seq_length")
-    batches = feature_batches(squad_json, tokenizer, args.num_features, args.batch_size, seq_len)
-    rows = compare(args.a, args.b, batches, per_layer=args.per_layer)
+    squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
+    tokenizer = load_tokenizer(ag.vocab_path(args, cfg))
+    batch_size, seq_len = ag.shapes(args, cfg)
+    batches = feature_batches(squad_json, tokenizer, args.num_features, batch_size, seq_len)
+    rows = compare(args.a, args.b, batches, per_layer=args.per_layer, backend_options=ag.backend_options(args, cfg))
     print(f"B = {args.b} against A = {args.a}: {args.num_features} SQuAD features, seq {seq_len}, "
           f"padded positions excluded")
     print(format_rows(rows, args.atol))
@@ -202,13 +184,11 @@ def _run_compare(args, cfg: PipelineConfig) -> int:
 # --- perf -----------------------------------------------------------------------------------------------------
 def _add_perf(sub) -> None:
     p = sub.add_parser("perf", help="latency of one or more models over batch x sequence (same process)")
-    p.add_argument("--model", type=Path, action="append", required=True, help="QA model (repeat to compare)")
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--seq", type=int, nargs="+", default=[128, 384])
+    ag.add_model_args(p, several=True, vocab=False)
+    ag.add_backend_args(p)
+    ag.add_shape_args(p, several=True, batch_default=[1, 8], seq_default=[128, 384])
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--provider", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
     p.add_argument("--output", type=Path, help="perf JSON (+ .csv beside it; default out/<config>/perf.json)")
     p.set_defaults(run=_run_perf)
 
@@ -222,21 +202,26 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     from bertrt.run.backends import open_backend
     from bertrt.run.perf import format_table, time_backend, write_results
 
-    if min(args.batch + args.seq) < 1 or args.runs < 1:
-        raise BertrtError("--batch, --seq and --runs must be positive")
-    provider = _pick(args.provider, cfg, "run", "provider")
+    batches, seqs = ag.shapes(args, cfg)
+    if args.runs < 1:
+        raise BertrtError("--runs must be positive")
+    options = ag.backend_options(args, cfg)
     timings = []
     with contextlib.ExitStack() as stack:
-        backends = [(path, stack.enter_context(open_backend(path, provider=provider, threads=args.threads)))
-                    for path in args.model]
+        opened = [(path, open_backend(path, **options)) for path in args.model]
+        for path, backend in opened:  # every shape checked before any model is loaded
+            for batch in batches:
+                for seq in seqs:
+                    backend.check_shape(batch, seq)
+        backends = [(path, stack.enter_context(backend)) for path, backend in opened]
         # Interleave models inside each shape, so that drift of the machine affects every model alike.
-        for batch in args.batch:
-            for seq in args.seq:
+        for batch in batches:
+            for seq in seqs:
                 for path, backend in backends:
                     timings.append(time_backend(backend, path.name, batch, seq, args.warmup, args.runs))
     print(format_table(timings))
     output = args.output or cfg.out_dir / "perf.json"
-    write_results(timings, output, {"provider": provider, "machine": platform.processor() or platform.machine(),
+    write_results(timings, output, {"provider": options["provider"], "machine": platform.processor() or platform.machine(),
                                     "cpu_count": os.cpu_count(), "tools": tool_versions()})
     print(f"wrote {output} and {output.with_suffix('.csv')}")
     return 0
@@ -247,10 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="pipeline config (default configs/minilm-l6-h384-squad11.yaml)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    from bertrt.calibration.cli import add_calibrate, add_quantize
+    from bertrt.build.cli import add_build, add_calibrate
+    from bertrt.calibration.cli import add_quantize
 
     for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf, add_quantize,
-                add_calibrate):
+                add_build, add_calibrate):
         add(sub)
     return parser
 

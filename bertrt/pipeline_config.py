@@ -15,6 +15,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
               "max_answer_length": 30},
     "run": {"batch_size": 8, "provider": "cpu"},
     "data": {"dev": None},
+    # engine builds: runtime tensorrt | tensorrt-rtx | auto; profiles: list of "batch=MIN:OPT:MAX,seq=MIN:OPT:MAX"
+    # (null: batch 1..run.batch_size, seq fixed at squad.max_seq_length)
+    "build": {"runtime": "auto", "profiles": None},
 }
 DEFAULT_CONFIG = Path("configs/minilm-l6-h384-squad11.yaml")
 

@@ -1,7 +1,8 @@
-"""`bertrt quantize` and `bertrt calibrate` subcommands, ready for bertrt/cli.py:
+"""The `bertrt quantize` subcommand, ready for bertrt/cli.py (`bertrt calibrate`, TensorRT 10 INT8, is part of the
+build stage: bertrt/build/cli.py):
 
-    from bertrt.calibration.cli import add_calibrate, add_quantize
-    for add in (..., add_quantize, add_calibrate): add(sub)
+    from bertrt.calibration.cli import add_quantize
+    for add in (..., add_quantize): add(sub)
 
 Each `run` takes (args, cfg) like the other subcommands; errors are BertrtError (one line, exit 2).
 """
@@ -45,24 +46,4 @@ def run_quantize(args, cfg) -> int:
     report.pop("overflow_amax", None)
     print(json.dumps(report))
     print(f"wrote {args.output} (+ {args.output.name}.json)")
-    return 0
-
-
-def add_calibrate(sub) -> None:
-    p = sub.add_parser("calibrate", help="TensorRT 10 implicit INT8: calibration cache (+ engine) with Polygraphy")
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--cache", type=Path, help="default: <model>.<sha256[:16]>.calib.cache beside the model")
-    p.add_argument("--calib-json", type=Path)
-    p.add_argument("--calib-num", type=int, default=calib_data.DEFAULT_CALIB_NUM)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seq-len", type=int, default=384)
-    p.add_argument("--engine", type=Path, help="also save the INT8+FP16 engine here")
-    p.set_defaults(run=run_calibrate)
-
-
-def run_calibrate(args, cfg) -> int:
-    from bertrt.calibration.trt10_calibrate import calibrate
-
-    print(json.dumps(calibrate(args.model, args.cache, args.calib_json, args.calib_num, args.batch_size,
-                               args.seq_len, args.engine)))
     return 0

@@ -20,20 +20,9 @@ from bertrt.calibration.qdq import CALIB_METHODS
 from bertrt.artifacts import atomic_output, sha256_file, write_sidecar
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import META_ORT_SESSION_CONFIG, load_qa_model, stage_of, stamp
+from bertrt.targets import target_of
 
 PRECISIONS = ("fp16", "int8", "fp8")
-
-
-def target_of(model: onnx.ModelProto) -> str:
-    """'plugins' (TensorRT plugin nodes), 'ort' (com.microsoft contrib ops) or the plain ONNX target."""
-    from bertrt.run.runners import uses_trt_plugins
-
-    if uses_trt_plugins(model):
-        return "plugins"
-    if any(n.domain == "com.microsoft" for n in model.graph.node):
-        return "ort"
-    stage = stage_of(model)
-    return stage.split(":", 1)[1] if stage.startswith("surgery:") else "export"
 
 
 SUPPORTED = {
@@ -70,7 +59,7 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
     model, cfg = load_qa_model(input)
     if stage_of(model).startswith("quantize:"):
         raise BertrtError(f"{input}: already quantized ({stage_of(model)}); quantize the FP32 model")
-    target = target_of(model)
+    target = target_of(model).name
     check_supported(target, precision)
 
     calibrated = precision in ("int8", "fp8") or (precision == "fp16" and (keep_fp32 is None or "overflow" in keep_fp32))

@@ -23,13 +23,12 @@ class SquadParams:
     n_best: int = 20
     max_answer_length: int = 30
 
-    def check(self, backend: QABackend) -> None:
-        if self.max_seq_length > backend.config.max_position_embeddings:
-            raise BertrtError(f"max sequence length {self.max_seq_length} exceeds the model's "
-                              f"{backend.config.max_position_embeddings} positions")
+    def check(self, backend: QABackend, batch_size: int = 1) -> None:
+        """Before any work: the model (and an engine's profiles) must take batches padded to max_seq_length."""
         if backend.seq_len is not None and backend.seq_len != self.max_seq_length:
             raise BertrtError(f"max sequence length {self.max_seq_length} differs from the model's fixed "
                               f"length {backend.seq_len}")
+        backend.check_shape(batch_size, self.max_seq_length)
 
 
 @dataclass
@@ -54,7 +53,7 @@ def run_logits(backend: QABackend, features: list[Feature], batch_size: int, pro
         for first in range(0, len(order), batch_size):
             chunk = order[first:first + batch_size]
             batch = [features[i] for i in chunk]
-            feed = collate(batch, backend.seq_len or max(f.length for f in batch))
+            feed = collate(batch, backend.padded_length(max(f.length for f in batch)))
             t0 = time.perf_counter()
             start, end = backend.infer(feed)
             seconds += time.perf_counter() - t0
@@ -67,7 +66,7 @@ def run_logits(backend: QABackend, features: list[Feature], batch_size: int, pro
 def answer(backend: QABackend, tokenizer, examples: list[Example], params: SquadParams, batch_size: int,
            truncate_question: bool, progress: bool = False, version_2: bool = False,
            null_score_diff_threshold: float = 0.0) -> Run:
-    params.check(backend)
+    params.check(backend, batch_size)
     features = make_features(examples, tokenizer, params.max_seq_length, params.doc_stride,
                              params.max_query_length, truncate_question=truncate_question)
     starts, ends, seconds = run_logits(backend, features, batch_size, progress)

@@ -1,21 +1,52 @@
-"""Backend-neutral inference: load a QA artifact, feed int32 [B, S] input_ids/segment_ids/input_mask, get
-start/end logits. Each backend is a Polygraphy runner (one interface for onnxruntime now, TensorRT later), wrapped
-with the checks the bertrt contract needs (batch and sequence limits, output names)."""
+"""The one place that chooses how a QA model runs (`open_backend`), used by infer, squad, compare and perf.
+
+Every backend is a Polygraphy runner built from lazy loaders (nothing heavy happens before the runner is
+activated), wrapped in a `QABackend` with the checks the bertrt contract needs (batch/sequence limits, engine
+profiles, output names). The artifact decides the runner:
+
+| artifact | runner |
+| --- | --- |
+| TF checkpoint dir / `.safetensors` | `TfCheckpointRunner` (the export's reference) |
+| `.engine` / `.plan` from `bertrt build` | Polygraphy `TrtRunner` over `EngineFromBytes`, after the sidecar checks |
+| `.onnx` with TensorRT plugin nodes | `ReferenceRunner` (numpy plugin references; slow, for verification) |
+| other `.onnx` | `ONNX_RUNNERS[provider]` (onnxruntime; the artifact's session config always applied) |
+
+To add a runner for ONNX models (e.g. an onnxruntime CUDA runner with IOBinding), register a factory
+`(OnnxArtifact, RunOptions) -> polygraphy BaseRunner` in `ONNX_RUNNERS` under its provider name.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
-from bertrt.qa_contract import INPUT_NAMES, load_qa_model
+from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, load_qa_model, ort_session_config
 
 ORT_PROVIDERS = {"cpu": ["CPUExecutionProvider"],
                  "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+ENGINE_SUFFIXES = (".engine", ".plan")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    provider: str = "cpu"  # onnxruntime execution provider (ONNX models)
+    threads: int | None = None  # onnxruntime intra-op threads
+    extra_outputs: tuple[str, ...] = ()  # intermediate tensors to return too (compare --per-layer)
+
+
+@dataclass(frozen=True)
+class OnnxArtifact:
+    path: Path
+    model: onnx.ModelProto  # with the extra outputs added
+    config: BertConfig
+    session_config: dict[str, str]  # validated onnxruntime session entries from the artifact's metadata
 
 
 @dataclass
@@ -23,8 +54,10 @@ class QABackend:
     runner: object  # polygraphy.backend.base.BaseRunner
     config: BertConfig
     description: str
-    seq_len: int | None = None  # fixed sequence length (TensorRT profiles), None when dynamic
-    max_batch: int | None = None
+    profiles: tuple = ()  # engine optimization profiles (bertrt.build.profiles.QAProfile); () takes any shape
+
+    def __post_init__(self):
+        self._profile = 0
 
     def __enter__(self) -> QABackend:
         self.runner.activate()
@@ -33,17 +66,40 @@ class QABackend:
     def __exit__(self, *exc) -> None:
         self.runner.deactivate()
 
-    def infer(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        batch, seq = feed["input_ids"].shape
-        if self.max_batch is not None and batch > self.max_batch:
-            raise BertrtError(f"batch {batch} is larger than the model's profile allows ({self.max_batch})")
-        if self.seq_len is not None and seq != self.seq_len:
-            raise BertrtError(f"sequence length {seq} differs from the model's fixed length {self.seq_len}")
+    @property
+    def seq_len(self) -> int | None:
+        """The one sequence length the backend takes, or None when it takes a range."""
+        fixed = {p.fixed_seq for p in self.profiles}
+        return fixed.pop() if len(fixed) == 1 and None not in fixed else None
+
+    def padded_length(self, longest: int) -> int:
+        """The length to pad a batch whose longest feature has `longest` tokens to."""
+        if self.seq_len is not None:
+            return self.seq_len
+        floors = [p.seq[0] for p in self.profiles if p.seq[2] >= longest]
+        return max(longest, min(floors)) if floors else longest
+
+    def check_shape(self, batch: int, seq: int) -> int | None:
+        """Raise a one-line error for a shape the model cannot take; return the engine profile that takes it."""
         if seq > self.config.max_position_embeddings:
             raise BertrtError(f"sequence length {seq} exceeds the model's {self.config.max_position_embeddings} "
                               f"positions")
-        out = self.runner.infer({name: np.ascontiguousarray(feed[name], dtype=np.int32) for name in INPUT_NAMES})
+        if not self.profiles:
+            return None
+        from bertrt.build.profiles import covering_profile
+
+        return covering_profile(self.profiles, batch, seq)
+
+    def infer(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        out = self.infer_all(feed)
         return (np.asarray(out["start_logits"], dtype=np.float32), np.asarray(out["end_logits"], dtype=np.float32))
+
+    def infer_all(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        profile = self.check_shape(*feed["input_ids"].shape)
+        if profile is not None and profile != self._profile:
+            self.runner.set_profile(profile)  # TrtRunner: switch the execution context's optimization profile
+            self._profile = profile
+        return self.runner.infer({name: np.ascontiguousarray(feed[name], dtype=np.int32) for name in INPUT_NAMES})
 
 
 def ort_session(path: str | Path | bytes, provider: str = "cpu", threads: int | None = None,
@@ -72,25 +128,89 @@ def ort_session(path: str | Path | bytes, provider: str = "cpu", threads: int | 
         raise BertrtError(f"{where}: onnxruntime cannot load it ({str(exc).splitlines()[0][:300]})") from None
 
 
-def open_backend(path: str | Path, provider: str = "cpu", threads: int | None = None) -> QABackend:
-    """Open a QA model for inference; the backend is chosen by the artifact: ONNX -> onnxruntime, except a graph of
-    TensorRT plugin nodes, which runs on the CPU through the numpy plugin references (slow; for verification)."""
-    from bertrt.run.runners import ReferenceRunner, uses_trt_plugins
+def _ort_runner(artifact: OnnxArtifact, options: RunOptions):
+    """onnxruntime through Polygraphy's OnnxrtRunner; the session is created lazily (SessionFromOnnx-like)."""
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
-    from bertrt.qa_contract import ort_session_config
-
-    path = Path(path)
-    if path.suffix != ".onnx":
-        raise BertrtError(f"{path}: unsupported model file (expected .onnx)")
-    model, cfg = load_qa_model(path)
-    if uses_trt_plugins(model):
-        return QABackend(ReferenceRunner(model, name="plugin-reference"), cfg, f"numpy plugin references: {path}")
-    session_config = ort_session_config(model, source=str(path))
-    source: Path | bytes = path
-    if session_config.get("session.disable_quant_qdq") == "1":
+    model = artifact.model
+    fold = artifact.session_config.get("session.disable_quant_qdq") == "1"
+    if fold:
         from bertrt.run.dequantize import fold_weight_dequantize
 
-        source = fold_weight_dequantize(model).SerializeToString()
-    session = ort_session(source, provider, threads, session_config)
-    return QABackend(OnnxrtRunner(session, name=f"onnxruntime-{provider}"), cfg, f"onnxruntime {provider}: {path}")
+        model = fold_weight_dequantize(model)
+    # The file itself when the graph is unchanged (no 90 MB copy), else the changed graph's bytes.
+    source = model.SerializeToString() if fold or options.extra_outputs else artifact.path
+    session = ort_session(source, options.provider, options.threads, artifact.session_config)
+    return OnnxrtRunner(session, name=f"onnxruntime-{options.provider}:{artifact.path.name}")
+
+
+# provider -> factory of the runner for ONNX models (see the module docstring)
+ONNX_RUNNERS: dict[str, Callable[[OnnxArtifact, RunOptions], object]] = {"cpu": _ort_runner, "cuda": _ort_runner}
+
+
+def with_outputs(model: onnx.ModelProto, names: tuple[str, ...]) -> onnx.ModelProto:
+    """A copy of `model` that also outputs `names` (those it produces)."""
+    if not names:
+        return model
+    produced = {out for node in model.graph.node for out in node.output}
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for name in names:
+        if name in produced and name not in OUTPUT_NAMES:
+            copy.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return copy
+
+
+def is_checkpoint(path: Path) -> bool:
+    return path.is_dir() or path.suffix == ".safetensors"
+
+
+def _open_checkpoint(path: Path, options: RunOptions) -> QABackend:
+    from bertrt.export.onnx_export import resolve_source
+    from bertrt.run.runners import TfCheckpointRunner
+
+    config = BertConfig.from_json(resolve_source(path).config)
+    return QABackend(TfCheckpointRunner(path, name=f"tf:{path.name}"), config, f"TF network: {path}")
+
+
+def _open_engine(path: Path, options: RunOptions) -> QABackend:
+    from bertrt.build.engine_runner import open_engine
+
+    if options.extra_outputs:
+        raise BertrtError(f"{path}: an engine returns only the logits (per-layer comparison needs ONNX models)")
+    runner, config, profiles = open_engine(path)
+    return QABackend(runner, config, f"TensorRT engine: {path}", profiles)
+
+
+def _open_onnx(path: Path, options: RunOptions) -> QABackend:
+    from bertrt.run.runners import ReferenceRunner
+    from bertrt.targets import target_of
+
+    model, cfg = load_qa_model(path)
+    session_config = ort_session_config(model, source=str(path))  # checked for every ONNX model, used by ort ones
+    model = with_outputs(model, options.extra_outputs)
+    target = target_of(model)
+    if not target.onnxruntime:
+        return QABackend(ReferenceRunner(model, [o.name for o in model.graph.output],
+                                         name=f"plugin-reference:{path.name}"),
+                         cfg, f"numpy plugin references: {path}")
+    if options.provider not in ONNX_RUNNERS:
+        raise BertrtError(f"unknown provider {options.provider!r} (choose from {', '.join(ONNX_RUNNERS)})")
+    runner = ONNX_RUNNERS[options.provider](OnnxArtifact(path, model, cfg, session_config), options)
+    return QABackend(runner, cfg, f"onnxruntime {options.provider}: {path}")
+
+
+def open_backend(model: str | Path, provider: str = "cpu", threads: int | None = None,
+                 extra_outputs: tuple[str, ...] | list[str] = ()) -> QABackend:
+    """Open any QA artifact for inference (see the module docstring for which runner each gets). Checks that need
+    no device happen here; the runner's heavy work (session, engine deserialization) happens on activation."""
+    path = Path(model)
+    options = RunOptions(provider, threads, tuple(extra_outputs))
+    if is_checkpoint(path):
+        return _open_checkpoint(path, options)
+    if path.suffix in ENGINE_SUFFIXES:
+        return _open_engine(path, options)
+    if path.suffix == ".onnx":
+        return _open_onnx(path, options)
+    raise BertrtError(f"{path}: unsupported model file (expected .onnx, {' or '.join(ENGINE_SUFFIXES)}, or a "
+                      f"checkpoint)")

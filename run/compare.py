@@ -7,12 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
-from bertrt.run.backends import ort_session
+from bertrt.run.backends import is_checkpoint, open_backend
 from bertrt.run.features import collate, make_features
-from bertrt.run.runners import ReferenceRunner, TfCheckpointRunner, uses_trt_plugins
 from bertrt.run.squad_data import load_squad
-from polygraphy.backend.onnxrt import OnnxrtRunner
 from polygraphy.comparator import Comparator
 from polygraphy.logger import G_LOGGER
 
@@ -30,10 +27,6 @@ class Row:
     where: tuple[int, ...]  # index of the worst absolute error
 
 
-def is_checkpoint(path: Path) -> bool:
-    return path.is_dir() or path.suffix == ".safetensors"
-
-
 def layer_tensors(model_path: Path) -> list[tuple[str, str]]:
     """(label, tensor name) of the embedding output and each encoder layer's output in an unfused export: the
     tensors the fused graphs keep (emitters write the fused node onto the block's original output tensor)."""
@@ -47,27 +40,6 @@ def layer_tensors(model_path: Path) -> list[tuple[str, str]]:
     labels = [("embeddings", matches.embedding.output.name)]
     labels += [(f"layer_{layer.index}", layer.ffn_skip.output.name) for layer in matches.layers]
     return labels
-
-
-def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """A copy of `model` that also outputs `names` (those it produces)."""
-    produced = {out for node in model.graph.node for out in node.output}
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    for name in names:
-        if name in produced:
-            copy.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    return copy
-
-
-def make_runner(path: Path, extra_outputs: list[str]):
-    if is_checkpoint(path):
-        return TfCheckpointRunner(path, name=f"tf:{path.name}")
-    model, _ = load_qa_model(path)
-    model = _with_outputs(model, extra_outputs)
-    if uses_trt_plugins(model):
-        return ReferenceRunner(model, [o.name for o in model.graph.output], name=f"plugin-reference:{path.name}")
-    return OnnxrtRunner(ort_session(model.SerializeToString()), name=f"onnxruntime:{path.name}")
 
 
 def _as_bse(value: np.ndarray, batch: int) -> np.ndarray:
@@ -84,8 +56,10 @@ def feature_batches(squad_json: Path, tokenizer, num_features: int, batch_size: 
     return [collate(features[i:i + batch_size], seq_len) for i in range(0, len(features), batch_size)]
 
 
-def compare(a: Path, b: Path, batches: list[dict[str, np.ndarray]], per_layer: bool = False) -> list[Row]:
-    """Worst errors of B against A (the reference) over the real (unpadded) positions of every batch."""
+def compare(a: Path, b: Path, batches: list[dict[str, np.ndarray]], per_layer: bool = False,
+            backend_options: dict | None = None) -> list[Row]:
+    """Worst errors of B against A (the reference) over the real (unpadded) positions of every batch. Both models
+    are opened by `open_backend` (the same runner, session config and checks as infer/squad/perf)."""
     names: list[tuple[str, str]] = []
     if per_layer:
         unfused = next((p for p in (a, b) if not is_checkpoint(p) and stage_of(load_qa_model(p)[0]) == "export"),
@@ -94,7 +68,13 @@ def compare(a: Path, b: Path, batches: list[dict[str, np.ndarray]], per_layer: b
             raise BertrtError("--per-layer needs one of the two models to be an unfused export (bertrt export)")
         names = layer_tensors(unfused)
     extra = [name for _, name in names]
-    runners = [make_runner(a, extra), make_runner(b, extra)]
+    backends = [open_backend(path, extra_outputs=extra, **(backend_options or {})) for path in (a, b)]
+    for path, backend in zip((a, b), backends):  # shapes an engine cannot take: one line before anything runs
+        for feed in batches:
+            if backend.check_shape(*feed["input_ids"].shape) not in (None, 0):
+                raise BertrtError(f"{path}: compare runs an engine on its first profile, which does not take "
+                                  f"shape {list(feed['input_ids'].shape)}")
+    runners = [backend.runner for backend in backends]
     G_LOGGER.module_severity = G_LOGGER.WARNING  # our table below is the report; Polygraphy's per-run log is noise
     results = Comparator.run(runners, data_loader=batches)
     (_, runs_a), (_, runs_b) = results[0], results[1]

@@ -21,12 +21,6 @@ def _qa_input_metadata() -> TensorMetadata:
     return meta
 
 
-def uses_trt_plugins(model: onnx.ModelProto) -> bool:
-    from bertrt.surgery.plugin_reference import PLUGIN_DOMAIN
-
-    return any(node.domain == PLUGIN_DOMAIN for node in model.graph.node)
-
-
 class ReferenceRunner(BaseRunner):
     """Runs an ONNX graph with onnx.reference.ReferenceEvaluator plus the TensorRT plugin references (slow: numpy)."""
 

@@ -19,9 +19,8 @@ from bertrt.surgery.report import build_report, check_matches, format_report
 from bertrt.artifacts import atomic_output, write_json_atomic, write_sidecar
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import stamp
+from bertrt.targets import META_TARGET, SURGERY_TARGETS, TARGETS
 
-TARGETS = {"ort": "bertrt.surgery.emit_ort", "native": "bertrt.surgery.emit_native",
-           "plugins": "bertrt.surgery.emit_plugins"}  # target -> emitter module
 PLUGIN_APIS = ("v2", "v3")
 NATIVE_ATTENTION = ("matmul", "onnx-attention")
 # The IR version onnx pairs with an opset (the `native` target's onnx-attention form raises the opset to 23).
@@ -37,8 +36,8 @@ def run_surgery(input_path: str | Path, output_path: str | Path, target: str, pl
     """Fuse `input_path` for `target` into `output_path`; return the fusion report. On any unmatched block raise
     BertrtError and write nothing."""
     input_path, output_path = Path(input_path), Path(output_path)
-    if target not in TARGETS:
-        raise BertrtError(f"unknown surgery target {target!r} (available: {', '.join(TARGETS)})")
+    if target not in SURGERY_TARGETS:
+        raise BertrtError(f"unknown surgery target {target!r} (available: {', '.join(SURGERY_TARGETS)})")
     if plugin_api not in PLUGIN_APIS:
         raise BertrtError(f"--plugin-api must be one of {', '.join(PLUGIN_APIS)}, not {plugin_api!r}")
     if attention not in NATIVE_ATTENTION:
@@ -52,7 +51,7 @@ def run_surgery(input_path: str | Path, output_path: str | Path, target: str, pl
     cfg = prepared.cfg or infer_config(matches)
 
     options = {"plugins": {"plugin_api": plugin_api}, "native": {"attention": attention}}.get(target, {})
-    fused = importlib.import_module(TARGETS[target]).emit(prepared.graph, matches, cfg, **options)
+    fused = importlib.import_module(TARGETS[target].emitter).emit(prepared.graph, matches, cfg, **options)
     report = build_report(cfg, fused, target)
     report["source"] = prepared.source
 
@@ -60,7 +59,7 @@ def run_surgery(input_path: str | Path, output_path: str | Path, target: str, pl
     graph.cleanup().toposort()
     model = gs.export_onnx(graph, ir_version=max(prepared.ir_version, _IR_FOR_OPSET.get(int(graph.opset), 0)))
     onnx.checker.check_model(model)
-    stamp(model, f"surgery:{target}", cfg)
+    stamp(model, f"surgery:{target}", cfg, extra={META_TARGET: target})
     with atomic_output(output_path) as tmp:
         onnx.save(model, str(tmp))
     write_sidecar(output_path, f"surgery:{target}",

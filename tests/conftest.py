@@ -17,6 +17,8 @@ VOCAB = EMBEDDED / "vocab.txt"
 DEV = SHARED / "data" / "squad" / "dev-v1.1.json"
 TRAIN = SHARED / "data" / "squad" / "train-v1.1.reconstructed.json.gz"
 HF_FIXTURES = ROOT / "tests" / "fixtures" / "hf"
+# Calibration features of the quantized test models (speed; tests/test_quantize_accuracy.py uses the default 256).
+QUANT_CALIB_NUM = 32
 VOCAB_SIZE = 30522
 # The passage NVIDIA's demo used, with its classic question "What is TensorRT?".
 TENSORRT_PASSAGE = (
@@ -145,5 +147,35 @@ def random_fused(random_export, tmp_path_factory):
             run_surgery(unfused, fused, target)
             cache[shape, target] = (unfused, fused, cfg)
         return cache[shape, target]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def embedded_native(embedded_onnx, tmp_path_factory) -> Path:
+    """The embedded export fused for the `native` target."""
+    from bertrt.surgery.pipeline import run_surgery
+
+    out = tmp_path_factory.mktemp("native") / "model.native.onnx"
+    run_surgery(embedded_onnx, out, "native")
+    return out
+
+
+@pytest.fixture(scope="session")
+def quantized(embedded_onnx, embedded_native, tmp_path_factory):
+    """(precision, target "export" | "native") -> (quantized model, report): one `bertrt quantize` per pair and
+    session, calibrated on QUANT_CALIB_NUM features, made on first use."""
+    from bertrt.calibration.quantize import quantize
+
+    out = tmp_path_factory.mktemp("quantized")
+    sources = {"export": embedded_onnx, "native": embedded_native}
+    cache: dict[tuple[str, str], tuple[Path, dict]] = {}
+
+    def get(precision: str, target: str = "export") -> tuple[Path, dict]:
+        if (precision, target) not in cache:
+            path = out / f"model.{target}.{precision}.onnx"
+            cache[precision, target] = (path, quantize(sources[target], path, precision,
+                                                       calib_num=QUANT_CALIB_NUM))
+        return cache[precision, target]
 
     return get

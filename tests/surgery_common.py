@@ -10,7 +10,8 @@ from bertrt.run.backends import ort_session
 from bertrt.surgery.pipeline import fusion_report_path
 
 from bertrt.artifacts import sha256_file, sidecar_path
-from bertrt.qa_contract import load_qa_model, stage_of
+from bertrt.qa_contract import load_qa_model, metadata, stage_of
+from bertrt.targets import META_TARGET, target_of
 
 TOL = 1e-4  # worst abs logits error over valid tokens, fused vs unfused (fp32)
 # (layers, hidden, heads, gelu): head sizes 32, 32, 64 (768/12 is BERT-base's attention); the tanh one covers
@@ -56,3 +57,4 @@ def assert_report_and_artifacts(fused: Path, report: dict, target: str, layers: 
     assert sidecar["stage"] == f"surgery:{target}" and sidecar["sha256"] == sha256_file(fused)
     model, cfg = load_qa_model(fused)
     assert stage_of(model) == f"surgery:{target}" and cfg.num_hidden_layers == layers
+    assert metadata(model)[META_TARGET] == target and target_of(model).name == target  # target apart from stage

@@ -12,14 +12,11 @@ import numpy as np
 import onnx
 import pytest
 from bertrt.calibration import calib_data
-from bertrt.calibration.trt10_calibrate import (
-    calibrate,
-    check_cache,
-    default_cache_path,
-)
+from bertrt.build.calib_cache import check_cache, default_cache_path
 from onnx import TensorProto, helper
 
-from bertrt.artifacts import sha256_file, write_sidecar
+from bertrt.artifacts import sha256_file, sidecar_path, write_sidecar
+from bertrt.cli import main
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
 from bertrt.qa_contract import INPUT_NAMES, stamp
@@ -143,32 +140,51 @@ def test_cache_from_another_model_is_refused(tmp_path):
         check_cache(a, anonymous)
 
 
-def test_calibrate_refuses_foreign_cache_before_needing_tensorrt(tmp_path):
+@pytest.mark.parametrize("text", ["{", "[]", '{"inputs": 1}', '{"inputs": {"model": {"sha256": 7}}}',
+                                  '{"inputs": {"model": {"sha256": NaN}}}', "\xff"])
+def test_malformed_cache_sidecar_is_one_line(tmp_path, text):
+    model = tiny_qa_model(tmp_path / "a.onnx")
+    cache = default_cache_path(model)
+    cache.write_text("TRT-10000-EntropyCalibration2\n")
+    sidecar_path(cache).write_text(text)
+    with pytest.raises(BertrtError, match="not a bertrt calibration-cache record") as e:
+        check_cache(model, cache)
+    assert "\n" not in str(e.value)
+
+
+def calibrate_cli(capsys, *argv) -> tuple[int, str]:
+    code = main(["calibrate", *map(str, argv)])
+    return code, capsys.readouterr().err
+
+
+def test_calibrate_refuses_foreign_cache_before_needing_tensorrt(tmp_path, capsys):
     a = tiny_qa_model(tmp_path / "a.onnx", 1.0)
     b = tiny_qa_model(tmp_path / "b.onnx", 2.0)
     cache = default_cache_path(a)
     cache.write_text("TRT-10000-EntropyCalibration2\n")
-    with pytest.raises(BertrtError, match="made for another model"):
-        calibrate(b, cache)
+    code, err = calibrate_cli(capsys, "--model", b, "--cache", cache)
+    assert code == 2 and "made for another model" in err and err.count("\n") == 1
+    assert not b.with_suffix(".int8.engine").exists()
 
 
-def test_calibrate_without_tensorrt(tmp_path):
+def test_calibrate_without_tensorrt(tmp_path, capsys):
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed")
     model = tiny_qa_model(tmp_path / "a.onnx")
-    with pytest.raises(BertrtError, match="TensorRT is not installed"):
-        calibrate(model)
-    assert not default_cache_path(model).exists()
+    code, err = calibrate_cli(capsys, "--model", model)
+    assert code == 2 and "TensorRT is not installed: pip install tensorrt" in err and err.count("\n") == 1
+    assert not default_cache_path(model).exists() and not model.with_suffix(".int8.engine").exists()
 
 
 @pytest.mark.tensorrt
-def test_trt10_calibration_builds_int8_engine(embedded_onnx, tmp_path):
-    trt = pytest.importorskip("tensorrt")
+def test_trt10_calibration_builds_int8_engine(embedded_onnx, tmp_path, capsys):
+    trt = pytest.importorskip("tensorrt", reason="needs TensorRT 10 and an NVIDIA GPU")
     if int(trt.__version__.split(".")[0]) >= 11:
         pytest.skip("TensorRT 11 has no implicit INT8 calibration")
     model = tmp_path / "model.onnx"
     model.write_bytes(Path(embedded_onnx).read_bytes())
-    report = calibrate(model, calib_num=16, batch_size=8, engine_path=tmp_path / "model.plan")
-    cache = Path(report["cache"])
+    code, err = calibrate_cli(capsys, "--model", model, "--calib-num", 16, "--engine", tmp_path / "model.plan")
+    assert code == 0, err
+    cache = default_cache_path(model)
     assert cache.is_file() and cache.stat().st_size > 0 and (tmp_path / "model.plan").is_file()
     check_cache(model, cache)

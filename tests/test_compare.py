@@ -37,3 +37,13 @@ def test_export_vs_fused_per_layer_and_tolerance(capsys, embedded_onnx, tmp_path
         assert worst(out, tensor) <= 1e-4
     code, out = compare_cli(capsys, embedded_onnx, fused, "--atol", "1e-9")
     assert code == 1 and "FAIL" in out
+
+
+def test_fp8_artifact_runs_with_its_session_config(capsys, embedded_native, quantized):
+    """compare opens both models through the one backend selection, so the FP8 artifact's onnxruntime session
+    config (Q/DQ fusion off) is applied; compare used to build its own session and failed with INVALID_GRAPH."""
+    fp8, _ = quantized("fp8", "native")
+    code, out = compare_cli(capsys, embedded_native, fp8, "--atol", "5")
+    assert code == 0, out
+    # FP8 changes the logits (an unchanged model would mean the Q/DQ were skipped), within the FP8 test bound.
+    assert 1e-3 < worst(out, "start_logits") < 5 and 1e-3 < worst(out, "end_logits") < 5

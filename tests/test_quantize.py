@@ -15,6 +15,7 @@ import pytest
 from bertrt.calibration.qdq import gemm_nodes
 from bertrt.calibration.quantize import quantize
 from bertrt.run.backends import open_backend
+from conftest import QUANT_CALIB_NUM as CALIB_NUM
 from conftest import squad_scores
 from onnx import TensorProto, numpy_helper
 from test_calibration import tiny_qa_model
@@ -22,7 +23,6 @@ from test_calibration import tiny_qa_model
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import load_qa_model, metadata, stage_of
 
-CALIB_NUM = 32
 # Worst |logit - fp32 logit| over the real (unpadded) positions of `dev_batch` (logits span about -10..10);
 # measured 2026-11-27 (onnxruntime 1.23.2 CPU, 32 calibration features): fp16 0.011, int8 2.84, fp8 1.19.
 # A worst case over 1.4k positions is dominated by single positions, hence the loose INT8/FP8 bounds; the
@@ -31,20 +31,6 @@ LOGIT_BOUND = {"fp16": 0.02, "int8": 5.0, "fp8": 5.0}
 # F1 on the first 100 dev questions may drop at most this much below fp32 (90.04 there); measured with 32
 # calibration features: fp16 90.04 (0.0), int8 88.69 (-1.35), fp8 88.17 (-1.87).
 F1_DROP = {"fp16": 0.1, "int8": 5.0, "fp8": 5.0}
-
-
-@pytest.fixture(scope="module")
-def quantized(embedded_onnx, tmp_path_factory):
-    out = tmp_path_factory.mktemp("quantized")
-    cache: dict[str, tuple[Path, dict]] = {}
-
-    def get(precision: str) -> tuple[Path, dict]:
-        if precision not in cache:
-            path = out / f"model.{precision}.onnx"
-            cache[precision] = (path, quantize(embedded_onnx, path, precision, calib_num=CALIB_NUM))
-        return cache[precision]
-
-    return get
 
 
 def _inits(model):

@@ -1,0 +1,104 @@
+"""Flag groups shared by the subcommands (as Polygraphy's `tools/args`): each group is defined once, with its
+spelling, help and config fallback, and every subcommand that needs it adds the same group.
+
+- model:   --model (.onnx / .engine), --vocab
+- backend: --provider (onnxruntime execution provider), --threads
+- shapes:  --batch-size, --seq-len (one value, or several for grids such as `perf`)
+- squad:   --doc-stride, --max-query-length, --n-best, --max-answer-length
+
+Older spellings (`--max-seq-length`, `--seq`, `--batch`) are accepted as aliases of the one flag.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bertrt.errors import BertrtError
+from bertrt.pipeline_config import PipelineConfig
+
+PROVIDERS = ("cpu", "cuda")
+
+
+def pick(value, cfg: PipelineConfig, section: str, key: str):
+    """A flag's value, else the config's."""
+    return value if value is not None else cfg.get(section, key)
+
+
+def required(value, what: str):
+    if value is None:
+        raise BertrtError(f"no {what} given (use the flag or set it in the config)")
+    return value
+
+
+# --- model ----------------------------------------------------------------------------------------------------
+def add_model_args(p, several: bool = False, vocab: bool = True) -> None:
+    help_ = "QA model: .onnx from bertrt, or an .engine from `bertrt build` (default out/<config>/model.onnx)"
+    if several:
+        p.add_argument("--model", type=Path, action="append", required=True, help=help_ + "; repeat to compare")
+    else:
+        p.add_argument("--model", type=Path, help=help_)
+    if vocab:
+        p.add_argument("--vocab", type=Path, help="vocab.txt (default: the config's)")
+
+
+def model_path(args, cfg: PipelineConfig) -> Path:
+    model = args.model or cfg.out_dir / "model.onnx"
+    if args.model is None and not model.exists():
+        raise BertrtError(f"{model}: no model yet (run `bertrt export` or `make export` first, or give --model)")
+    return model
+
+
+def vocab_path(args, cfg: PipelineConfig) -> Path:
+    return Path(required(pick(args.vocab, cfg, "model", "vocab"), "--vocab"))
+
+
+# --- backend --------------------------------------------------------------------------------------------------
+def add_backend_args(p) -> None:
+    p.add_argument("--provider", choices=PROVIDERS, help="onnxruntime execution provider for ONNX models "
+                                                         "(default: the config's run.provider)")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+
+
+def backend_options(args, cfg: PipelineConfig) -> dict:
+    """Keyword arguments of `bertrt.run.backends.open_backend` from the backend flags."""
+    if args.threads is not None and args.threads < 1:
+        raise BertrtError(f"--threads must be at least 1, got {args.threads}")
+    return {"provider": pick(args.provider, cfg, "run", "provider"), "threads": args.threads}
+
+
+# --- shapes ---------------------------------------------------------------------------------------------------
+def add_shape_args(p, several: bool = False, batch_default=None, seq_default=None) -> None:
+    nargs = "+" if several else None
+    p.add_argument("--batch-size", "--batch", dest="batch_size", type=int, nargs=nargs, default=batch_default,
+                   help="batch size" + ("s" if several else "") + " (default: the config's run.batch_size)")
+    p.add_argument("--seq-len", "--max-seq-length", "--seq", dest="seq_len", type=int, nargs=nargs,
+                   default=seq_default,
+                   help="padded sequence length" + ("s" if several else "") +
+                        " (default: the config's squad.max_seq_length)")
+
+
+def shapes(args, cfg: PipelineConfig) -> tuple:
+    """(batch size(s), sequence length(s)), each checked positive."""
+    batch = pick(args.batch_size, cfg, "run", "batch_size")
+    seq = pick(args.seq_len, cfg, "squad", "max_seq_length")
+    for flag, value in (("--batch-size", batch), ("--seq-len", seq)):
+        values = value if isinstance(value, list) else [value]
+        if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
+            raise BertrtError(f"{flag} must be a positive integer, got {value!r}")
+    return batch, seq
+
+
+# --- squad pre/post-processing --------------------------------------------------------------------------------
+def add_squad_args(p) -> None:
+    p.add_argument("--doc-stride", type=int)
+    p.add_argument("--max-query-length", type=int)
+    p.add_argument("--n-best", type=int)
+    p.add_argument("--max-answer-length", type=int)
+
+
+def squad_params(args, cfg: PipelineConfig, seq_len: int):
+    from bertrt.run.answering import SquadParams
+
+    values = {k: pick(getattr(args, k, None), cfg, "squad", k) for k in SquadParams.__dataclass_fields__
+              if k != "max_seq_length"}
+    return SquadParams(max_seq_length=seq_len, **values)

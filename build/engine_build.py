@@ -1,0 +1,171 @@
+"""`bertrt build`: ONNX -> TensorRT engine + sidecar, composed from Polygraphy's lazy loaders
+(NetworkFromOnnxPath -> CreateConfig / CreateConfigRTX -> EngineBytesFromNetwork), the one place engines are built
+(TensorRT 10's INT8 calibration included). Every check that can fail runs before the builder: bad input is one line,
+and the engine and its sidecar are only published together, after the build succeeded.
+"""
+
+from __future__ import annotations
+
+import shlex
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bertrt.build import builder_config, calib_cache, network, runtime as runtimes
+from bertrt.build.engine_sidecar import EngineRecord
+from bertrt.build.profiles import QAProfile, check_profiles
+
+from bertrt.artifacts import atomic_output, sha256_file, write_sidecar
+from bertrt.errors import BertrtError
+from bertrt.qa_contract import INPUT_NAMES, load_qa_model
+from bertrt.targets import target_of
+
+
+@dataclass
+class BuildRequest:
+    model: Path
+    output: Path
+    profiles: list[QAProfile]
+    runtime: str | None = None  # tensorrt | tensorrt-rtx | None/auto
+    precision: str | None = None
+    calib_cache: Path | None = None
+    timing_cache: Path | None = None
+    compute_capabilities: list[str] | None = None
+    calib_json: Path | None = None  # TensorRT 10 INT8 calibration data (default: the shipped SQuAD-train subset)
+    calib_num: int = 256
+    vocab: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def check_output(output: Path, inputs: list[Path]) -> None:
+    """Before any work: the output must be a writable file path that is none of the inputs."""
+    if output.is_dir():
+        raise BertrtError(f"{output}: is a directory, not an engine file path")
+    for source in inputs:
+        if source is not None and output.resolve() == Path(source).resolve():
+            raise BertrtError(f"{output}: the output would overwrite the input {source}")
+    parent = output.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    try:  # a real probe: permission bits say nothing for root, read-only mounts or /proc
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise BertrtError(f"{output}: cannot write there ({parent}: {exc.strerror})") from None
+
+
+def polygraphy_command(request: BuildRequest, runtime, plan, caps) -> str:
+    """The `polygraphy convert` command that builds the same engine (for users who want Polygraphy's CLI)."""
+    words = ["polygraphy", "convert", str(request.model), "-o", str(request.output)]
+    if plan.strongly_typed:
+        words.append("--strongly-typed")
+    for key, index in (("min", 0), ("opt", 1), ("max", 2)):
+        for p in request.profiles:
+            words += [f"--trt-{key}-shapes"] + [f"{n}:[{p.batch[index]},{p.seq[index]}]" for n in INPUT_NAMES]
+    if plan.fp16:
+        words.append("--fp16")
+    if plan.int8:
+        from bertrt.calibration import polygraphy_data_loader
+
+        words += ["--int8", "--data-loader-script", polygraphy_data_loader.__file__, "--calibration-cache",
+                  str(request.calib_cache)]
+    if request.timing_cache:
+        words += ["--load-timing-cache", str(request.timing_cache), "--save-timing-cache", str(request.timing_cache)]
+    if runtime.rtx:
+        words += ["--compute-capabilities"] + [f"{a}.{b}" for a, b in caps]
+    prefix = "POLYGRAPHY_USE_TENSORRT_RTX=1 " if runtime.rtx else ""
+    return prefix + shlex.join(words)
+
+
+def build(request: BuildRequest, log=print) -> EngineRecord:
+    model_path, output = Path(request.model), Path(request.output)
+    check_output(output, [model_path, request.calib_cache, request.timing_cache])
+    model, cfg = load_qa_model(model_path, load_weights=False)
+    if request.calib_cache is not None and request.calib_cache.is_file():  # a cache given must be this model's
+        calib_cache.check_cache(model_path, request.calib_cache)
+    target = target_of(model)
+    runtime = runtimes.resolve(request.runtime)
+    network.check_runtime_takes(model_path, model, target, runtime)
+    check_profiles(request.profiles, cfg, target.fixed_seq, f"`{target.name}` target")
+    if request.timing_cache and runtime.rtx:
+        raise BertrtError("--timing-cache: TensorRT-RTX has no timing cache (its timing-cache calls are no-ops since "
+                          "1.2; it compiles kernels just in time on the GPU instead)")
+    if request.compute_capabilities and not runtime.rtx:
+        raise BertrtError("--compute-capability is a TensorRT-RTX option; TensorRT builds for the GPU it runs on")
+    trt = runtimes.load(runtime)
+    version = trt.__version__
+    plan = builder_config.plan_precision(request.precision, builder_config.graph_precision(model), runtime, version,
+                                         model_path)
+    caps = builder_config.parse_compute_capabilities(request.compute_capabilities, trt, runtime) if runtime.rtx \
+        else (tuple(int(x) for x in runtimes.device_compute_capability().split(".")),)
+    source_sha = sha256_file(model_path)
+    if plan.calibrated:
+        request.calib_cache = request.calib_cache or calib_cache.default_cache_path(model_path, source_sha)
+        if request.calib_cache.is_file():
+            calib_cache.check_cache(model_path, request.calib_cache, source_sha)  # (the default path: checked here)
+    log(polygraphy_command(request, runtime, plan, caps))
+
+    from polygraphy.backend.trt import EngineBytesFromNetwork
+
+    started = time.perf_counter()
+    with network.polygraphy_errors(f"{model_path}: {runtime.label} {version}"):
+        parsed = network.network_loader(model_path, plan.strongly_typed)()
+        summary = network.summarize(parsed[1])
+        parse_seconds = time.perf_counter() - started
+        with atomic_output(output) as tmp_engine, _cache_output(request.calib_cache if plan.calibrated else None) \
+                as tmp_cache:
+            calibrator = None
+            if plan.calibrated:
+                last = request.profiles[-1]  # Polygraphy calibrates with the last profile's opt shape
+                calibrator = builder_config.calibrator(trt, tmp_cache, request.calib_json, request.calib_num,
+                                                       last.batch[1], last.seq[1], request.vocab)
+            config = builder_config.create_config(runtime, trt, plan, request.profiles, request.timing_cache, caps,
+                                                  calibrator)
+            engine = EngineBytesFromNetwork(parsed, config=config,
+                                            save_timing_cache=str(request.timing_cache) if request.timing_cache
+                                            else None)()
+            with open(tmp_engine, "wb") as f:
+                f.write(engine)
+            build_seconds = time.perf_counter() - started - parse_seconds
+            record = EngineRecord(
+                engine_sha256=sha256_file(tmp_engine), runtime=runtime.name, runtime_version=version,
+                compute_capabilities=tuple(f"{a}.{b}" for a, b in caps), strongly_typed=plan.strongly_typed,
+                precision=plan.precision, target=target.name, profiles=tuple(request.profiles), config=cfg,
+                source_path=str(model_path.resolve()), source_sha256=source_sha,
+                calib_cache=str(request.calib_cache) if plan.calibrated else None)
+    record.write(output, {"network": summary.to_dict(), "parse_seconds": round(parse_seconds, 3),
+                          "build_seconds": round(build_seconds, 3), "engine_bytes": output.stat().st_size,
+                          **request.extra})
+    if plan.calibrated:
+        write_sidecar(request.calib_cache, calib_cache.STAGE,
+                      {"tensorrt": version, "calib_num": request.calib_num, "profile": str(request.profiles[-1])},
+                      {"model": model_path})
+    log(f"parsed {summary.layers} layers ({summary.normalization} NORMALIZATION, {summary.attention} "
+        f"MatMul-Softmax-MatMul, {summary.quantize}/{summary.dequantize} Q/DQ) in {parse_seconds:.2f} s; built in "
+        f"{build_seconds:.2f} s: {output.stat().st_size / 2**20:.1f} MiB, {plan.precision}, {runtime.label} "
+        f"{version}, compute capabilities {', '.join(record.compute_capabilities)}")
+    return record
+
+
+class _cache_output:
+    """A calibration cache written like every artifact: to a temporary copy, renamed when the build succeeded (an
+    existing cache, already checked against the model, is copied in so TensorRT reuses it)."""
+
+    def __init__(self, cache: Path | None):
+        self.cache = cache
+        self.ctx = atomic_output(cache) if cache is not None else None
+
+    def __enter__(self) -> Path | None:
+        if self.ctx is None:
+            return None
+        tmp = self.ctx.__enter__()
+        if self.cache.is_file():
+            tmp.write_bytes(self.cache.read_bytes())
+        else:
+            tmp.unlink()  # Polygraphy's Calibrator reads a cache that exists: start without one
+        return tmp
+
+    def __exit__(self, *exc):
+        return self.ctx.__exit__(*exc) if self.ctx is not None else False
+
