@@ -65,16 +65,23 @@ def _add_model_args(p) -> None:
     p.add_argument("--max-answer-length", type=int)
 
 
+def _model_path(args, cfg: PipelineConfig) -> Path:
+    return args.model or _default_model(cfg)
+
+
+def _vocab_path(args, cfg: PipelineConfig) -> Path:
+    return Path(_required(_pick(args.vocab, cfg, "model", "vocab"), "--vocab"))
+
+
 def _open(args, cfg: PipelineConfig):
     from bertrt.run.answering import SquadParams
     from bertrt.run.backends import open_backend
     from bertrt.run.tokenizer import load_tokenizer
 
-    model = args.model or _default_model(cfg)
+    model, vocab = _model_path(args, cfg), _vocab_path(args, cfg)
     if args.model is None and not model.exists():
         raise BertrtError(f"{model}: no model yet (run `bertrt export` or `make export` first, or give --model)")
     backend = open_backend(model, provider=_pick(args.provider, cfg, "run", "provider"))
-    vocab = Path(_required(_pick(args.vocab, cfg, "model", "vocab"), "--vocab"))
     tokenizer = load_tokenizer(vocab, expected_vocab_size=backend.config.vocab_size)
     params = SquadParams(**{k: _pick(getattr(args, k), cfg, "squad", k) for k in SquadParams.__dataclass_fields__})
     return backend, tokenizer, params, _pick(args.batch_size, cfg, "run", "batch_size")
@@ -110,8 +117,8 @@ def _run_infer(args, cfg: PipelineConfig) -> int:
         result = answer(backend, tokenizer, examples, params, batch_size, truncate_question=False)
     rows = [{"question": ex.question, "answer": a.text, "score": round(a.score, 4), "logit": round(a.logit, 4),
              "char_start": a.char_start, "char_end": a.char_end} for ex, a in zip(examples, result.answers)]
-    if args.json:
-        print(json.dumps(rows, ensure_ascii=False, indent=2))
+    if args.json:  # allow_nan=False: NaN is not JSON (answering refuses non-finite logits before this)
+        print(json.dumps(rows, ensure_ascii=False, indent=2, allow_nan=False))
     else:
         for row in rows:
             print(f"Q: {row['question']}\nA: {row['answer']}  (score {row['score']:.3f})")
@@ -132,10 +139,12 @@ def _add_squad(sub) -> None:
 
 
 def _run_squad(args, cfg: PipelineConfig) -> int:
-    from bertrt.run.squad_eval import eval_path, run_squad, summary
+    from bertrt.artifacts import check_outputs
+    from bertrt.run.squad_eval import eval_path, run_squad, squad_outputs, summary
 
     squad_json = Path(_required(_pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
     output = args.output or cfg.out_dir / "predictions.json"
+    check_outputs(squad_outputs(output), [squad_json, _model_path(args, cfg), _vocab_path(args, cfg)])
     backend, tokenizer, params, batch_size = _open(args, cfg)
     with backend:
         report = run_squad(backend, tokenizer, squad_json, output, params, batch_size, limit=args.limit,
@@ -185,11 +194,12 @@ def _add_compare(sub) -> None:
 
 
 def _run_compare(args, cfg: PipelineConfig) -> int:
-    from bertrt.run.compare import compare, feature_batches, format_rows
+    from bertrt.run.compare import check_counts, compare, feature_batches, format_rows, vocab_size_of
     from bertrt.run.tokenizer import load_tokenizer
 
+    check_counts(args.num_features, args.batch_size)
     squad_json = Path(_required(_pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
-    tokenizer = load_tokenizer(Path(_required(_pick(args.vocab, cfg, "model", "vocab"), "--vocab")))
+    tokenizer = load_tokenizer(_vocab_path(args, cfg), expected_vocab_size=vocab_size_of(args.a, args.b))
     seq_len = _pick(args.seq_len, cfg, "squad", "max_seq_length")
     batches = feature_batches(squad_json, tokenizer, args.num_features, args.batch_size, seq_len)
     rows = compare(args.a, args.b, batches, per_layer=args.per_layer)
@@ -218,24 +228,27 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     import os
     import platform
 
-    from bertrt.artifacts import tool_versions
+    from bertrt.artifacts import check_outputs, tool_versions
     from bertrt.run.backends import open_backend
-    from bertrt.run.perf import format_table, time_backend, write_results
+    from bertrt.run.perf import check_shapes, format_table, perf_outputs, time_backend, write_results
 
-    if min(args.batch + args.seq) < 1 or args.runs < 1:
-        raise BertrtError("--batch, --seq and --runs must be positive")
+    if min(args.batch + args.seq) < 1 or args.runs < 1 or args.warmup < 0 or (args.threads or 1) < 1:
+        raise BertrtError("--batch, --seq, --runs and --threads must be positive, --warmup not negative")
+    output = args.output or cfg.out_dir / "perf.json"
+    check_outputs(perf_outputs(output), args.model)
     provider = _pick(args.provider, cfg, "run", "provider")
     timings = []
     with contextlib.ExitStack() as stack:
         backends = [(path, stack.enter_context(open_backend(path, provider=provider, threads=args.threads)))
                     for path in args.model]
+        for _, backend in backends:
+            check_shapes(backend.config, args.batch, args.seq)
         # Interleave models inside each shape, so that drift of the machine affects every model alike.
         for batch in args.batch:
             for seq in args.seq:
                 for path, backend in backends:
                     timings.append(time_backend(backend, path.name, batch, seq, args.warmup, args.runs))
     print(format_table(timings))
-    output = args.output or cfg.out_dir / "perf.json"
     write_results(timings, output, {"provider": provider, "machine": platform.processor() or platform.machine(),
                                     "cpu_count": os.cpu_count(), "tools": tool_versions()})
     print(f"wrote {output} and {output.with_suffix('.csv')}")
@@ -265,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"bertrt {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outputs are published atomically: nothing half-written is left behind
+        if args.debug:
+            raise
+        print(f"bertrt {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

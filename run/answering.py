@@ -59,6 +59,10 @@ def run_logits(backend: QABackend, features: list[Feature], batch_size: int, pro
             start, end = backend.infer(feed)
             seconds += time.perf_counter() - t0
             for row, i in enumerate(chunk):
+                n = features[i].length
+                if not (np.isfinite(start[row, :n]).all() and np.isfinite(end[row, :n]).all()):
+                    raise BertrtError(f"the model gave non-finite logits (NaN or infinity) for feature {i}: "
+                                      f"a broken model (e.g. a LayerNorm epsilon <= 0)")
                 starts[i], ends[i] = start[row], end[row]
             bar.update(len(chunk))
     return starts, ends, seconds

@@ -4,6 +4,7 @@ compared (median and p90 of repeated runs after warm-up; input copies included, 
 from __future__ import annotations
 
 import csv
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,7 +12,9 @@ from pathlib import Path
 import numpy as np
 from bertrt.run.backends import QABackend
 
-from bertrt.artifacts import atomic_output, write_json_atomic
+from bertrt.artifacts import atomic_outputs, write_json
+from bertrt.errors import BertrtError
+from bertrt.model_config import BertConfig
 
 
 @dataclass
@@ -23,6 +26,22 @@ class Timing:
     p90_ms: float
     sequences_per_s: float
     runs: int
+
+
+def activation_bytes(cfg: BertConfig, batch: int, seq: int) -> int:
+    """A lower bound of one encoder layer's float32 activations: attention scores and the FFN's wide tensor."""
+    return 4 * batch * seq * (cfg.num_attention_heads * seq + cfg.intermediate_size)
+
+
+def check_shapes(cfg: BertConfig, batches: list[int], seqs: list[int]) -> None:
+    """Refuse, before any run, shapes the model cannot take or this machine's memory cannot hold."""
+    if max(seqs) > cfg.max_position_embeddings:
+        raise BertrtError(f"--seq {max(seqs)} exceeds the model's {cfg.max_position_embeddings} positions")
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    need = activation_bytes(cfg, max(batches), max(seqs))
+    if need > memory:
+        raise BertrtError(f"--batch {max(batches)} x --seq {max(seqs)} needs at least {need / 2**30:.0f} GiB of "
+                          f"activations per layer; this machine has {memory / 2**30:.0f} GiB")
 
 
 def synthetic_feed(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -59,9 +78,15 @@ def format_table(timings: list[Timing]) -> str:
     return "\n".join(lines)
 
 
+def perf_outputs(output: Path) -> list[Path]:
+    """The files `write_results` writes: the JSON and the CSV beside it."""
+    return [output, output.with_suffix(".csv")]
+
+
 def write_results(timings: list[Timing], output: Path, meta: dict) -> None:
-    write_json_atomic(output, {**meta, "timings": [asdict(t) for t in timings]})
-    with atomic_output(output.with_suffix(".csv")) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(timings[0])))
-        writer.writeheader()
-        writer.writerows(asdict(t) for t in timings)
+    with atomic_outputs(*perf_outputs(output)) as (tmp_json, tmp_csv):
+        write_json(tmp_json, {**meta, "timings": [asdict(t) for t in timings]})
+        with open(tmp_csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(asdict(timings[0])))
+            writer.writeheader()
+            writer.writerows(asdict(t) for t in timings)
