@@ -283,6 +283,18 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"bertrt {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the environment (disk full, permissions) rather than bertrt: still one line
+        if args.debug:
+            raise
+        print(f"bertrt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug of bertrt or of a library: one line here, the traceback with --debug
+        if args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"bertrt {args.command}: internal error: {type(exc).__name__}: {first} (rerun with --debug for the "
+              f"traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -61,8 +61,11 @@ def add_calibrate(sub) -> None:
 
 
 def run_calibrate(args, cfg) -> int:
+    from bertrt.artifacts import check_outputs, sidecar_path
     from bertrt.calibration.trt10_calibrate import calibrate
 
+    cache_files = [args.cache, sidecar_path(args.cache)] if args.cache is not None else []
+    check_outputs([*cache_files, args.engine], [args.model, args.calib_json])
     print(json.dumps(calibrate(args.model, args.cache, args.calib_json, args.calib_num, args.batch_size,
                                args.seq_len, args.engine)))
     return 0

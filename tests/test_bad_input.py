@@ -116,6 +116,9 @@ OVERWRITES = {
     "export-output-is-a-data-shard": lambda w: ["export", "--checkpoint", w.ckpt, "--output",
                                                 w.ckpt / "model.ckpt.data-00000-of-00001"],
     "export-sidecar-is-the-config": lambda w: ["export", "--checkpoint", w.ckpt, "--output", w.ckpt / "bert_config"],
+    "calibrate-cache-is-the-model": lambda w: ["calibrate", "--model", w.model, "--cache", _dotdot(w.model)],
+    "calibrate-engine-is-the-calib-json": lambda w: ["calibrate", "--model", w.model, "--calib-json", w.squad,
+                                                     "--engine", w.squad],
     "export-output-is-the-vocab": lambda w: ["export", "--checkpoint", w.ckpt, "--output", w.ckpt / "vocab.txt"],
 }
 
@@ -384,3 +387,19 @@ def test_debug_still_shows_the_traceback(ws):
         from bertrt.cli import main
 
         main(["--debug", "surgery", "--input", str(ws.model), "--output", str(ws.model), "--target", "ort"])
+
+
+def test_a_bug_is_one_line_too(capsys, ws, embedded_onnx, monkeypatch):
+    """An unexpected exception (a bug, not bad input): one line naming it, exit code 1, the traceback only with
+    --debug."""
+    def broken(*args, **kwargs):
+        raise ValueError("something bertrt did not expect\nsecond line")
+
+    monkeypatch.setattr("bertrt.run.answering.make_features", broken)
+    argv = ["infer", "--model", ws.model, "--vocab", ws.vocab, "--passage", TENSORRT_PASSAGE, "--question", "q?"]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 1 and out == ""
+    assert err.strip() == ("bertrt infer: internal error: ValueError: something bertrt did not expect (rerun with "
+                           "--debug for the traceback)")
+    with pytest.raises(ValueError):
+        run_cli(capsys, "--debug", *argv)
