@@ -59,6 +59,23 @@ def sidecar_path(artifact: PathLike) -> Path:
     return Path(f"{artifact}.json")
 
 
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold Ctrl-C off for a few file operations that must happen together, and deliver it right after. (A
+    handler, not a signal mask: the kernel may hand SIGINT to any thread, e.g. one of onnxruntime's.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
 # --- 1. outputs never destroy inputs ------------------------------------------------------------------------------
 def _identity(path: Path) -> tuple[Path, tuple[int, int] | None]:
     """The resolved path (symlinks and `..` followed) and, for an existing file, its (device, inode): two names of
@@ -87,11 +104,12 @@ def _check_writable(output: Path) -> None:
     if not ancestor.is_dir():
         raise BertrtError(f"{output}: cannot write there ({ancestor} is not a directory)")
     probe = ancestor / f".{output.name}.{secrets.token_hex(4)}.probe"
-    try:
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except OSError as exc:
-        raise BertrtError(f"{output}: cannot write there ({exc.strerror or exc})") from None
-    probe.unlink(missing_ok=True)
+    with _sigint_held():  # an interrupt between creating and removing the probe would leave it behind
+        try:
+            os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise BertrtError(f"{output}: cannot write there ({exc.strerror or exc})") from None
+        probe.unlink(missing_ok=True)
 
 
 def check_outputs(outputs: Iterable[PathLike | None], inputs: Iterable[PathLike | None]) -> None:
@@ -137,19 +155,6 @@ def _directory_locks(directories: Iterable[Path]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _sigint_held() -> Iterator[None]:
-    """Hold Ctrl-C off while renaming (it is delivered right after), so an interrupt cannot leave a mixed set."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-@contextlib.contextmanager
 def atomic_outputs(*paths: PathLike) -> Iterator[list[Path]]:
     """Yield one temporary path per target (same directory, so the rename is atomic); if the block succeeds,
     rename them all onto their targets together. Whatever happens, no temporary is left behind."""
@@ -158,7 +163,8 @@ def atomic_outputs(*paths: PathLike) -> Iterator[list[Path]]:
     try:
         for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
-            temporaries.append(_create_temporary(target))
+            with _sigint_held():  # created and recorded for the cleanup below as one step
+                temporaries.append(_create_temporary(target))
         yield list(temporaries)
         with _sigint_held(), _directory_locks(t.parent.resolve() for t in targets):
             for tmp, target in zip(temporaries, targets):

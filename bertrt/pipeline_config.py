@@ -83,7 +83,8 @@ def load_config(path: str | Path | None) -> PipelineConfig:
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), type(value).__name__)
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _checked(value: Any, key: Key, where: str) -> Any:

@@ -371,8 +371,9 @@ def test_ctrl_c_signal_mid_run(ws, embedded_onnx):
     data = json.loads(require(DEV).read_text())
     ws.squad.write_text(json.dumps({"version": "1.1", "data": data["data"][:10]}))
     before = snapshot(ws.root)
-    proc = subprocess.Popen([sys.executable, "-m", "bertrt.cli", "squad", "--model", str(ws.model), "--vocab",
-                             str(ws.vocab), "--squad-json", str(ws.squad), "--output", str(ws.root / "p.json"), "--no-progress"],
+    argv = ["squad", "--model", ws.model, "--vocab", ws.vocab, "--squad-json", ws.squad, "--output",
+            ws.root / "p.json", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "bertrt.cli", *map(str, argv)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(8)  # imports, model load, and into the SQuAD run (10 articles take minutes here)
     proc.send_signal(signal.SIGINT)

@@ -226,8 +226,8 @@ def test_multi_megabyte_passage_in_bounded_memory(tmp_path):
     passage = tmp_path / "passage.txt"
     passage.write_text((text * (3_000_000 // len(text) + 1))[:3_000_000], encoding="utf-8")
     limit = 1536 * 2**20
-    result = subprocess.run([sys.executable, "-c", _LONG_PASSAGE_SCRIPT, str(passage), str(VOCAB), str(limit)], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "RAYON_NUM_THREADS": "2"})
+    result = subprocess.run([sys.executable, "-c", _LONG_PASSAGE_SCRIPT, str(passage), str(VOCAB), str(limit)],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "RAYON_NUM_THREADS": "2"})
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     print(report)
