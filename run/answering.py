@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from bertrt.run.backends import QABackend
+from bertrt.run.backends import QABackend, check_fits
 from bertrt.run.features import Feature, collate, make_features
 from bertrt.run.postprocess import Answer, best_answers
 from bertrt.run.squad_data import Example
@@ -72,6 +72,7 @@ def answer(backend: QABackend, tokenizer, examples: list[Example], params: Squad
            truncate_question: bool, progress: bool = False, version_2: bool = False,
            null_score_diff_threshold: float = 0.0) -> Run:
     params.check(backend)
+    check_fits(backend.config, batch_size, params.max_seq_length)
     features = make_features(examples, tokenizer, params.max_seq_length, params.doc_stride,
                              params.max_query_length, truncate_question=truncate_question)
     starts, ends, seconds = run_logits(backend, features, batch_size, progress)

@@ -4,16 +4,14 @@ compared (median and p90 of repeated runs after warm-up; input copies included, 
 from __future__ import annotations
 
 import csv
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from bertrt.run.backends import QABackend
+from bertrt.run.backends import QABackend, check_fits
 
 from bertrt.artifacts import atomic_outputs, write_json
-from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
 
 
@@ -28,20 +26,9 @@ class Timing:
     runs: int
 
 
-def activation_bytes(cfg: BertConfig, batch: int, seq: int) -> int:
-    """A lower bound of one encoder layer's float32 activations: attention scores and the FFN's wide tensor."""
-    return 4 * batch * seq * (cfg.num_attention_heads * seq + cfg.intermediate_size)
-
-
 def check_shapes(cfg: BertConfig, batches: list[int], seqs: list[int]) -> None:
-    """Refuse, before any run, shapes the model cannot take or this machine's memory cannot hold."""
-    if max(seqs) > cfg.max_position_embeddings:
-        raise BertrtError(f"--seq {max(seqs)} exceeds the model's {cfg.max_position_embeddings} positions")
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    need = activation_bytes(cfg, max(batches), max(seqs))
-    if need > memory:
-        raise BertrtError(f"--batch {max(batches)} x --seq {max(seqs)} needs at least {need / 2**30:.0f} GiB of "
-                          f"activations per layer; this machine has {memory / 2**30:.0f} GiB")
+    """Refuse, before any run, a grid whose largest shape the model or this machine's memory cannot take."""
+    check_fits(cfg, max(batches), max(seqs), batch_flag="--batch", seq_flag="--seq")
 
 
 def synthetic_feed(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:

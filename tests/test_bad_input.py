@@ -292,6 +292,8 @@ INFER = {
                      "doc_stride must be at least 1"),
     "batch-size-0": (lambda w: _infer(w, "--passage", TENSORRT_PASSAGE, "--question", "q?", "--batch-size", 0),
                      "batch size must be at least 1"),
+    "batch-beyond-memory": (lambda w: _infer(w, "--passage", TENSORRT_PASSAGE, "--question", "q?", "--batch-size",
+                                             100000), "--batch-size 100000 x --max-seq-length 384 needs at least"),
     "seq-beyond-positions": (lambda w: _infer(w, "--passage", TENSORRT_PASSAGE, "--question", "q?",
                                               "--max-seq-length", 1024), "exceeds the model's 512 positions"),
     "vocab-of-another-model": (lambda w: _infer(w, "--passage", TENSORRT_PASSAGE, "--question", "q?",
