@@ -157,14 +157,19 @@ def perf(models: list[str | Path], batches: list[int], seqs: list[int], output: 
 
     from bertrt.artifacts import tool_versions
     from bertrt.run.backends import open_backend
-    from bertrt.run.perf import time_backend, write_results
+    from bertrt.run.perf import check_shapes, time_backend, write_results
 
     if not models or min([*batches, *seqs, runs, 1]) < 1 or warmup < 0:
         raise BertrtError("perf needs at least one model, and positive batches, sequence lengths and runs")
+    opened = [(Path(m), open_backend(Path(m), provider=provider, threads=threads)) for m in models]
+    for _, backend in opened:  # every shape checked (model, profiles, memory) before any model is loaded
+        check_shapes(backend.config, batches, seqs)
+        for batch in batches:
+            for seq in seqs:
+                backend.check_shape(batch, seq)
     timings = []
     with contextlib.ExitStack() as stack:
-        backends = [(Path(m), stack.enter_context(open_backend(Path(m), provider=provider, threads=threads)))
-                    for m in models]
+        backends = [(path, stack.enter_context(backend)) for path, backend in opened]
         for batch in batches:
             for seq in seqs:
                 for path, backend in backends:

@@ -93,7 +93,7 @@ def _run_infer(args, cfg: PipelineConfig) -> int:
     rows = [{"question": ex.question, "answer": a.text, "score": round(a.score, 4), "logit": round(a.logit, 4),
              "char_start": a.char_start, "char_end": a.char_end} for ex, a in zip(examples, result.answers)]
     if args.json:
-        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        print(json.dumps(rows, ensure_ascii=False, indent=2, allow_nan=False))  # NaN is not JSON
     else:
         for row in rows:
             print(f"Q: {row['question']}\nA: {row['answer']}  (score {row['score']:.3f})")
@@ -114,10 +114,12 @@ def _add_squad(sub) -> None:
 
 
 def _run_squad(args, cfg: PipelineConfig) -> int:
-    from bertrt.run.squad_eval import eval_path, run_squad, summary
+    from bertrt.artifacts import check_outputs
+    from bertrt.run.squad_eval import eval_path, run_squad, squad_outputs, summary
 
     squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
     output = args.output or cfg.out_dir / "predictions.json"
+    check_outputs(squad_outputs(output), [squad_json, ag.model_path(args, cfg), ag.vocab_path(args, cfg)])
     backend, tokenizer, params, batch_size = _open(args, cfg)
     with backend:
         report = run_squad(backend, tokenizer, squad_json, output, params, batch_size, limit=args.limit,
@@ -167,12 +169,13 @@ def _add_compare(sub) -> None:
 
 
 def _run_compare(args, cfg: PipelineConfig) -> int:
-    from bertrt.run.compare import compare, feature_batches, format_rows
+    from bertrt.run.compare import check_counts, compare, feature_batches, format_rows, vocab_size_of
     from bertrt.run.tokenizer import load_tokenizer
 
     squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
-    tokenizer = load_tokenizer(ag.vocab_path(args, cfg))
     batch_size, seq_len = ag.shapes(args, cfg)
+    check_counts(args.num_features, batch_size)
+    tokenizer = load_tokenizer(ag.vocab_path(args, cfg), expected_vocab_size=vocab_size_of(args.a, args.b))
     batches = feature_batches(squad_json, tokenizer, args.num_features, batch_size, seq_len)
     rows = compare(args.a, args.b, batches, per_layer=args.per_layer, backend_options=ag.backend_options(args, cfg))
     print(f"B = {args.b} against A = {args.a}: {args.num_features} SQuAD features, seq {seq_len}, "
@@ -194,35 +197,16 @@ def _add_perf(sub) -> None:
 
 
 def _run_perf(args, cfg: PipelineConfig) -> int:
-    import contextlib
-    import os
-    import platform
-
-    from bertrt.artifacts import tool_versions
-    from bertrt.run.backends import open_backend
-    from bertrt.run.perf import format_table, time_backend, write_results
+    from bertrt import api
+    from bertrt.artifacts import check_outputs
+    from bertrt.run.perf import format_table, perf_outputs
 
     batches, seqs = ag.shapes(args, cfg)
-    if args.runs < 1:
-        raise BertrtError("--runs must be positive")
-    options = ag.backend_options(args, cfg)
-    timings = []
-    with contextlib.ExitStack() as stack:
-        opened = [(path, open_backend(path, **options)) for path in args.model]
-        for path, backend in opened:  # every shape checked before any model is loaded
-            for batch in batches:
-                for seq in seqs:
-                    backend.check_shape(batch, seq)
-        backends = [(path, stack.enter_context(backend)) for path, backend in opened]
-        # Interleave models inside each shape, so that drift of the machine affects every model alike.
-        for batch in batches:
-            for seq in seqs:
-                for path, backend in backends:
-                    timings.append(time_backend(backend, path.name, batch, seq, args.warmup, args.runs))
-    print(format_table(timings))
     output = args.output or cfg.out_dir / "perf.json"
-    write_results(timings, output, {"provider": options["provider"], "machine": platform.processor() or platform.machine(),
-                                    "cpu_count": os.cpu_count(), "tools": tool_versions()})
+    check_outputs(perf_outputs(output), args.model)
+    timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs,
+                       **ag.backend_options(args, cfg))
+    print(format_table(timings))
     print(f"wrote {output} and {output.with_suffix('.csv')}")
     return 0
 
@@ -251,6 +235,23 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"bertrt {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outputs are published atomically: nothing half-written is left behind
+        if args.debug:
+            raise
+        print(f"bertrt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # the environment (disk full, permissions) rather than bertrt: still one line
+        if args.debug:
+            raise
+        print(f"bertrt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug of bertrt or of a library: one line here, the traceback with --debug
+        if args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"bertrt {args.command}: internal error: {type(exc).__name__}: {first} (rerun with --debug for the "
+              f"traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

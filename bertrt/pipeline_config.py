@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -9,16 +10,32 @@ import yaml
 
 from bertrt.errors import BertrtError
 
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {"checkpoint": None, "vocab": None, "gelu": None, "opset": 17},
-    "squad": {"max_seq_length": 384, "doc_stride": 128, "max_query_length": 64, "n_best": 20,
-              "max_answer_length": 30},
-    "run": {"batch_size": 8, "provider": "cpu"},
-    "data": {"dev": None},
+
+@dataclass(frozen=True)
+class Key:
+    """A config key: its default and what a value must be. `kind` is "path" (a string), "str", "int" or "strs"
+    (a non-empty list of strings).""""
+    default: Any
+    kind: str
+    choices: tuple[str, ...] = ()
+    minimum: int = 1
+    nullable: bool = False
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "model": {"checkpoint": Key(None, "path", nullable=True), "vocab": Key(None, "path", nullable=True),
+              "gelu": Key(None, "str", choices=("erf", "tanh"), nullable=True), "opset": Key(17, "int")},
+    "squad": {"max_seq_length": Key(384, "int"), "doc_stride": Key(128, "int"), "max_query_length": Key(64, "int"),
+              "n_best": Key(20, "int"), "max_answer_length": Key(30, "int")},
+    "run": {"batch_size": Key(8, "int"), "provider": Key("cpu", "str", choices=("cpu", "cuda"))},
+    "data": {"dev": Key(None, "path", nullable=True)},
     # engine builds: runtime tensorrt | tensorrt-rtx | auto; profiles: list of "batch=MIN:OPT:MAX,seq=MIN:OPT:MAX"
     # (null: batch 1..run.batch_size, seq fixed at squad.max_seq_length)
-    "build": {"runtime": "auto", "profiles": None},
+    "build": {"runtime": Key("auto", "str", choices=("auto", "tensorrt", "tensorrt-rtx")),
+              "profiles": Key(None, "strs", nullable=True)},
 }
+DEFAULTS: dict[str, dict[str, Any]] = {section: {k: key.default for k, key in keys.items()}
+                                       for section, keys in SCHEMA.items()}
 DEFAULT_CONFIG = Path("configs/minilm-l6-h384-squad11.yaml")
 
 
@@ -57,10 +74,42 @@ def load_config(path: str | Path | None) -> PipelineConfig:
     if not isinstance(data, dict):
         raise BertrtError(f"{path}: a config must be a mapping of sections")
     for section, keys in data.items():
-        if section not in DEFAULTS or not isinstance(keys, dict):
-            raise BertrtError(f"{path}: unknown section {section!r} (known: {', '.join(DEFAULTS)})")
+        if section not in SCHEMA:
+            raise BertrtError(f"{path}: unknown section {section!r} (known: {', '.join(SCHEMA)})")
+        if keys is None:
+            continue
+        if not isinstance(keys, dict):
+            raise BertrtError(f"{path}: section {section!r} must be a mapping of keys, not {_type_name(keys)}")
         for key, value in keys.items():
-            if key not in DEFAULTS[section]:
-                raise BertrtError(f"{path}: unknown key {section}.{key}")
-            values[section][key] = value
+            if key not in SCHEMA[section]:
+                raise BertrtError(f"{path}: unknown key {section}.{key} (known: {', '.join(SCHEMA[section])})")
+            values[section][key] = _checked(value, SCHEMA[section][key], f"{path}: {section}.{key}")
     return PipelineConfig(values, path)
+
+
+def _type_name(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _checked(value: Any, key: Key, where: str) -> Any:
+    """`value` if it is what `key` allows (no coercion: "384" is not 384, and `eight` is a string)."""
+    if value is None:
+        if key.nullable:
+            return None
+        raise BertrtError(f"{where} must be set (null is not allowed)")
+    if key.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BertrtError(f"{where} must be an integer, not {value!r}")
+        if value < key.minimum:
+            raise BertrtError(f"{where} must be at least {key.minimum}, not {value}")
+        return value
+    if key.kind == "strs":
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise BertrtError(f"{where} must be a list of strings, not {value!r}")
+        return value
+    if not isinstance(value, str) or not value:
+        raise BertrtError(f"{where} must be a {'path' if key.kind == 'path' else 'string'}, not {value!r}")
+    if key.choices and value not in key.choices:
+        raise BertrtError(f"{where} must be one of {', '.join(key.choices)}, not {value!r}")
+    return value

@@ -17,7 +17,7 @@ import onnx
 from bertrt.calibration import calib_data
 from bertrt.calibration.qdq import CALIB_METHODS
 
-from bertrt.artifacts import atomic_output, sha256_file, write_sidecar
+from bertrt.artifacts import atomic_outputs, check_outputs, sha256_file, sidecar_path, sidecar_record, write_json
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import META_ORT_SESSION_CONFIG, load_qa_model, stage_of, stamp
 from bertrt.targets import target_of
@@ -52,6 +52,7 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
              batch_size: int = 8, percentile: float = 99.99) -> dict:
     """Write `output` (atomically, with a sidecar) at `precision`; return a report dict."""
     input, output = Path(input), Path(output)
+    check_outputs([output, sidecar_path(output)], [input, calib_json or calib_data.DEFAULT_CALIB_JSON, vocab])
     if precision not in PRECISIONS:
         raise BertrtError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
     if calib_method not in CALIB_METHODS:
@@ -103,9 +104,9 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
     inputs = {"model": input}
     if calibrated:
         inputs["calib_json"] = calib_json_path
-    with atomic_output(output) as tmp:
+    with atomic_outputs(output, sidecar_path(output)) as (tmp, tmp_sidecar):
         onnx.save(out, str(tmp))
         # Prove the artifact loads as a bertrt model before it replaces anything.
         load_qa_model(tmp, load_weights=False)
-    write_sidecar(output, f"quantize:{precision}", params, inputs)
+        write_json(tmp_sidecar, sidecar_record(output, tmp, f"quantize:{precision}", params, inputs))
     return {"output": str(output), **params}

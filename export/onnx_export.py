@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 from bertrt.export.weights import Weights, check_weights
 
-from bertrt.artifacts import atomic_output, write_sidecar
+from bertrt.artifacts import atomic_outputs, check_outputs, sidecar_path, sidecar_record, write_json
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, stamp
@@ -44,10 +44,29 @@ def resolve_source(checkpoint: Path, config: Path | None = None, vocab: Path | N
     if config is None:
         config = directory / ("config.json" if kind == "hf" else "bert_config.json")
         if not config.is_file():
-            raise BertrtError(f"{directory}: no {config.name} beside the checkpoint (give --config)")
+            raise BertrtError(f"{directory}: no {config.name} beside the checkpoint (give --bert-config)")
     if vocab is None and (directory / "vocab.txt").is_file():
         vocab = directory / "vocab.txt"
     return Source(kind, checkpoint, config, vocab)
+
+
+def source_files(source: Source) -> list[Path]:
+    """Every file export reads: the weights first (the safetensors file, or the TF index, then its data shards and
+    `checkpoint` file), then the config and the vocab."""
+    if source.kind == "hf":
+        weights = [source.path]
+    else:
+        from bertrt.export.tf_checkpoint import checkpoint_files
+
+        weights = checkpoint_files(source.path)
+    return weights + [source.config] + ([source.vocab] if source.vocab is not None else [])
+
+
+def max_opset() -> int:
+    """The newest opset both tf2onnx and the installed onnx know."""
+    from tf2onnx import constants
+
+    return min(max(constants.OPSET_TO_IR_VERSION), onnx.defs.onnx_opset_version())
 
 
 def read_weights(source: Source, cfg: BertConfig) -> Weights:
@@ -109,9 +128,12 @@ def export(checkpoint: Path, output: Path, config: Path | None = None, vocab: Pa
     from bertrt.export.tf_model import build_qa_function
     from bertrt.run.tokenizer import load_tokenizer
 
-    if opset < MIN_OPSET:
-        raise BertrtError(f"--opset {opset} is too old: bertrt needs opset {MIN_OPSET} or newer")
+    if not MIN_OPSET <= opset <= max_opset():
+        raise BertrtError(f"--opset {opset} is not supported: bertrt needs opset {MIN_OPSET} or newer, and tf2onnx "
+                          f"converts up to opset {max_opset()}")
     source = resolve_source(checkpoint, config, vocab)
+    files = source_files(source)
+    check_outputs([output, sidecar_path(output)], [checkpoint, *files])
     cfg = BertConfig.from_json(source.config, gelu=gelu)
     if source.vocab is not None:
         load_tokenizer(source.vocab, expected_vocab_size=cfg.vocab_size)
@@ -119,12 +141,11 @@ def export(checkpoint: Path, output: Path, config: Path | None = None, vocab: Pa
     model = convert_to_onnx(build_qa_function(weights, cfg), opset)
     stamp(model, "export", cfg)
     onnx.checker.check_model(model)
-    with atomic_output(output) as tmp:
+    with atomic_outputs(output, sidecar_path(output)) as (tmp, tmp_sidecar):
         onnx.save(model, str(tmp))
-    inputs = {"checkpoint": source.path if source.kind == "hf" else next(source.path.glob("*.index")),
-              "config": source.config}
-    if source.vocab is not None:
-        inputs["vocab"] = source.vocab
-    write_sidecar(output, "export", {"source_format": source.kind, "opset": opset, "gelu": cfg.gelu,
-                                     "config": cfg.to_dict()}, inputs)
+        recorded = {"checkpoint": files[0], "config": source.config}
+        if source.vocab is not None:
+            recorded["vocab"] = source.vocab
+        write_json(tmp_sidecar, sidecar_record(output, tmp, "export", {
+            "source_format": source.kind, "opset": opset, "gelu": cfg.gelu, "config": cfg.to_dict()}, recorded))
     return output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,22 @@ def checkpoint_prefix(directory: Path) -> str:
             raise BertrtError(f"{directory}: no TF checkpoint found (no 'checkpoint' file and "
                               f"{len(indexes)} *.index files)")
         prefix = str(indexes[0].with_suffix(""))
+    # The `checkpoint` file may name any path; the files exported (and recorded in the sidecar) must be this
+    # directory's own.
+    if Path(prefix).resolve().parent != directory.resolve():
+        raise BertrtError(f"{directory / 'checkpoint'}: points to {prefix}, outside the checkpoint directory")
     return prefix
+
+
+def checkpoint_files(directory: Path) -> list[Path]:
+    """The files of the checkpoint in `directory` that export reads: the `checkpoint` file (if any), the index
+    (first) and the data shards."""
+    prefix = Path(checkpoint_prefix(directory))
+    index = prefix.with_name(prefix.name + ".index")
+    files = [index, *sorted(prefix.parent.glob(f"{glob.escape(prefix.name)}.data-*"))]
+    if (directory / "checkpoint").is_file():
+        files.append(directory / "checkpoint")
+    return files
 
 
 def read_tf_checkpoint(directory: Path) -> Weights:

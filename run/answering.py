@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from bertrt.run.backends import QABackend
+from bertrt.run.backends import QABackend, check_fits
 from bertrt.run.features import Feature, collate, make_features
 from bertrt.run.postprocess import Answer, best_answers
 from bertrt.run.squad_data import Example
@@ -58,6 +58,10 @@ def run_logits(backend: QABackend, features: list[Feature], batch_size: int, pro
             start, end = backend.infer(feed)
             seconds += time.perf_counter() - t0
             for row, i in enumerate(chunk):
+                n = features[i].length
+                if not (np.isfinite(start[row, :n]).all() and np.isfinite(end[row, :n]).all()):
+                    raise BertrtError(f"the model gave non-finite logits (NaN or infinity) for feature {i}: "
+                                      f"a broken model (e.g. a LayerNorm epsilon <= 0)")
                 starts[i], ends[i] = start[row], end[row]
             bar.update(len(chunk))
     return starts, ends, seconds
@@ -67,6 +71,7 @@ def answer(backend: QABackend, tokenizer, examples: list[Example], params: Squad
            truncate_question: bool, progress: bool = False, version_2: bool = False,
            null_score_diff_threshold: float = 0.0) -> Run:
     params.check(backend, batch_size)
+    check_fits(backend.config, batch_size, params.max_seq_length)
     features = make_features(examples, tokenizer, params.max_seq_length, params.doc_stride,
                              params.max_query_length, truncate_question=truncate_question)
     starts, ends, seconds = run_logits(backend, features, batch_size, progress)

@@ -102,6 +102,24 @@ class QABackend:
         return self.runner.infer({name: np.ascontiguousarray(feed[name], dtype=np.int32) for name in INPUT_NAMES})
 
 
+def activation_bytes(cfg: BertConfig, batch: int, seq: int) -> int:
+    """A lower bound of one encoder layer's float32 activations: attention scores and the FFN's wide tensor."""
+    return 4 * batch * seq * (cfg.num_attention_heads * seq + cfg.intermediate_size)
+
+
+def check_fits(cfg: BertConfig, batch: int, seq: int, batch_flag: str = "--batch-size",
+               seq_flag: str = "--max-seq-length") -> None:
+    """Refuse up front a shape the model cannot take or whose activations exceed this machine's memory (rather
+    than discover it as an allocation failure or the OOM killer, minutes in)."""
+    if seq > cfg.max_position_embeddings:
+        raise BertrtError(f"{seq_flag} {seq} exceeds the model's {cfg.max_position_embeddings} positions")
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    need = activation_bytes(cfg, batch, seq)
+    if need > memory:
+        raise BertrtError(f"{batch_flag} {batch} x {seq_flag} {seq} needs at least {need / 2**30:.0f} GiB of "
+                          f"activations per layer; this machine has {memory / 2**30:.0f} GiB")
+
+
 def ort_session(path: str | Path | bytes, provider: str = "cpu", threads: int | None = None,
                 session_config: dict[str, str] | None = None):
     """An onnxruntime session set up for this machine: all graph optimizations, one intra-op thread per core,

@@ -49,6 +49,20 @@ def _as_bse(value: np.ndarray, batch: int) -> np.ndarray:
     return value if value.shape[0] == batch else value.transpose(1, 0, 2)
 
 
+def check_counts(num_features: int, batch_size: int) -> None:
+    if num_features < 1 or batch_size < 1:
+        raise BertrtError(f"--num-features ({num_features}) and --batch-size ({batch_size}) must be at least 1")
+
+
+def vocab_size_of(a: Path, b: Path) -> int:
+    """The vocabulary size both models were made for (from what `open_backend` reads: ONNX metadata, an engine's
+    sidecar, a checkpoint's config), so that a vocab file for another model is refused before anything runs."""
+    sizes = {path: open_backend(path).config.vocab_size for path in (a, b)}
+    if len(set(sizes.values())) > 1:
+        raise BertrtError(f"{a} and {b} have different vocabulary sizes ({', '.join(map(str, sizes.values()))})")
+    return sizes[b]
+
+
 def feature_batches(squad_json: Path, tokenizer, num_features: int, batch_size: int, seq_len: int,
                     ) -> list[dict[str, np.ndarray]]:
     examples, _ = load_squad(squad_json)

@@ -7,6 +7,7 @@ context; and features are not padded here (see `collate`), so a runtime can batc
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -45,17 +46,35 @@ def _window_starts(n_tokens: int, window: int, doc_stride: int) -> list[int]:
 
 
 def _max_context(n_tokens: int, starts: list[int], window: int) -> np.ndarray:
-    """Index of the window that is each token's max-context window ([n_tokens] int)."""
-    pos = np.arange(n_tokens)
-    scores = np.full((len(starts), n_tokens), -np.inf)
+    """Index of the window that is each token's max-context window ([n_tokens] int).
+
+    Time and memory are linear in the features' size (each window scores only its own tokens), not windows x
+    tokens: a multi-megabyte passage has thousands of windows."""
+    best = np.zeros(n_tokens, dtype=np.int64)
+    best_score = np.full(n_tokens, -np.inf)
     for w, start in enumerate(starts):
         length = min(window, n_tokens - start)
-        inside = slice(start, start + length)
-        left = pos[inside] - start
-        right = start + length - 1 - pos[inside]
-        scores[w, inside] = np.minimum(left, right) + 0.01 * length
-    # argmax keeps the first of equal scores, as run_squad's strict ">" does.
-    return scores.argmax(axis=0)
+        offset = np.arange(length)
+        score = np.minimum(offset, length - 1 - offset) + 0.01 * length
+        # Strictly greater: the first of equal scores wins, as run_squad's strict ">" does.
+        better = score > best_score[start:start + length]
+        best_score[start:start + length][better] = score[better]
+        best[start:start + length][better] = w
+    return best
+
+
+def _with_combining_marks(context: str, offsets: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Token offsets extended over the combining marks that follow them: the tokenizer strips accents, and a
+    decomposed accent after a token's last letter ("cafe" + U+0301) would otherwise fall outside every token, so
+    the answer cut from the passage would lose it."""
+    if context.isascii():
+        return offsets
+    extended = []
+    for start, end in offsets:
+        while end < len(context) and unicodedata.category(context[end]) == "Mn":
+            end += 1
+        extended.append((start, end))
+    return extended
 
 
 def _check_tokenizer(tokenizer) -> tuple[int, int]:
@@ -100,7 +119,7 @@ def make_features(
     # SQuAD has ~5 questions per paragraph: tokenize each distinct context once.
     contexts = list(dict.fromkeys(ex.context for ex in examples))
     context_tokens = {
-        c: (np.asarray(enc.ids, dtype=np.int32), enc.offsets)
+        c: (np.asarray(enc.ids, dtype=np.int32), _with_combining_marks(c, enc.offsets))
         for c, enc in zip(contexts, tokenizer.encode_batch(contexts, add_special_tokens=False))
     }
     question_enc = tokenizer.encode_batch([ex.question for ex in examples], add_special_tokens=False)

@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from bertrt.run.backends import QABackend
+from bertrt.run.backends import QABackend, check_fits
 
-from bertrt.artifacts import atomic_output, write_json_atomic
+from bertrt.artifacts import atomic_outputs, write_json
+from bertrt.model_config import BertConfig
 
 
 @dataclass
@@ -23,6 +24,11 @@ class Timing:
     p90_ms: float
     sequences_per_s: float
     runs: int
+
+
+def check_shapes(cfg: BertConfig, batches: list[int], seqs: list[int]) -> None:
+    """Refuse, before any run, a grid whose largest shape the model or this machine's memory cannot take."""
+    check_fits(cfg, max(batches), max(seqs), batch_flag="--batch", seq_flag="--seq")
 
 
 def synthetic_feed(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -59,9 +65,15 @@ def format_table(timings: list[Timing]) -> str:
     return "\n".join(lines)
 
 
+def perf_outputs(output: Path) -> list[Path]:
+    """The files `write_results` writes: the JSON and the CSV beside it."""
+    return [output, output.with_suffix(".csv")]
+
+
 def write_results(timings: list[Timing], output: Path, meta: dict) -> None:
-    write_json_atomic(output, {**meta, "timings": [asdict(t) for t in timings]})
-    with atomic_output(output.with_suffix(".csv")) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(timings[0])))
-        writer.writeheader()
-        writer.writerows(asdict(t) for t in timings)
+    with atomic_outputs(*perf_outputs(output)) as (tmp_json, tmp_csv):
+        write_json(tmp_json, {**meta, "timings": [asdict(t) for t in timings]})
+        with open(tmp_csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(asdict(timings[0])))
+            writer.writeheader()
+            writer.writerows(asdict(t) for t in timings)

@@ -11,11 +11,20 @@ from bertrt.run.backends import QABackend
 from bertrt.run.squad_data import detect_version, load_squad, select_examples
 from bertrt.run.squad_metrics import evaluate
 
-from bertrt.artifacts import sha256_file, write_json_atomic
+from bertrt.artifacts import atomic_outputs, sha256_file, write_json
 
 
 def eval_path(predictions: Path) -> Path:
     return predictions.with_name(predictions.stem + ".eval.json")
+
+
+def na_probs_path(predictions: Path) -> Path:
+    return predictions.with_name(predictions.stem + ".na_probs.json")
+
+
+def squad_outputs(predictions: Path) -> list[Path]:
+    """Every file `run_squad` may write (na_probs for SQuAD v2 only), for `check_outputs`."""
+    return [predictions, eval_path(predictions), na_probs_path(predictions)]
 
 
 def _subset(data: list[dict], qids: set[str]) -> list[dict]:
@@ -63,10 +72,12 @@ def run_squad(backend: QABackend, tokenizer, squad_json: Path, output: Path, par
         "batch_size": batch_size,
         "params": params.__dict__,
     }
-    write_json_atomic(output, predictions)
+    files = {output: predictions, eval_path(output): report}
     if na_probs is not None:
-        write_json_atomic(output.with_name(output.stem + ".na_probs.json"), na_probs)
-    write_json_atomic(eval_path(output), report)
+        files[na_probs_path(output)] = na_probs
+    with atomic_outputs(*files) as temporaries:
+        for tmp, data in zip(temporaries, files.values()):
+            write_json(tmp, data)
     return report
 
 

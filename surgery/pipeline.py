@@ -16,7 +16,7 @@ from bertrt.surgery.match_model import match_model
 from bertrt.surgery.prepare import infer_config, prepare
 from bertrt.surgery.report import build_report, check_matches, format_report
 
-from bertrt.artifacts import atomic_output, write_json_atomic, write_sidecar
+from bertrt.artifacts import atomic_outputs, check_outputs, sidecar_path, sidecar_record, write_json
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import stamp
 from bertrt.targets import META_TARGET, SURGERY_TARGETS, TARGETS
@@ -42,8 +42,8 @@ def run_surgery(input_path: str | Path, output_path: str | Path, target: str, pl
         raise BertrtError(f"--plugin-api must be one of {', '.join(PLUGIN_APIS)}, not {plugin_api!r}")
     if attention not in NATIVE_ATTENTION:
         raise BertrtError(f"--attention must be one of {', '.join(NATIVE_ATTENTION)}, not {attention!r}")
-    if output_path.resolve() == input_path.resolve():
-        raise BertrtError(f"{output_path}: the output would overwrite the input")
+    outputs = [output_path, sidecar_path(output_path), fusion_report_path(output_path)]
+    check_outputs(outputs, [input_path])
 
     prepared = prepare(input_path)
     matches = match_model(prepared.graph, prepared.cfg)
@@ -60,12 +60,13 @@ def run_surgery(input_path: str | Path, output_path: str | Path, target: str, pl
     model = gs.export_onnx(graph, ir_version=max(prepared.ir_version, _IR_FOR_OPSET.get(int(graph.opset), 0)))
     onnx.checker.check_model(model)
     stamp(model, f"surgery:{target}", cfg, extra={META_TARGET: target})
-    with atomic_output(output_path) as tmp:
+    # The model, its sidecar and its fusion report are published together (two runs to one output never mix).
+    with atomic_outputs(*outputs) as (tmp, tmp_sidecar, tmp_report):
         onnx.save(model, str(tmp))
-    write_sidecar(output_path, f"surgery:{target}",
-                  {"target": target, **options, "source_format": prepared.source,
-                   "config": cfg.to_dict(), "blocks": report["blocks"]},
-                  {"model": input_path})
-    write_json_atomic(fusion_report_path(output_path), report)
+        write_json(tmp_sidecar, sidecar_record(output_path, tmp, f"surgery:{target}",
+                                               {"target": target, **options, "source_format": prepared.source,
+                                                "config": cfg.to_dict(), "blocks": report["blocks"]},
+                                               {"model": input_path}))
+        write_json(tmp_report, report)
     print(format_report(report))
     return report

@@ -43,6 +43,16 @@ def test_infer_answers_the_classic_question(capsys, embedded_onnx):
     assert TENSORRT_PASSAGE[rows[0]["char_start"]:rows[0]["char_end"]] == rows[0]["answer"]
 
 
+def test_infer_keeps_decomposed_accents(capsys, embedded_onnx):
+    """Answers are cut from the passage by offsets: a combining accent after a word's last letter stays."""
+    passage = "The meeting took place at the Cafe\u0301 in Paris, owned by Jose\u0301 Garci\u0301a."
+    code, out, _ = run_cli(capsys, "infer", "--model", embedded_onnx, "--vocab", VOCAB, "--passage", passage,
+                           "--question", "Who owns the cafe?", "--json")
+    assert code == 0
+    row = json.loads(out)[0]
+    assert row["answer"] == "Jose\u0301 Garci\u0301a" == passage[row["char_start"]:row["char_end"]]
+
+
 def test_infer_long_passage_file_uses_doc_stride(capsys, embedded_onnx, tmp_path):
     # The answer sits past the first 384-token window: only the sliding windows can find it.
     filler = " ".join(["The weather report said nothing of note about the region that day."] * 60)

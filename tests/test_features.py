@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from bertrt.run.features import Feature, batches, collate, make_features
 from bertrt.run.squad_data import Example
 from bertrt.run.tokenizer import load_tokenizer
-from conftest import TENSORRT_PASSAGE, VOCAB, VOCAB_SIZE
+from conftest import DEV, TENSORRT_PASSAGE, VOCAB, VOCAB_SIZE, require
 
 from bertrt.errors import BertrtError
 
@@ -88,6 +90,16 @@ def test_spans_survive_accents_and_case(tokenizer):
     assert pieces == ["Ünïcode", "CAFÉ", "St", "raße", "İstanbul"]  # İ lowercases to 2 chars: offsets still fit
 
 
+def test_spans_keep_decomposed_accents(tokenizer):
+    # The tokenizer strips accents, and a combining mark after a word's last letter falls outside the token's
+    # offsets: the span must still cover it, or the answer cut from the passage loses the accent.
+    context = "Cafe\u0301 noir, x\u0301y and Ame\u0301lie\u0301\u0301 went home."
+    [f] = make_features([Example("q", "where?", context)], tokenizer)
+    pieces = [context[s:e] for s, e in filter(None, f.token_spans)]
+    assert pieces[:2] == ["Cafe\u0301", "noir"]
+    assert "".join(pieces).replace(" ", "") == context.replace(" ", "")  # every character lies in some token
+
+
 # --- windows ---------------------------------------------------------------------------------------------
 
 
@@ -135,6 +147,13 @@ def test_windows_cover_the_context_with_stride(tokenizer, max_seq_length, doc_st
     assert (best_count == 1).all()  # each token is "max context" in exactly one window
 
     # ... and that window is the one run_squad's _check_is_max_context picks.
+    for t, best in enumerate(run_squad_max_context(starts, window, n_ctx)):
+        assert features[best].max_context[n_prefix + t - starts[best]]
+
+
+def run_squad_max_context(starts: list[int], window: int, n_ctx: int) -> list[int]:
+    """Google run_squad.py's _check_is_max_context, token by token (the reference; quadratic, small inputs only)."""
+    best_windows = []
     for t in range(n_ctx):
         best, best_score = None, None
         for k, s in enumerate(starts):
@@ -143,8 +162,76 @@ def test_windows_cover_the_context_with_stride(tokenizer, max_seq_length, doc_st
                 score = min(t - s, s + length - 1 - t) + 0.01 * length
                 if best_score is None or score > best_score:
                     best, best_score = k, score
-        f = features[best]
-        assert f.max_context[n_prefix + t - starts[best]]
+        best_windows.append(best)
+    return best_windows
+
+
+@pytest.mark.parametrize("max_seq_length, doc_stride", [(384, 128), (128, 32), (64, 7)])
+def test_max_context_on_real_squad_matches_run_squad(tokenizer, max_seq_length, doc_stride):
+    """The linear max-context computation marks the same tokens as run_squad on real SQuAD dev paragraphs."""
+    from bertrt.run.squad_data import load_squad
+
+    examples, _ = load_squad(require(DEV))
+    chosen = list({ex.context: ex for ex in examples}.values())[:12]  # one question per paragraph
+    features = make_features(chosen, tokenizer, max_seq_length, doc_stride, max_query_length=32)
+    for index, ex in enumerate(chosen):
+        windows = [f for f in features if f.example_index == index]
+        n_prefix = int((windows[0].segment_ids == 0).sum())
+        window = max_seq_length - n_prefix - 1
+        n_ctx = len(tokenizer.encode(ex.context, add_special_tokens=False).ids)
+        starts = [k * min(window, doc_stride) for k in range(len(windows))]
+        expected = np.zeros(n_ctx, int)
+        for t, best in enumerate(run_squad_max_context(starts, window, n_ctx)):
+            expected[t] = best
+        for k, f in enumerate(windows):
+            span = slice(starts[k], starts[k] + f.length - n_prefix - 1)
+            assert f.max_context[n_prefix:-1].tolist() == (expected[span] == k).tolist()
+
+
+_LONG_PASSAGE_SCRIPT = """
+import json, resource, sys, time
+import numpy as np
+limit = int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from bertrt.run.features import make_features
+from bertrt.run.postprocess import best_answers
+from bertrt.run.squad_data import Example
+from bertrt.run.tokenizer import load_tokenizer
+
+passage = open(sys.argv[1], encoding="utf-8").read()
+tokenizer = load_tokenizer(sys.argv[2])
+t0 = time.perf_counter()
+examples = [Example("long", "What is TensorRT?", passage)]
+features = make_features(examples, tokenizer)
+rng = np.random.default_rng(0)
+logits = [rng.standard_normal(f.length).astype(np.float32) for f in features]
+[answer] = best_answers(examples, features, logits, logits)
+assert passage[answer.char_start:answer.char_end] == answer.text
+print(json.dumps({"features": len(features), "seconds": time.perf_counter() - t0,
+                  "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def test_multi_megabyte_passage_in_bounded_memory(tmp_path):
+    """A 3 MB passage (real SQuAD text) through features and answer selection within 1.5 GiB of address space
+    (the windows x tokens max-context table alone took 20+ GiB for it)."""
+    import json
+    import subprocess
+    import sys
+
+    from bertrt.run.squad_data import load_squad
+
+    examples, _ = load_squad(require(DEV))
+    text = " ".join(dict.fromkeys(ex.context for ex in examples))
+    passage = tmp_path / "passage.txt"
+    passage.write_text((text * (3_000_000 // len(text) + 1))[:3_000_000], encoding="utf-8")
+    limit = 1536 * 2**20
+    result = subprocess.run([sys.executable, "-c", _LONG_PASSAGE_SCRIPT, str(passage), str(VOCAB), str(limit)],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "RAYON_NUM_THREADS": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    print(report)
+    assert report["features"] > 4000
 
 
 # --- bad input -------------------------------------------------------------------------------------------
