@@ -24,6 +24,7 @@ from bertrt.run.postprocess import Answer
 from bertrt.run.squad_data import Example
 
 __all__ = ["SquadParams", "Answer", "TokenProbabilities", "QuestionAnswerer", "export_model", "fuse", "quantize",
+           "build_engine",
            "compare_models", "squad_scores", "perf", "read_perf"]
 
 
@@ -50,6 +51,18 @@ def quantize(model: str | Path, output: str | Path, precision: str, **options) -
     return _quantize(Path(model), Path(output), precision, **options)
 
 
+def build_engine(model: str | Path, output: str | Path, profiles: list[str] | None = None, batch_size: int = 8,
+                 seq_len: int = 384, runtime: str | None = None, precision: str | None = None, **options):
+    """TensorRT engine (+ its sidecar) from a bertrt ONNX (`bertrt build`); returns the engine record. `profiles`
+    are 'batch=MIN:OPT:MAX,seq=MIN:OPT:MAX' strings (default: batch 1..batch_size at seq_len); `runtime` is
+    tensorrt, tensorrt-rtx or None (the installed one); other options are `BuildRequest` fields."""
+    from bertrt.build.engine_build import BuildRequest, build
+    from bertrt.build.profiles import default_profile, parse_profile
+
+    parsed = [parse_profile(p) for p in profiles] if profiles else [default_profile(batch_size, seq_len)]
+    return build(BuildRequest(Path(model), Path(output), parsed, runtime, precision, **options))
+
+
 @dataclass
 class TokenProbabilities:
     """Where a model puts an answer's start and end, per passage token (the picture behind one answer)."""
@@ -63,19 +76,23 @@ class TokenProbabilities:
 
 
 class QuestionAnswerer:
-    """A QA model and its tokenizer, answering questions about passages (what `bertrt infer` does).
+    """A QA model and its tokenizer, answering questions about passages (`bertrt infer`) or a SQuAD file
+    (`bertrt squad`). `model` is any artifact `open_backend` takes (ONNX, engine, checkpoint); `backend_options`
+    are its keyword arguments (provider, threads). Use it as a context manager (or call `close()`)."""
 
-    `model` is any artifact `bertrt infer` takes; use it as a context manager (or call `close()`)."""
-
-    def __init__(self, model: str | Path, vocab: str | Path, provider: str = "cpu",
-                 params: SquadParams | None = None, batch_size: int = 8):
-        from bertrt.run.backends import open_backend
+    def __init__(self, model: str | Path, vocab: str | Path, params: SquadParams | None = None,
+                 batch_size: int = 8, **backend_options):
+        from bertrt.run.backends import check_fits, open_backend
         from bertrt.run.tokenizer import load_tokenizer
 
-        self.backend = open_backend(Path(model), provider=provider)
+        self.backend = open_backend(Path(model), **backend_options)
         self.tokenizer = load_tokenizer(Path(vocab), expected_vocab_size=self.backend.config.vocab_size)
         self.params = params or SquadParams()
         self.batch_size = batch_size
+        # Before the backend is activated: an engine would need its GPU first, and a batch that cannot fit is
+        # refused before any work.
+        self.params.check(self.backend, batch_size)
+        check_fits(self.backend.config, batch_size, self.params.max_seq_length)
         self.backend.__enter__()
 
     def close(self) -> None:
@@ -89,10 +106,20 @@ class QuestionAnswerer:
 
     def answer(self, passage: str, questions: list[str]) -> list[Answer]:
         """The best answer (with its n-best candidates in `.nbest`) for each question about `passage`. A question
-        that does not fit the sequence is an error, not silently truncated."""
+        that does not fit the sequence is an error, not silently truncated as SQuAD evaluation does."""
         examples = [Example(qas_id=str(i), question=q, context=passage) for i, q in enumerate(questions)]
         return answer(self.backend, self.tokenizer, examples, self.params, self.batch_size,
                       truncate_question=False).answers
+
+    def squad(self, squad_json: str | Path, output: str | Path, limit: int | None = None,
+              null_score_diff_threshold: float = 0.0, progress: bool = False) -> dict:
+        """Run a SQuAD v1.1/v2.0 file: writes `output` (predictions.json) and its .eval.json; returns the report
+        (scores, timing, parameters)."""
+        from bertrt.run.squad_eval import run_squad
+
+        return run_squad(self.backend, self.tokenizer, Path(squad_json), Path(output), self.params,
+                         self.batch_size, limit=limit, null_score_diff_threshold=null_score_diff_threshold,
+                         progress=progress)
 
     def token_probabilities(self, passage: str, question: str) -> TokenProbabilities:
         """Start/end probabilities over the passage tokens. Each token's logits come from the window where it has
@@ -123,28 +150,24 @@ class QuestionAnswerer:
 
 
 def compare_models(a: str | Path, b: str | Path, squad_json: str | Path, vocab: str | Path, num_features: int = 8,
-                   batch_size: int = 4, seq_len: int = 384, per_layer: bool = False) -> list:
+                   batch_size: int = 4, seq_len: int = 384, per_layer: bool = False, **backend_options) -> list:
     """Worst absolute/relative logit errors of model `b` against reference `a` on real SQuAD features
     (`bertrt compare`); one row per compared tensor."""
-    from bertrt.run.compare import compare, feature_batches
+    from bertrt.run.compare import check_counts, compare, feature_batches, vocab_size_of
     from bertrt.run.tokenizer import load_tokenizer
 
-    if num_features < 1 or batch_size < 1:
-        raise BertrtError("num_features and batch_size must be at least 1")
-    batches = feature_batches(Path(squad_json), load_tokenizer(Path(vocab)), num_features, batch_size, seq_len)
-    return compare(Path(a), Path(b), batches, per_layer=per_layer)
+    check_counts(num_features, batch_size)
+    tokenizer = load_tokenizer(Path(vocab), expected_vocab_size=vocab_size_of(Path(a), Path(b)))
+    batches = feature_batches(Path(squad_json), tokenizer, num_features, batch_size, seq_len)
+    return compare(Path(a), Path(b), batches, per_layer=per_layer, backend_options=backend_options)
 
 
 def squad_scores(model: str | Path, squad_json: str | Path, vocab: str | Path, output: str | Path,
-                 limit: int | None = None, provider: str = "cpu", batch_size: int = 8,
-                 params: SquadParams | None = None, progress: bool = False) -> dict:
-    """Run a SQuAD file (`bertrt squad`): writes `output` (predictions.json) and its .eval.json; returns the
-    report (scores, timing, parameters)."""
-    from bertrt.run.squad_eval import run_squad
-
-    with QuestionAnswerer(model, vocab, provider, params, batch_size) as qa:
-        return run_squad(qa.backend, qa.tokenizer, Path(squad_json), Path(output), qa.params, batch_size,
-                         limit=limit, progress=progress)
+                 limit: int | None = None, params: SquadParams | None = None, batch_size: int = 8,
+                 **backend_options) -> dict:
+    """`QuestionAnswerer(...).squad(...)` in one call: the report of a SQuAD run (scores, timing, parameters)."""
+    with QuestionAnswerer(model, vocab, params, batch_size, **backend_options) as qa:
+        return qa.squad(squad_json, output, limit=limit)
 
 
 def perf(models: list[str | Path], batches: list[int], seqs: list[int], output: str | Path, warmup: int = 3,

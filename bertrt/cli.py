@@ -50,16 +50,12 @@ def _add_answering_args(p) -> None:
     ag.add_squad_args(p)
 
 
-def _open(args, cfg: PipelineConfig):
-    from bertrt.run.backends import open_backend
-    from bertrt.run.tokenizer import load_tokenizer
+def _answerer(args, cfg: PipelineConfig):
+    from bertrt import api
 
     batch_size, seq_len = ag.shapes(args, cfg)
-    backend = open_backend(ag.model_path(args, cfg), **ag.backend_options(args, cfg))
-    tokenizer = load_tokenizer(ag.vocab_path(args, cfg), expected_vocab_size=backend.config.vocab_size)
-    params = ag.squad_params(args, cfg, seq_len)
-    params.check(backend, batch_size)  # before the backend is activated (an engine would need its GPU first)
-    return backend, tokenizer, params, batch_size
+    return api.QuestionAnswerer(ag.model_path(args, cfg), ag.vocab_path(args, cfg), ag.squad_params(args, cfg, seq_len),
+                                batch_size, **ag.backend_options(args, cfg))
 
 
 # --- infer ----------------------------------------------------------------------------------------------------
@@ -75,9 +71,6 @@ def _add_infer(sub) -> None:
 
 
 def _run_infer(args, cfg: PipelineConfig) -> int:
-    from bertrt.run.answering import answer
-    from bertrt.run.squad_data import Example
-
     if args.passage_file is not None:
         try:
             passage = args.passage_file.read_text(encoding="utf-8")
@@ -85,13 +78,10 @@ def _run_infer(args, cfg: PipelineConfig) -> int:
             raise BertrtError(f"{args.passage_file}: cannot read passage ({exc})") from None
     else:
         passage = args.passage
-    backend, tokenizer, params, batch_size = _open(args, cfg)
-    examples = [Example(qas_id=str(i), question=q, context=passage) for i, q in enumerate(args.question)]
-    with backend:
-        # A question that does not fit is an error here, not silently truncated as SQuAD evaluation does.
-        result = answer(backend, tokenizer, examples, params, batch_size, truncate_question=False)
-    rows = [{"question": ex.question, "answer": a.text, "score": round(a.score, 4), "logit": round(a.logit, 4),
-             "char_start": a.char_start, "char_end": a.char_end} for ex, a in zip(examples, result.answers)]
+    with _answerer(args, cfg) as qa:
+        answers = qa.answer(passage, args.question)
+    rows = [{"question": q, "answer": a.text, "score": round(a.score, 4), "logit": round(a.logit, 4),
+             "char_start": a.char_start, "char_end": a.char_end} for q, a in zip(args.question, answers)]
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2, allow_nan=False))  # NaN is not JSON
     else:
@@ -115,15 +105,14 @@ def _add_squad(sub) -> None:
 
 def _run_squad(args, cfg: PipelineConfig) -> int:
     from bertrt.artifacts import check_outputs
-    from bertrt.run.squad_eval import eval_path, run_squad, squad_outputs, summary
+    from bertrt.run.squad_eval import eval_path, squad_outputs, summary
 
     squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
     output = args.output or cfg.out_dir / "predictions.json"
     check_outputs(squad_outputs(output), [squad_json, ag.model_path(args, cfg), ag.vocab_path(args, cfg)])
-    backend, tokenizer, params, batch_size = _open(args, cfg)
-    with backend:
-        report = run_squad(backend, tokenizer, squad_json, output, params, batch_size, limit=args.limit,
-                           null_score_diff_threshold=args.null_score_diff_threshold, progress=not args.no_progress)
+    with _answerer(args, cfg) as qa:
+        report = qa.squad(squad_json, output, limit=args.limit,
+                          null_score_diff_threshold=args.null_score_diff_threshold, progress=not args.no_progress)
     print(summary(report))
     print(f"wrote {output} and {eval_path(output)}")
     return 0
@@ -169,15 +158,13 @@ def _add_compare(sub) -> None:
 
 
 def _run_compare(args, cfg: PipelineConfig) -> int:
-    from bertrt.run.compare import check_counts, compare, feature_batches, format_rows, vocab_size_of
-    from bertrt.run.tokenizer import load_tokenizer
+    from bertrt import api
+    from bertrt.run.compare import format_rows
 
     squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
     batch_size, seq_len = ag.shapes(args, cfg)
-    check_counts(args.num_features, batch_size)
-    tokenizer = load_tokenizer(ag.vocab_path(args, cfg), expected_vocab_size=vocab_size_of(args.a, args.b))
-    batches = feature_batches(squad_json, tokenizer, args.num_features, batch_size, seq_len)
-    rows = compare(args.a, args.b, batches, per_layer=args.per_layer, backend_options=ag.backend_options(args, cfg))
+    rows = api.compare_models(args.a, args.b, squad_json, ag.vocab_path(args, cfg), args.num_features, batch_size,
+                              seq_len, per_layer=args.per_layer, **ag.backend_options(args, cfg))
     print(f"B = {args.b} against A = {args.a}: {args.num_features} SQuAD features, seq {seq_len}, "
           f"padded positions excluded")
     print(format_rows(rows, args.atol))
