@@ -14,7 +14,7 @@ from bertrt.errors import BertrtError
 @dataclass(frozen=True)
 class Key:
     """A config key: its default and what a value must be. `kind` is "path" (a string), "str", "int" or "strs"
-    (a non-empty list of strings).""""
+    (a non-empty list of strings)."""
     default: Any
     kind: str
     choices: tuple[str, ...] = ()
