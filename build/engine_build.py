@@ -97,7 +97,8 @@ def build(request: BuildRequest, log=print) -> EngineRecord:
     version = trt.__version__
     plan = builder_config.plan_precision(request.precision, builder_config.graph_precision(model), runtime, version,
                                          model_path)
-    caps = builder_config.parse_compute_capabilities(request.compute_capabilities, trt, runtime) if runtime.rtx \
+    caps = builder_config.parse_compute_capabilities(request.compute_capabilities, trt, runtime,
+                                                           plan.precision) if runtime.rtx \
         else (tuple(int(x) for x in runtimes.device_compute_capability().split(".")),)
     source_sha = sha256_file(model_path)
     if plan.calibrated:
