@@ -21,11 +21,19 @@ PRECISION    ?= int8
 CALIB_METHOD ?= max
 INT8_EXCLUDE ?=
 QUANT  := $(OUT)/model.$(TARGET).$(PRECISION).onnx
+# TensorRT engines (`make build`): TARGET and PRECISION as given on the command line, else native fp32;
+# RUNTIME auto | tensorrt | tensorrt-rtx; BUILD_FLAGS e.g. --profile batch=1:8:8,seq=384 --precision int8 (TRT 10).
+RUNTIME      ?= auto
+BUILD_FLAGS  ?=
+BUILD_TARGET    := $(if $(filter command line environment,$(origin TARGET)),$(TARGET),native)
+BUILD_PRECISION := $(if $(filter command line environment,$(origin PRECISION)),$(PRECISION),fp32)
+BUILD_SRC := $(OUT)/model.$(BUILD_TARGET)$(if $(filter fp32,$(BUILD_PRECISION)),,.$(BUILD_PRECISION)).onnx
+ENGINE    := $(BUILD_SRC:.onnx=.engine)
 # the model `make squad` scores (default: the fp32 export), e.g. EVAL=$(QUANT)
 EVAL   ?= $(OUT)/model.onnx
 
-.PHONY: setup test test-slow export demo infer squad surgery compare inspect perf quantize calibrate notebook \
-	notebook-figures clean
+.PHONY: setup test test-slow export demo infer squad surgery compare inspect perf quantize build calibrate \
+	notebook notebook-figures clean
 .DELETE_ON_ERROR:
 
 setup: $(VENV)/.installed
@@ -63,8 +71,11 @@ compare: $(FUSED)
 	$(BERTRT) compare $(OUT)/model.onnx $(FUSED) --per-layer
 
 INSPECT ?= $(FUSED)
+# The ONNX graph (Polygraphy), then the TensorRT network the parser makes of it (on the CPU; `-`: a runtime that
+# cannot take the target says so in one line and the ONNX listing stands).
 inspect: $(INSPECT)
 	$(VENV)/bin/polygraphy inspect model $(INSPECT) --show layers
+	-$(BERTRT) build --model $(INSPECT) --inspect --runtime $(RUNTIME)
 
 # CPU latency, unfused vs fused, batch 1 and 8 x seq 128 and 384 (median of 20 runs, same process).
 perf: $(FUSED)
@@ -76,7 +87,14 @@ $(QUANT): $(FUSED)
 	$(BERTRT) quantize --input $< --output $@ --precision $(PRECISION) --calib-method $(CALIB_METHOD) \
 		$(if $(INT8_EXCLUDE),--int8-exclude $(INT8_EXCLUDE))
 
-# TensorRT 10 implicit INT8: Polygraphy calibration cache named after the model's hash (needs TensorRT).
+# TensorRT engine + sidecar (Polygraphy); the fused / quantized ONNX it needs is made first.
+build: export
+	$(MAKE) --no-print-directory surgery TARGET=$(BUILD_TARGET)
+	$(if $(filter fp32,$(BUILD_PRECISION)),,$(MAKE) --no-print-directory quantize TARGET=$(BUILD_TARGET) PRECISION=$(BUILD_PRECISION))
+	$(BERTRT) build --model $(BUILD_SRC) --output $(ENGINE) --runtime $(RUNTIME) $(BUILD_FLAGS)
+
+# TensorRT 10 implicit INT8 (= bertrt build --runtime tensorrt --precision int8): engine + calibration cache named
+# after the model's hash (needs TensorRT 10 and a GPU).
 calibrate: $(FUSED)
 	$(BERTRT) calibrate --model $(FUSED)
 

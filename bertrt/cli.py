@@ -144,8 +144,9 @@ def _run_surgery(args, cfg: PipelineConfig) -> int:
 # --- compare --------------------------------------------------------------------------------------------------
 def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="worst logit errors of model B against model A on real SQuAD features")
-    p.add_argument("a", type=Path, help="reference: TF checkpoint dir / .safetensors, or ONNX")
-    p.add_argument("b", type=Path, help="model to check: ONNX (any target; plugin graphs run on numpy references)")
+    p.add_argument("a", type=Path, help="reference: TF checkpoint dir / .safetensors, ONNX, or engine")
+    p.add_argument("b", type=Path, help="model to check: ONNX (any target; plugin graphs run on numpy references) "
+                                        "or an engine from `bertrt build`")
     p.add_argument("--squad-json", type=Path, help="SQuAD file the features come from (default: the config's dev)")
     p.add_argument("--vocab", type=Path, help="vocab.txt (default: the config's)")
     p.add_argument("--num-features", type=int, default=8)

@@ -66,14 +66,20 @@ def polygraphy_profiles(profiles):
     return result
 
 
-def parse_compute_capabilities(values: list[str] | None, trt, runtime) -> tuple[tuple[int, int], ...]:
+# FP8 tensors exist from Ada (8.9) on: TensorRT-RTX refuses to compile an FP8 graph for 8.0/8.6 ("HW-specific
+# datatypes: fp8_e4m3"), measured with 1.7.1.116.
+_FP8_MIN = (8, 9)
+
+
+def parse_compute_capabilities(values: list[str] | None, trt, runtime, precision: str) -> tuple[tuple[int, int], ...]:
     """`--compute-capability 8.6 8.9` (TensorRT-RTX): checked against the runtime's list. None: every capability
-    the runtime supports except Turing (7.5, opt-in: it lacks FP32 GEMMs) — TensorRT-RTX's own default, spelled
-    out so the sidecar records exactly where the engine runs."""
+    the runtime supports from Ampere on (Turing, 7.5, is opt-in: it lacks FP32 GEMMs), from Ada on for FP8 —
+    TensorRT-RTX's default targets, spelled out so the sidecar records exactly where the engine runs."""
     available = sorted((int(n[2:-1]), int(n[-1])) for n in dir(trt.ComputeCapability)
                        if n.startswith("SM") and n[2:].isdigit())
+    floor = _FP8_MIN if precision == "fp8" else (8, 0)
     if values is None:
-        return tuple(cc for cc in available if cc >= (8, 0))
+        return tuple(cc for cc in available if cc >= floor)
     chosen = []
     for value in values:
         try:
@@ -83,6 +89,9 @@ def parse_compute_capabilities(values: list[str] | None, trt, runtime) -> tuple[
         if (major, minor) not in available:
             raise BertrtError(f"--compute-capability {value}: {runtime.label} targets only "
                               f"{', '.join(f'{a}.{b}' for a, b in available)}")
+        if precision == "fp8" and (major, minor) < _FP8_MIN:
+            raise BertrtError(f"--compute-capability {value}: an FP8 engine needs compute capability "
+                              f"{_FP8_MIN[0]}.{_FP8_MIN[1]} or newer")
         chosen.append((major, minor))
     return tuple(chosen)
 

@@ -28,7 +28,7 @@ def add_build(sub) -> None:
                                                    "<model>.<sha256[:16]>.calib.cache; refused if made for another model)")
     p.add_argument("--timing-cache", type=Path, help="tactic timing cache to load and update")
     p.add_argument("--compute-capability", nargs="+", metavar="MAJOR.MINOR",
-                   help="TensorRT-RTX target GPUs (default: all it supports from 8.0 on)")
+                   help="TensorRT-RTX target GPUs (default: all it supports from 8.0 on; 8.9 on for FP8)")
     _add_calibration_data(p)
     p.add_argument("--inspect", action="store_true",
                    help="parse only and print the TensorRT network's layers (what `make inspect` shows); no engine")

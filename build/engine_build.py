@@ -6,9 +6,11 @@ and the engine and its sidecar are only published together, after the build succ
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,7 +99,8 @@ def build(request: BuildRequest, log=print) -> EngineRecord:
     version = trt.__version__
     plan = builder_config.plan_precision(request.precision, builder_config.graph_precision(model), runtime, version,
                                          model_path)
-    caps = builder_config.parse_compute_capabilities(request.compute_capabilities, trt, runtime) if runtime.rtx \
+    caps = builder_config.parse_compute_capabilities(request.compute_capabilities, trt, runtime,
+                                                           plan.precision) if runtime.rtx \
         else (tuple(int(x) for x in runtimes.device_compute_capability().split(".")),)
     source_sha = sha256_file(model_path)
     if plan.calibrated:
@@ -148,24 +151,16 @@ def build(request: BuildRequest, log=print) -> EngineRecord:
     return record
 
 
-class _cache_output:
+@contextlib.contextmanager
+def _cache_output(cache: Path | None) -> Iterator[Path | None]:
     """A calibration cache written like every artifact: to a temporary copy, renamed when the build succeeded (an
     existing cache, already checked against the model, is copied in so TensorRT reuses it)."""
-
-    def __init__(self, cache: Path | None):
-        self.cache = cache
-        self.ctx = atomic_output(cache) if cache is not None else None
-
-    def __enter__(self) -> Path | None:
-        if self.ctx is None:
-            return None
-        tmp = self.ctx.__enter__()
-        if self.cache.is_file():
-            tmp.write_bytes(self.cache.read_bytes())
+    if cache is None:
+        yield None
+        return
+    with atomic_output(cache) as tmp:
+        if cache.is_file():
+            tmp.write_bytes(cache.read_bytes())
         else:
             tmp.unlink()  # Polygraphy's Calibrator reads a cache that exists: start without one
-        return tmp
-
-    def __exit__(self, *exc):
-        return self.ctx.__exit__(*exc) if self.ctx is not None else False
-
+        yield tmp

@@ -8,7 +8,6 @@ is type-checked, and any problem is one line naming the sidecar.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,8 +101,3 @@ class EngineRecord:
                    config=BertConfig.from_dict(data.get("config"), source=f"{source}: config"),
                    source_path=model["path"], source_sha256=model["sha256"], calib_cache=cache)
 
-
-def describe(record: EngineRecord) -> str:
-    return json.dumps({"runtime": f"{record.runtime} {record.runtime_version}", "precision": record.precision,
-                       "target": record.target, "profiles": [str(p) for p in record.profiles],
-                       "compute_capabilities": list(record.compute_capabilities)})

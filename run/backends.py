@@ -1,8 +1,8 @@
 """The one place that chooses how a QA model runs (`open_backend`), used by infer, squad, compare and perf.
 
-Every backend is a Polygraphy runner built from lazy loaders (nothing heavy happens before the runner is
-activated), wrapped in a `QABackend` with the checks the bertrt contract needs (batch/sequence limits, engine
-profiles, output names). The artifact decides the runner:
+Every backend is a Polygraphy runner (an engine's from lazy loaders: it is deserialized only when the runner is
+activated, after every check that needs no GPU), wrapped in a `QABackend` with the checks the bertrt contract needs
+(batch/sequence limits, engine profiles, output names). The artifact decides the runner:
 
 | artifact | runner |
 | --- | --- |
@@ -147,7 +147,7 @@ def ort_session(path: str | Path | bytes, provider: str = "cpu", threads: int | 
 
 
 def _ort_runner(artifact: OnnxArtifact, options: RunOptions):
-    """onnxruntime through Polygraphy's OnnxrtRunner; the session is created lazily (SessionFromOnnx-like)."""
+    """onnxruntime through Polygraphy's OnnxrtRunner, with the artifact's session config applied."""
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
     model = artifact.model
@@ -221,7 +221,7 @@ def _open_onnx(path: Path, options: RunOptions) -> QABackend:
 def open_backend(model: str | Path, provider: str = "cpu", threads: int | None = None,
                  extra_outputs: tuple[str, ...] | list[str] = ()) -> QABackend:
     """Open any QA artifact for inference (see the module docstring for which runner each gets). Checks that need
-    no device happen here; the runner's heavy work (session, engine deserialization) happens on activation."""
+    no device happen here; an engine is deserialized on activation (`with backend:`)."""
     path = Path(model)
     options = RunOptions(provider, threads, tuple(extra_outputs))
     if is_checkpoint(path):

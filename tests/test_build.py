@@ -78,6 +78,9 @@ def test_embedded_model_builds_with_profiles(engines, target, precision):
     assert record.precision == precision and record.target == target and record.strongly_typed
     assert record.profiles == tuple(PROFILES) and record.runtime == RTX
     assert record.config.num_hidden_layers == 6 and side["parameters"]["network"]["layers"] > 500
+    # FP8 needs Ada or newer: TensorRT-RTX refuses to compile fp8_e4m3 for 8.0/8.6, so those are not targeted.
+    assert record.compute_capabilities == (("8.9", "12.0", "12.1") if precision == "fp8"
+                                           else ("8.0", "8.6", "8.9", "12.0", "12.1"))
 
 
 def test_native_network_layernorm_and_attention(embedded_native, embedded_onnx):
@@ -338,3 +341,17 @@ def test_engine_answers_the_classic_question(engines, capsys):
                              TENSORRT_PASSAGE, "--question", "What is TensorRT?")
     assert code == 0, err
     assert "high performance deep learning inference platform" in out
+
+
+def test_fp8_targets_ada_or_newer():
+    from bertrt.build import runtime as runtimes
+    from bertrt.build.builder_config import parse_compute_capabilities
+
+    rtx = runtimes.RUNTIMES[RTX]
+    trt = runtimes.load(rtx)
+    assert parse_compute_capabilities(["8.9", "12.0"], trt, rtx, "fp8") == ((8, 9), (12, 0))
+    assert parse_compute_capabilities(["8.6"], trt, rtx, "int8") == ((8, 6),)
+    with pytest.raises(BertrtError, match="FP8 engine needs compute capability 8.9 or newer"):
+        parse_compute_capabilities(["8.6"], trt, rtx, "fp8")
+    with pytest.raises(BertrtError, match="is not MAJOR.MINOR"):
+        parse_compute_capabilities(["sm86"], trt, rtx, "fp32")
