@@ -70,11 +70,12 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
              calib_num: int = calib_data.DEFAULT_CALIB_NUM, calib_method: str = "max",
              vocab: str | Path | None = None, exclude: tuple[str, ...] | None = None,
              keep_fp32: tuple[str, ...] | None = None, batch_size: int = 8, percentile: float = 99.99,
-             float_precision: str | None = None) -> dict:
+             float_precision: str | None = None, seq_len: int | None = None) -> dict:
     """Write `output` (atomically, with a sidecar) at `precision`; return a report dict.
 
     int8/fp8 only: `exclude` (GEMM groups kept in float) and `float_precision` (fp16|fp32, the type of what is not
-    quantized) default to DEFAULT_EXCLUDE / DEFAULT_FLOAT; `keep_fp32` applies to every FP16 conversion."""
+    quantized) default to DEFAULT_EXCLUDE / DEFAULT_FLOAT; `keep_fp32` applies to every FP16 conversion.
+    `seq_len`: calibration sequence length, default 384 clamped to the model's positions (calib_data.calib_seq_len)."""
     input, output = Path(input), Path(output)
     if precision not in PRECISIONS:
         raise BertrtError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
@@ -97,14 +98,15 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
     calibrated = quantized or (precision == "fp16" and (keep_fp32 is None or "overflow" in keep_fp32))
     feeds: list = []
     calib_json_path = Path(calib_json) if calib_json is not None else calib_data.DEFAULT_CALIB_JSON
+    seq_len = calib_data.calib_seq_len(cfg.max_position_embeddings, seq_len)
     if calibrated:
         if precision == "fp16":
             calib_num = min(calib_num, OVERFLOW_SCAN_FEATURES)
         features = calib_data.calibration_features(calib_json_path, calib_num, vocab=vocab,
-                                                   vocab_size=cfg.vocab_size)
-        # Padded to 384 tokens, the length TensorRT engines are built for (padding positions are part of the
-        # statistics there too), and so histogram calibrators get same-shaped batches.
-        feeds = list(calib_data.feed_batches(features, batch_size, calib_data.MAX_SEQ_LENGTH))
+                                                   vocab_size=cfg.vocab_size, seq_len=seq_len)
+        # Padded to `seq_len` tokens, the length TensorRT engines are built for (padding positions are part of
+        # the statistics there too), and so histogram calibrators get same-shaped batches.
+        feeds = list(calib_data.feed_batches(features, batch_size, seq_len))
 
     extra_meta: dict[str, str] = {"bertrt.precision": precision, "bertrt.quantize.source_sha256": sha256_file(input)}
     from bertrt.calibration.fp16 import DEFAULT_KEEP_FP32, convert_fp16
@@ -140,7 +142,8 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
 
     params = {"precision": precision, "target": target, "calib_method": calib_method if precision != "fp16" else None,
               "calib_num": sum(f["input_ids"].shape[0] for f in feeds) if feeds else 0,
-              "calib_json": str(calib_json_path) if calibrated else None, "batch_size": batch_size, **info}
+              "calib_json": str(calib_json_path) if calibrated else None, "batch_size": batch_size,
+              "calib_seq_len": seq_len if calibrated else None, **info}
     inputs = {"model": input}
     if calibrated:
         inputs["calib_json"] = calib_json_path
