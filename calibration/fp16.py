@@ -118,6 +118,49 @@ def _fp16_qdq_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     return model if opset >= QDQ_MIN_OPSET else version_converter.convert_version(model, QDQ_MIN_OPSET)
 
 
+def _join_fp32_regions(model: onnx.ModelProto) -> int:
+    """Let adjacent FP32-kept nodes talk in FP32. The converter casts every blocked node's output to FP16 and back
+    to FP32 for each blocked consumer, so a chain of blocked nodes still passes its values through FP16: the
+    transformers mask bias (float32 min, kept FP32 because it overflows) became -inf between the mask nodes and
+    the masked Adds. onnxruntime's converters also differ in how they name those Casts: 1.31 gives every consumer
+    its own Cast with the same output name (a graph that is not SSA, which onnx 1.23's checker rejects), 1.23 and
+    1.32 do not. Here identical Casts are merged, and every Cast(FP32 -> FP16) -> Cast(-> FP32) pair is bypassed,
+    so the result is the same whichever converter ran. Returns the number of round trips removed."""
+    from onnx import TensorProto
+
+    nodes = list(model.graph.node)
+    seen: set[bytes] = set()
+    unique = []
+    for n in nodes:
+        key = n.SerializeToString()
+        if n.op_type == "Cast" and key in seen:
+            continue  # an exact duplicate (same name, input, output, type)
+        seen.add(key)
+        unique.append(n)
+    if len(unique) != len(nodes):
+        del model.graph.node[:]
+        model.graph.node.extend(unique)
+    elem = {v.name: v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.input)}
+    elem.update({i.name: i.data_type for i in model.graph.initializer})
+    producer = {o: n for n in model.graph.node for o in n.output}
+    graph_outputs = {o.name for o in model.graph.output}
+
+    def cast_to(n) -> int | None:
+        return next((a.i for a in n.attribute if a.name == "to"), None) if n.op_type == "Cast" else None
+
+    bypass: dict[str, str] = {}  # FP32 tensor read back from FP16 -> the FP32 tensor it was cast from
+    for n in model.graph.node:
+        first = producer.get(n.input[0]) if n.op_type == "Cast" else None
+        if (cast_to(n) == TensorProto.FLOAT and first is not None and cast_to(first) == TensorProto.FLOAT16
+                and elem.get(first.input[0]) == TensorProto.FLOAT and n.output[0] not in graph_outputs):
+            bypass[n.output[0]] = first.input[0]
+    for n in model.graph.node:
+        for i, x in enumerate(n.input):
+            if x in bypass:
+                n.input[i] = bypass[x]
+    return len(bypass)
+
+
 def convert_fp16(model: onnx.ModelProto, keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32,
                  feeds: Sequence[dict[str, np.ndarray]] = ()) -> tuple[onnx.ModelProto, dict]:
     from bertrt.calibration.qdq import _node_names
@@ -145,10 +188,13 @@ def convert_fp16(model: onnx.ModelProto, keep_fp32: Sequence[str] = DEFAULT_KEEP
     try:
         out = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST),
                                        node_block_list=node_block)
-        # The converter appends the Casts it inserts around blocked nodes at the end of the node list.
+        joined = _join_fp32_regions(out)
+        # The converter appends the Casts it inserts around blocked nodes at the end of the node list; the
+        # bypassed Casts are dead now.
         import onnx_graphsurgeon as gs
 
         graph = gs.import_onnx(out)
+        graph.cleanup()
         graph.toposort()
         sorted_model = gs.export_onnx(graph)
         sorted_model.ir_version = out.ir_version  # graphsurgeon writes the newest IR, which onnxruntime may not read
@@ -157,6 +203,6 @@ def convert_fp16(model: onnx.ModelProto, keep_fp32: Sequence[str] = DEFAULT_KEEP
     except Exception as exc:
         raise BertrtError(f"FP16 conversion failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
     info = {"tool": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_fp32": list(keep_fp32),
-            "fp32_nodes": {k: len(v) for k, v in blocked.items()},
+            "fp32_nodes": {k: len(v) for k, v in blocked.items()}, "fp16_round_trips_removed": joined,
             "overflow_amax": {k: round(v, 1) for k, v in sorted(overflow.items())}}
     return out, info

@@ -138,7 +138,10 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
     del out.metadata_props[:]
     out.metadata_props.extend(model.metadata_props)
     stamp(out, f"quantize:{precision}", cfg, extra=extra_meta)
-    onnx.checker.check_model(out)
+    try:
+        onnx.checker.check_model(out)
+    except onnx.checker.ValidationError as exc:
+        raise BertrtError(f"the {precision} graph is not valid ONNX: {' '.join(str(exc).split())[:300]}") from None
 
     params = {"precision": precision, "target": target, "calib_method": calib_method if precision != "fp16" else None,
               "calib_num": sum(f["input_ids"].shape[0] for f in feeds) if feeds else 0,
