@@ -17,7 +17,7 @@ from pathlib import Path
 
 import onnx
 from bertrt.calibration import calib_data
-from bertrt.calibration.qdq import CALIB_METHODS
+from bertrt.calibration.qdq import CALIB_METHODS, check_exclude
 
 from bertrt.artifacts import atomic_output, sha256_file, write_sidecar
 from bertrt.errors import BertrtError
@@ -86,9 +86,15 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
         raise BertrtError("GEMM exclusion and the float precision apply to int8 and fp8 only")
     if quantized:
         exclude = DEFAULT_EXCLUDE[precision] if exclude is None else tuple(exclude)
+        check_exclude(exclude)
         float_precision = float_precision or DEFAULT_FLOAT[precision]
         if float_precision not in FLOAT_PRECISIONS:
             raise BertrtError(f"unknown float precision {float_precision!r} (choose from {', '.join(FLOAT_PRECISIONS)})")
+        if precision == "fp8" and float_precision == "fp16":
+            # TensorRT-RTX builds that graph, but onnxruntime 1.23 refuses to load it (an FP8 DequantizeLinear
+            # with an FP16 output types its MatMul as float32), so bertrt could not check or score it.
+            raise BertrtError("fp8 with --float-precision fp16 is not supported: onnxruntime cannot load FP8 "
+                              "Q/DQ with FP16 scales, so the artifact could not be verified; use fp32")
     model, cfg = load_qa_model(input)
     if stage_of(model).startswith("quantize:"):
         raise BertrtError(f"{input}: already quantized ({stage_of(model)}); quantize the FP32 model")
