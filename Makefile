@@ -16,10 +16,12 @@ QUESTION ?= What is TensorRT?
 TARGET ?= ort
 PLUGIN_API ?= v3
 FUSED  := $(OUT)/model.$(TARGET).onnx
-# precision stage: fp16 | int8 | fp8, INT8/FP8 calibration method, GEMM groups kept in float (e.g. attention_bmm,ffn_down)
+# precision stage: fp16 | int8 | fp8, INT8/FP8 calibration method, GEMM groups kept in float (default for int8:
+# attention_bmm,ffn_down; `none` quantizes every GEMM), precision of the float parts (int8 default fp16, fp8 fp32)
 PRECISION    ?= int8
 CALIB_METHOD ?= max
 INT8_EXCLUDE ?=
+FLOAT_PRECISION ?=
 QUANT  := $(OUT)/model.$(TARGET).$(PRECISION).onnx
 # TensorRT engines (`make build`): TARGET and PRECISION as given on the command line, else native fp32;
 # RUNTIME auto | tensorrt | tensorrt-rtx; BUILD_FLAGS e.g. --profile batch=1:8:8,seq=384 --precision int8 (TRT 10).
@@ -85,7 +87,7 @@ perf: $(FUSED)
 quantize: $(QUANT)
 $(QUANT): $(FUSED)
 	$(BERTRT) quantize --input $< --output $@ --precision $(PRECISION) --calib-method $(CALIB_METHOD) \
-		$(if $(INT8_EXCLUDE),--int8-exclude $(INT8_EXCLUDE))
+		$(if $(INT8_EXCLUDE),--int8-exclude $(INT8_EXCLUDE)) $(if $(FLOAT_PRECISION),--float-precision $(FLOAT_PRECISION))
 
 # TensorRT engine + sidecar (Polygraphy); the fused / quantized ONNX it needs is made first.
 build: export

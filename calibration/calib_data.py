@@ -25,6 +25,29 @@ DEFAULT_SEED = 0
 MAX_SEQ_LENGTH, DOC_STRIDE, MAX_QUERY_LENGTH = 384, 128, 64
 
 
+def calib_seq_len(positions: int, requested: int | None = None) -> int:
+    """The calibration sequence length for a model with `positions` position embeddings.
+
+    Default: 384 (what TensorRT engines are built for), clamped to the model's positions, since the model can
+    never see longer inputs and calibrating at its longest input is the distribution its engines run. A length
+    asked for explicitly must fit the model: BertrtError naming both numbers otherwise."""
+    if requested is None:
+        return min(MAX_SEQ_LENGTH, positions)
+    if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
+        raise BertrtError(f"calibration sequence length must be a positive whole number, got {requested!r}")
+    if requested > positions:
+        raise BertrtError(f"calibration sequence length {requested} exceeds the model's {positions} positions "
+                          f"(max_position_embeddings); use {positions} or less")
+    return requested
+
+
+def window(seq_len: int) -> tuple[int, int]:
+    """(doc stride, max query length) for features of `seq_len` tokens: SQuAD's 128 / 64 at 384, scaled down for
+    shorter lengths so a window still holds context after the question."""
+    query = min(MAX_QUERY_LENGTH, seq_len // 2)
+    return min(DOC_STRIDE, max(1, seq_len - query - 3)), query
+
+
 def shuffled_examples(calib_json: str | Path | None = None, seed: int = DEFAULT_SEED) -> list:
     """All examples of `calib_json` (a SQuAD file, .json or .json.gz) in a seeded shuffle."""
     from bertrt.run.squad_data import load_squad
@@ -40,8 +63,9 @@ def shuffled_examples(calib_json: str | Path | None = None, seed: int = DEFAULT_
 
 def calibration_features(calib_json: str | Path | None = None, calib_num: int = DEFAULT_CALIB_NUM,
                          vocab: str | Path | None = None, tokenizer=None, seed: int = DEFAULT_SEED,
-                         vocab_size: int | None = None) -> list:
-    """The first `calib_num` features (unpadded `bertrt.run.features.Feature`) of the seeded shuffle.
+                         vocab_size: int | None = None, seq_len: int = MAX_SEQ_LENGTH) -> list:
+    """The first `calib_num` features (unpadded `bertrt.run.features.Feature`, at most `seq_len` tokens) of the
+    seeded shuffle.
 
     Raises BertrtError when the file is not SQuAD JSON or holds fewer than `calib_num` features.
     """
@@ -55,11 +79,11 @@ def calibration_features(calib_json: str | Path | None = None, calib_num: int = 
     if tokenizer is None:
         tokenizer = load_tokenizer(vocab or DEFAULT_VOCAB, expected_vocab_size=vocab_size)
     features: list = []
+    doc_stride, max_query = window(seq_len)
     # Tokenize in chunks and stop once enough features exist (the full train set has 88k questions).
     step = max(64, calib_num)
     for first in range(0, len(examples), step):
-        features.extend(make_features(examples[first:first + step], tokenizer, MAX_SEQ_LENGTH, DOC_STRIDE,
-                                      MAX_QUERY_LENGTH))
+        features.extend(make_features(examples[first:first + step], tokenizer, seq_len, doc_stride, max_query))
         if len(features) >= calib_num:
             return features[:calib_num]
     raise BertrtError(f"{path}: --calib-num {calib_num} is larger than the {len(features)} calibration features "

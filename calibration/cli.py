@@ -31,8 +31,13 @@ def add_quantize(sub) -> None:
                                                   "subset calibration/data/squad-train-calib.json.gz")
     p.add_argument("--calib-num", type=int, default=calib_data.DEFAULT_CALIB_NUM, help="calibration features")
     p.add_argument("--calib-method", default="max", choices=["max", "percentile", "entropy"])
-    p.add_argument("--int8-exclude", default="", help="GEMM groups kept in float, comma-separated: "
-                                                      "attention_bmm, ffn_down, qa_head")
+    p.add_argument("--calib-seq-len", type=int, help="calibration sequence length (default: 384, or the model's "
+                                                     "positions when it has fewer; more than those is an error)")
+    p.add_argument("--int8-exclude", help="int8/fp8: GEMM groups kept in float, comma-separated, from attention_bmm, "
+                                          "ffn_down, qa_head; 'none' quantizes every GEMM (default: int8 "
+                                          "attention_bmm,ffn_down, fp8 none)")
+    p.add_argument("--float-precision", choices=["fp16", "fp32"],
+                   help="int8/fp8: precision of what is not quantized (default: int8 fp16, fp8 fp32)")
     p.add_argument("--vocab", type=Path, help="vocab.txt for the calibration features (default: the config's)")
     p.set_defaults(run=run_quantize)
 
@@ -40,9 +45,12 @@ def add_quantize(sub) -> None:
 def run_quantize(args, cfg) -> int:
     from bertrt.calibration.quantize import quantize
 
-    exclude = tuple(x for x in args.int8_exclude.split(",") if x)
+    exclude = None  # the precision's default
+    if args.int8_exclude is not None:
+        exclude = tuple(x for x in args.int8_exclude.split(",") if x and x != "none")
     report = quantize(args.input, args.output, args.precision, calib_json=args.calib_json, calib_num=args.calib_num,
-                      calib_method=args.calib_method, vocab=_vocab(args, cfg), exclude=exclude)
+                      calib_method=args.calib_method, vocab=_vocab(args, cfg), exclude=exclude,
+                      float_precision=args.float_precision, seq_len=args.calib_seq_len)
     report.pop("overflow_amax", None)
     print(json.dumps(report))
     print(f"wrote {args.output} (+ {args.output.name}.json)")

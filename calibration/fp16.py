@@ -10,6 +10,13 @@ are handled alike:
 - "overflow": any node whose FP32 output exceeds FP16's range (|x| > 65504 / 2) on calibration features
   (measured by `overflow_nodes`).
 Graph I/O stays as the model's I/O (int32 inputs, float32 logits).
+
+A Q/DQ graph (INT8/FP8 from qdq.py) is converted too: that is the TensorRT 11 graph a user builds, low-precision
+GEMMs and FP16 for the rest. Its Q/DQ pairs become FP16 pairs: the scales are cast to FP16 with the tensors they
+scale, because ONNX types a QuantizeLinear's scale like its input and a DequantizeLinear's output like its scale
+(opset 19+; opsets 13-18 allow float32 only, so such graphs are moved to opset 19 first). Keeping float32 scales
+would need a Cast before every Q and after every DQ (69 more Casts on the embedded model) for no accuracy gain:
+an FP16 scale is within 0.05 % of the float32 one, two orders below the 8-bit rounding error.
 """
 
 from __future__ import annotations
@@ -98,6 +105,62 @@ def overflow_nodes(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]
     return {producer[k]: v for k, v in amax.items() if v > limit}
 
 
+QDQ_MIN_OPSET = 19  # first opset whose QuantizeLinear/DequantizeLinear take FP16 scales
+
+
+def _fp16_qdq_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` at opset >= 19 when it holds Q/DQ nodes (see the module docstring), else unchanged."""
+    from onnx import version_converter
+
+    if not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        return model
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return model if opset >= QDQ_MIN_OPSET else version_converter.convert_version(model, QDQ_MIN_OPSET)
+
+
+def _join_fp32_regions(model: onnx.ModelProto) -> int:
+    """Let adjacent FP32-kept nodes talk in FP32. The converter casts every blocked node's output to FP16 and back
+    to FP32 for each blocked consumer, so a chain of blocked nodes still passes its values through FP16: the
+    transformers mask bias (float32 min, kept FP32 because it overflows) became -inf between the mask nodes and
+    the masked Adds. onnxruntime's converters also differ in how they name those Casts: 1.31 gives every consumer
+    its own Cast with the same output name (a graph that is not SSA, which onnx 1.23's checker rejects), 1.23 and
+    1.32 do not. Here identical Casts are merged, and every Cast(FP32 -> FP16) -> Cast(-> FP32) pair is bypassed,
+    so the result is the same whichever converter ran. Returns the number of round trips removed."""
+    from onnx import TensorProto
+
+    nodes = list(model.graph.node)
+    seen: set[bytes] = set()
+    unique = []
+    for n in nodes:
+        key = n.SerializeToString()
+        if n.op_type == "Cast" and key in seen:
+            continue  # an exact duplicate (same name, input, output, type)
+        seen.add(key)
+        unique.append(n)
+    if len(unique) != len(nodes):
+        del model.graph.node[:]
+        model.graph.node.extend(unique)
+    elem = {v.name: v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.input)}
+    elem.update({i.name: i.data_type for i in model.graph.initializer})
+    producer = {o: n for n in model.graph.node for o in n.output}
+    graph_outputs = {o.name for o in model.graph.output}
+
+    def cast_to(n) -> int | None:
+        return next((a.i for a in n.attribute if a.name == "to"), None) if n.op_type == "Cast" else None
+
+    bypass: dict[str, str] = {}  # FP32 tensor read back from FP16 -> the FP32 tensor it was cast from
+    for n in model.graph.node:
+        first = producer.get(n.input[0]) if n.op_type == "Cast" else None
+        if (cast_to(n) == TensorProto.FLOAT and first is not None and cast_to(first) == TensorProto.FLOAT16
+                and elem.get(first.input[0]) == TensorProto.FLOAT and n.output[0] not in graph_outputs):
+            bypass[n.output[0]] = first.input[0]
+    for n in model.graph.node:
+        for i, x in enumerate(n.input):
+            if x in bypass:
+                n.input[i] = bypass[x]
+    return len(bypass)
+
+
 def convert_fp16(model: onnx.ModelProto, keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32,
                  feeds: Sequence[dict[str, np.ndarray]] = ()) -> tuple[onnx.ModelProto, dict]:
     from bertrt.calibration.qdq import _node_names
@@ -109,7 +172,7 @@ def convert_fp16(model: onnx.ModelProto, keep_fp32: Sequence[str] = DEFAULT_KEEP
     unknown = set(keep_fp32) - set(FP16_GROUPS)
     if unknown:
         raise BertrtError(f"unknown FP32 group(s) {sorted(unknown)} (choose from {', '.join(FP16_GROUPS)})")
-    model = _node_names(model)
+    model = _node_names(_fp16_qdq_opset(model))
     blocked: dict[str, list[str]] = {}
     if "layernorm" in keep_fp32:
         blocked["layernorm"] = layernorm_nodes(model)
@@ -125,10 +188,13 @@ def convert_fp16(model: onnx.ModelProto, keep_fp32: Sequence[str] = DEFAULT_KEEP
     try:
         out = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST),
                                        node_block_list=node_block)
-        # The converter appends the Casts it inserts around blocked nodes at the end of the node list.
+        joined = _join_fp32_regions(out)
+        # The converter appends the Casts it inserts around blocked nodes at the end of the node list; the
+        # bypassed Casts are dead now.
         import onnx_graphsurgeon as gs
 
         graph = gs.import_onnx(out)
+        graph.cleanup()
         graph.toposort()
         sorted_model = gs.export_onnx(graph)
         sorted_model.ir_version = out.ir_version  # graphsurgeon writes the newest IR, which onnxruntime may not read
@@ -137,6 +203,6 @@ def convert_fp16(model: onnx.ModelProto, keep_fp32: Sequence[str] = DEFAULT_KEEP
     except Exception as exc:
         raise BertrtError(f"FP16 conversion failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
     info = {"tool": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_fp32": list(keep_fp32),
-            "fp32_nodes": {k: len(v) for k, v in blocked.items()},
+            "fp32_nodes": {k: len(v) for k, v in blocked.items()}, "fp16_round_trips_removed": joined,
             "overflow_amax": {k: round(v, 1) for k, v in sorted(overflow.items())}}
     return out, info

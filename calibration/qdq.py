@@ -104,6 +104,12 @@ class _FeedReader:
         self._it = iter(self._feeds[start_index:end_index])
 
 
+def check_exclude(exclude: Sequence[str]) -> None:
+    unknown = set(exclude) - set(EXCLUDE_GROUPS)
+    if unknown:
+        raise BertrtError(f"unknown GEMM group(s) to exclude {sorted(unknown)} (choose from {', '.join(EXCLUDE_GROUPS)})")
+
+
 def quantize_int8(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]], calib_method: str = "max",
                   exclude: Sequence[str] = (), percentile: float = 99.99, num_bins: int = 2048) -> tuple[onnx.ModelProto, dict]:
     """Insert symmetric INT8 Q/DQ on every GEMM input (per-channel weights) calibrated on `feeds`."""
@@ -116,9 +122,7 @@ def quantize_int8(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]
 
     if calib_method not in CALIB_METHODS:
         raise BertrtError(f"unknown calibration method {calib_method!r} (choose from {', '.join(CALIB_METHODS)})")
-    unknown = set(exclude) - set(EXCLUDE_GROUPS)
-    if unknown:
-        raise BertrtError(f"unknown GEMM group(s) to exclude {sorted(unknown)} (choose from {', '.join(EXCLUDE_GROUPS)})")
+    check_exclude(exclude)
     model = _node_names(model)
     if any(n.domain not in ("", "ai.onnx") for n in model.graph.node):
         # onnx's shape inference knows no contrib ops; without their output types onnxruntime's calibrator skips

@@ -19,6 +19,13 @@ TRAIN = SHARED / "data" / "squad" / "train-v1.1.reconstructed.json.gz"
 HF_FIXTURES = ROOT / "tests" / "fixtures" / "hf"
 # Calibration features of the quantized test models (speed; tests/test_quantize_accuracy.py uses the default 256).
 QUANT_CALIB_NUM = 32
+# The quantized artifacts under test: setting -> (precision, quantize() keyword arguments).
+QUANT_SETTINGS = {
+    "fp16": ("fp16", {}),
+    "int8": ("int8", {}),  # the default: attention BMMs + FFN-down in float, FP16 for the float parts
+    "int8-every-gemm-fp32": ("int8", {"exclude": (), "float_precision": "fp32"}),  # the former default, by flags
+    "fp8": ("fp8", {}),
+}
 VOCAB_SIZE = 30522
 # The passage NVIDIA's demo used, with its classic question "What is TensorRT?".
 TENSORRT_PASSAGE = (
@@ -163,19 +170,20 @@ def embedded_native(embedded_onnx, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def quantized(embedded_onnx, embedded_native, tmp_path_factory):
-    """(precision, target "export" | "native") -> (quantized model, report): one `bertrt quantize` per pair and
-    session, calibrated on QUANT_CALIB_NUM features, made on first use."""
+    """(setting of QUANT_SETTINGS, target "export" | "native") -> (quantized model, report): one `bertrt quantize`
+    per pair and session, calibrated on QUANT_CALIB_NUM features, made on first use."""
     from bertrt.calibration.quantize import quantize
 
     out = tmp_path_factory.mktemp("quantized")
     sources = {"export": embedded_onnx, "native": embedded_native}
     cache: dict[tuple[str, str], tuple[Path, dict]] = {}
 
-    def get(precision: str, target: str = "export") -> tuple[Path, dict]:
-        if (precision, target) not in cache:
-            path = out / f"model.{target}.{precision}.onnx"
-            cache[precision, target] = (path, quantize(sources[target], path, precision,
-                                                       calib_num=QUANT_CALIB_NUM))
-        return cache[precision, target]
+    def get(setting: str, target: str = "export") -> tuple[Path, dict]:
+        if (setting, target) not in cache:
+            precision, options = QUANT_SETTINGS[setting]
+            path = out / f"model.{target}.{setting}.onnx"
+            cache[setting, target] = (path, quantize(sources[target], path, precision, calib_num=QUANT_CALIB_NUM,
+                                                     **options))
+        return cache[setting, target]
 
     return get

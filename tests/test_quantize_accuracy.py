@@ -1,8 +1,8 @@
 """Per-precision accuracy guard on the CI subset (first 300 SQuAD v1.1 dev questions), onnxruntime CPU.
 
-Each precision is quantized with `quantize()`'s defaults (shipped SQuAD-train subset, 256 calibration
-features, calibration method from the expected file) and scored; the F1/EM must stay within tolerance of the
-committed values in tests/expected/precision_accuracy.json. Slow (calibration takes minutes on 2 cores).
+Each setting is quantized with `quantize()`'s defaults (shipped SQuAD-train subset, 256 calibration
+features) and the calibration method, GEMM exclusions and float precision of the expected file, and scored;
+the F1/EM must stay within tolerance of the committed values in tests/expected/precision_accuracy.json. Slow (calibration takes minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ EXPECTED = json.loads((Path(__file__).parent / "expected" / "precision_accuracy.
 def test_ci_subset_precision_accuracy(name, embedded_onnx, tokenizer, tmp_path):
     expected = EXPECTED[name]
     model = tmp_path / f"model.{name}.onnx"
+    exclude = tuple(expected["exclude"]) if "exclude" in expected else None  # None: the precision's default
     quantize(embedded_onnx, model, expected["precision"], calib_method=expected.get("calib_method", "max"),
-             calib_num=expected.get("calib_num", 256), exclude=tuple(expected.get("exclude", ())))
+             calib_num=expected.get("calib_num", 256), exclude=exclude,
+             float_precision=expected.get("float_precision"))
     scores = squad_scores(model, tokenizer, tmp_path / "predictions.json", EXPECTED["ci_subset_questions"])
     print(name, scores)
     tol = EXPECTED["tolerance"]
