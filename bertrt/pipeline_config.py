@@ -13,12 +13,11 @@ from bertrt.errors import BertrtError
 
 @dataclass(frozen=True)
 class Key:
-    """A config key: its default and what a value must be. `kind` is "path" (a string), "str", "int" or "strs"
-    (a non-empty list of strings)."""
+    """A config key: its default and what a value must be. `kind` is "path" (a string), "str", "int" (every
+    integer in a config is a size or count: at least 1) or "strs" (a non-empty list of strings)."""
     default: Any
     kind: str
     choices: tuple[str, ...] = ()
-    minimum: int = 1
     nullable: bool = False
 
 
@@ -101,8 +100,8 @@ def _checked(value: Any, key: Key, where: str) -> Any:
     if key.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise BertrtError(f"{where} must be an integer, not {value!r}")
-        if value < key.minimum:
-            raise BertrtError(f"{where} must be at least {key.minimum}, not {value}")
+        if value < 1:
+            raise BertrtError(f"{where} must be at least 1, not {value}")
         return value
     if key.kind == "strs":
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
