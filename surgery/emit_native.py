@@ -1,5 +1,6 @@
-"""The `native` target: plain ONNX (default domain, opset 17, no plugins, no contrib ops) in the forms TensorRT 10
-and 11 fuse by themselves, and that onnxruntime runs on any provider.
+"""The `native` target: plain ONNX (default domain, opset 17 — or the export's own opset where it is newer, as the
+dynamo exporter's 18-20: lowering it would mean rewriting ops such as Split-18 — no plugins, no contrib ops) in the
+forms TensorRT 10 and 11 fuse by themselves, and that onnxruntime runs on any provider.
 
 - Every LayerNorm is one ``LayerNormalization(x, gamma, beta, axis=-1, epsilon)`` (opset 17): the embeddings LN
   reads the embedding sum as the exporter built it (the Gathers and the position slice stay); each residual

@@ -3,12 +3,18 @@ dense):
 
     q/k/v = x @ W + b                   (MatMul + Add, bias first or second)
     heads = Transpose(Reshape(q/k/v, [B, S, N, H]))   Q and V: perm [0,2,1,3]; K^T: [0,2,3,1], or [0,2,1,3] then
-                                                      [0,1,3,2] (transpose_b style)
-    probs = Softmax(scale * (Qh @ KhT) + mask_bias)   scalar Mul/Div on Qh, KhT or the scores, in any place, or
-                                                      none (scale folded into the weights: scale 1)
+                                                      [0,1,3,2] (transpose_b style), where the last swap may be
+                                                      done on a rank-3 view (torch's dynamo exporter:
+                                                      Reshape [-1, S, H] -> Transpose [0,2,1] -> Reshape back)
+    probs = Softmax(scale * (Qh @ KhT) + mask_bias)   scalar Mul/Div on Qh, KhT or the scores, in any place
+                                                      (SDPA exports scale Q and K by sqrt(scale) each), or none
+                                                      (scale folded into the weights: scale 1)
+    probs = Where(IsNaN(probs), 0, probs)             optional: torch SDPA's guard for fully masked rows
     ctx   = Reshape(Transpose(probs @ Vh, [0,2,1,3]), [B, S, E])
 
-The mask bias is recognised by what it computes (see MaskMatch), since every exporter builds it differently.
+The mask bias is recognised by what it computes (see MaskMatch), since every exporter builds it differently. An
+export that adds no mask bias (or one that is 0 everywhere) is matched with `MaskMatch.exported` False; the
+pipeline accepts it only when the graph's outputs do not depend on the mask at all (mask_use.py).
 """
 
 from __future__ import annotations
@@ -41,8 +47,15 @@ class MaskMatch:
     per-row valid length ``sum(input_mask[b])``: keys j >= length get no attention."""
 
     input_mask: gs.Variable  # the graph input
-    bias: gs.Tensor  # the additive bias tensor of the unfused graph
-    filter_value: float  # e.g. -10000 (Google BERT) or float32 min (transformers)
+    bias: gs.Tensor | None  # the additive bias tensor of the unfused graph (None: it adds none)
+    filter_value: float  # e.g. -10000 (Google BERT) or float32 min (transformers; also used for -inf)
+    exported: bool = True  # False: the unfused graph applies no padding mask here (the fused ops will)
+
+
+# The filter value the fused ops get where the export applies no mask, or masks with -inf (torch SDPA): transformers'
+# own value. -inf itself would give NaN in the native target's (1 - mask) * filter bias (0 * -inf); the softmax of a
+# row with at least one real key is the same for both.
+DEFAULT_FILTER = float(np.finfo(np.float32).min)
 
 
 @dataclass(frozen=True)
@@ -110,15 +123,42 @@ def _reshape_dims(reshape: gs.Node) -> list[int | None]:
     return dims
 
 
+def _rank3_swap(t: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]] | None:
+    """``Reshape(Transpose(Reshape(x, [-1, a, b]), [0, 2, 1]), rank 4)``: the last two axes of a rank-4 x swapped
+    on a rank-3 view (torch's dynamo exporter writes K^T so). Returns (x, nodes) or None."""
+    outer = producer_op(t, "Reshape")
+    transpose = producer_op(outer.inputs[0], "Transpose") if outer is not None else None
+    if transpose is None or [int(p) for p in transpose.attrs["perm"]] != [0, 2, 1]:
+        return None
+    inner = producer_op(transpose.inputs[0], "Reshape")
+    if inner is None:
+        return None
+    dims = _reshape_dims(inner)
+    if len(dims) != 3 or dims[0] != -1:  # merges exactly the two leading axes, keeps the last two
+        return None
+    return inner.inputs[0], [outer, transpose, inner]
+
+
+def _same_4d_view(reshape: gs.Node) -> bool:
+    """A Reshape of the [B, N, S, H] context to [B, -1, S, H] with B, S, H read from runtime shapes: a no-op view
+    (torch's legacy exporter writes SDPA's output so)."""
+    dims = _reshape_dims(reshape)
+    return len(dims) == 4 and dims[0] is None and dims[1] == -1 and dims[2] is None and dims[3] is None
+
+
 def _heads(t: gs.Tensor, part: str) -> _Projection:
     """Walk back from a head tensor through Transposes and the head-split Reshape to the projection."""
     perm = [0, 1, 2, 3]
     nodes = []
-    while (node := producer_op(t, "Transpose")) is not None:
-        inner = [int(p) for p in node.attrs["perm"]]
+    while True:
+        if (node := producer_op(t, "Transpose")) is not None:
+            inner, walked, t = [int(p) for p in node.attrs["perm"]], [node], node.inputs[0]
+        elif (swap := _rank3_swap(t)) is not None:
+            inner, (t, walked) = [0, 1, 3, 2], swap
+        else:
+            break
         perm = [inner[p] for p in perm]
-        nodes.append(node)
-        t = node.inputs[0]
+        nodes += walked
     reshape = producer_op(t, "Reshape")
     if reshape is None:
         raise Mismatch(part, "no Reshape to [B, S, N, H] before the transpose")
@@ -154,8 +194,10 @@ def _strip_scalars(t: gs.Tensor) -> tuple[gs.Tensor, float, list[gs.Node]]:
 def match_mask(graph: gs.Graph, bias: gs.Tensor) -> MaskMatch:
     """Prove that `bias` is a key-padding bias computed from input_mask by evaluating it on probe masks."""
     part = "attention mask bias"
-    mask_input = next((t for t in graph.inputs if t.name == "input_mask"), None)
-    if mask_input is None or const_value(bias) is not None:
+    mask_input = _mask_input(graph)
+    if const_value(bias) is not None:
+        if np.all(const_value(bias) == 0):
+            return MaskMatch(mask_input, bias, DEFAULT_FILTER, exported=False)
         raise Mismatch(part, "the bias added to the scores is not computed from input_mask")
     mask = np.array([[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0], [1, 0, 1, 1, 0, 1]], dtype=np.int32)
     try:
@@ -165,11 +207,32 @@ def match_mask(graph: gs.Graph, bias: gs.Tensor) -> MaskMatch:
     batch, seq = mask.shape
     if value.ndim != 4 or value.shape[0] != batch or value.shape[1] != 1 or value.shape[3] != seq:
         raise Mismatch(part, f"shape {list(value.shape)} is not [B, 1, 1 or S, S]")
+    if np.all(value == 0):
+        return MaskMatch(mask_input, bias, DEFAULT_FILTER, exported=False)
     keys = np.broadcast_to(mask[:, None, None, :].astype(bool), value.shape)
     filters = np.unique(value[~keys])
     if np.any(value[keys] != 0) or filters.size != 1 or filters[0] > -1e4:
         raise Mismatch(part, "not 0 on real tokens and one large negative value on padded keys")
-    return MaskMatch(mask_input, bias, float(filters[0]))
+    return MaskMatch(mask_input, bias, max(float(filters[0]), DEFAULT_FILTER))
+
+
+def _mask_input(graph: gs.Graph) -> gs.Variable:
+    mask_input = next((t for t in graph.inputs if t.name == "input_mask"), None)
+    if mask_input is None:
+        raise Mismatch("attention mask bias", "the graph has no input_mask input")
+    return mask_input
+
+
+def _nan_guard(probs: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]]:
+    """Look through ``Where(IsNaN(p), 0, p)`` after the Softmax (torch SDPA zeroes fully masked rows so); the fused
+    ops never produce NaN on rows with a real key."""
+    for isnan in consumers(probs, "IsNaN"):
+        for where in consumers(isnan.outputs[0], "Where"):
+            zero = const_value(where.inputs[1])
+            if where.inputs[0] is isnan.outputs[0] and where.inputs[2] is probs and zero is not None \
+                    and np.all(zero == 0):
+                return where.outputs[0], [isnan, where]
+    return probs, []
 
 
 def match_attention(graph: gs.Graph, x: gs.Tensor, layer: int,
@@ -188,6 +251,10 @@ def _match(graph: gs.Graph, x: gs.Tensor, masks: dict[int, MaskMatch]) -> Attent
     scores = None
     # Within 10 steps: this layer's Softmax, not a later layer's (that one is further downstream).
     for softmax in downstream(x, "Softmax", depth=10):
+        t, factor, scale_nodes = _strip_scalars(softmax.inputs[0])
+        if producer_op(t, "MatMul") is not None:  # no mask bias at all
+            scores = (softmax, None, producer_op(t, "MatMul"), factor, scale_nodes, None)
+            break
         add = producer_op(softmax.inputs[0], "Add")
         if add is None:
             raise Mismatch("softmax input", "the softmax input is not scores + mask bias")
@@ -215,7 +282,8 @@ def _match(graph: gs.Graph, x: gs.Tensor, masks: dict[int, MaskMatch]) -> Attent
         raise Mismatch("K head split", f"transposes compose to {k.perm}, not K^T {KT_PERM}")
 
     part = "context"
-    ctx_mm = [n for n in consumers(softmax.outputs[0], "MatMul") if n.inputs[0] is softmax.outputs[0]]
+    probs, guard_nodes = _nan_guard(softmax.outputs[0])
+    ctx_mm = [n for n in consumers(probs, "MatMul") if n.inputs[0] is probs]
     if len(ctx_mm) != 1:
         raise Mismatch(part, "the probabilities do not feed one MatMul with V")
     v = _heads(ctx_mm[0].inputs[1], "V head split")
@@ -227,7 +295,11 @@ def _match(graph: gs.Graph, x: gs.Tensor, masks: dict[int, MaskMatch]) -> Attent
         raise Mismatch("Q/K/V projections", "Q, K and V are split into different head counts")
 
     part = "merge heads"
-    merge_t = consumers(ctx_mm[0].outputs[0], "Transpose")
+    context, identity = ctx_mm[0].outputs[0], []
+    reshapes = consumers(context, "Reshape")
+    if len(reshapes) == 1 and _same_4d_view(reshapes[0]):  # torch's legacy SDPA export re-views the context
+        context, identity = reshapes[0].outputs[0], reshapes
+    merge_t = consumers(context, "Transpose")
     if len(merge_t) != 1 or [int(p) for p in merge_t[0].attrs["perm"]] != Q_PERM:
         raise Mismatch(part, f"no Transpose {Q_PERM} of the context")
     merge_r = consumers(merge_t[0].outputs[0], "Reshape")
@@ -238,10 +310,12 @@ def _match(graph: gs.Graph, x: gs.Tensor, masks: dict[int, MaskMatch]) -> Attent
 
     key = id(bias)
     if key not in masks:
-        masks[key] = match_mask(graph, bias)
+        masks[key] = (match_mask(graph, bias) if bias is not None
+                      else MaskMatch(_mask_input(graph), None, DEFAULT_FILTER, exported=False))
 
-    nodes = [*q.nodes, *k.nodes, *v.nodes, *q_scale_nodes, *k_scale_nodes, qk, *scale_nodes, add, softmax,
-             ctx_mm[0], merge_t[0], merge_r[0]]
+    nodes = [*q.nodes, *k.nodes, *v.nodes, *q_scale_nodes, *k_scale_nodes, qk, *scale_nodes,
+             *([add] if add is not None else []), softmax, *guard_nodes, ctx_mm[0], *identity, merge_t[0],
+             merge_r[0]]
     ensure_internal(nodes, output, "attention")
     return AttentionMatch(x, output, q.weight, k.weight, v.weight, q.bias, k.bias, v.bias, q.num_heads, q.head_size,
                           q_factor * k_factor * factor, masks[key], tuple(nodes))

@@ -2,6 +2,7 @@
 
 - erf:  ``0.5 * x * (1 + erf(x / sqrt(2)))``   (x / 1.41421 or x * 0.70711)
 - tanh: ``0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))``   (x^3 as Pow(x, 3) or x*x*x)
+- the opset-20 ``Gelu(x, approximate="none" | "tanh")`` op (torch's dynamo exporter)
 
 Products are accepted in any association and operand order (tf2onnx and torch differ).
 """
@@ -27,6 +28,9 @@ from bertrt.surgery.pattern import (
     scalar,
     split_const,
 )
+
+
+GELU_OP_FORMS = {"none": "erf", "tanh": "tanh"}  # Gelu's `approximate` attribute -> form
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,13 @@ def match_gelu(hidden: gs.Tensor, layer: int, form: str | None = None) -> GeluMa
         if split is None or split[0].ndim != 1:
             raise Mismatch("intermediate dense", "no bias Add after the MatMul")
         x = adds[0].outputs[0]
+        ops = consumers(x, "Gelu")
+        if len(ops) == 1 and len(x.outputs) == 1:
+            approximate = ops[0].attrs.get("approximate", "none")
+            if form not in (None, GELU_OP_FORMS.get(approximate)):
+                raise Mismatch("GELU", f"Gelu(approximate={approximate!r}), expected the {form} form")
+            return GeluMatch(GELU_OP_FORMS[approximate], dense[0].outputs[0], split[0].astype(np.float32),
+                             ops[0].outputs[0], (adds[0], ops[0]))
         errors = []
         for name, core in (("erf", _erf_core), ("tanh", _tanh_core)):
             if form not in (None, name):

@@ -109,8 +109,23 @@ def ensure_internal(nodes: list[gs.Node], boundary: gs.Tensor, part: str) -> Non
         for out in node.outputs:
             if out is boundary:
                 continue
-            if any(id(c) not in inside for c in out.outputs):
+            if any(id(c) not in inside and not _only_shapes_for(c, inside) for c in out.outputs):
                 raise Mismatch(part, f"intermediate {node.op} output is also used outside the pattern")
+
+
+def _only_shapes_for(node: gs.Node, inside: set[int], depth: int = 8) -> bool:
+    """A Shape of a block tensor whose results feed only nodes of the block (e.g. the dims of its Reshapes, as
+    torch's exporters compute them): once the block is replaced, cleanup removes that computation too."""
+    if node.op != "Shape":
+        return False
+
+    def feeds_only_inside(n: gs.Node, left: int) -> bool:
+        outs = [c for t in n.outputs for c in t.outputs]
+        if left == 0 or not outs or any(not t.outputs for t in n.outputs):
+            return False  # too deep, or a graph output / dead end: keep it simple and refuse
+        return all(id(c) in inside or feeds_only_inside(c, left - 1) for c in outs)
+
+    return feeds_only_inside(node, depth)
 
 
 def product_leaves(t: gs.Tensor, stops: tuple[gs.Tensor, ...]) -> tuple[list[gs.Tensor], list[np.ndarray], list[gs.Node]]:

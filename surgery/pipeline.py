@@ -8,10 +8,12 @@ graph in place from complete `ModelMatches` (see match_model.py).
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 
 import onnx
 import onnx_graphsurgeon as gs
+from bertrt.surgery.mask_use import IGNORED, check_mask_use, ignored_mask_warning
 from bertrt.surgery.match_model import match_model
 from bertrt.surgery.prepare import infer_config, prepare
 from bertrt.surgery.report import build_report, check_matches, format_report
@@ -48,12 +50,14 @@ def run_surgery(input_path: str | Path, output_path: str | Path, target: str, pl
     prepared = prepare(input_path)
     matches = match_model(prepared.graph, prepared.cfg)
     check_matches(matches, str(input_path), prepared.cfg)
+    mask_use = check_mask_use(prepared.graph, matches, str(input_path))
     cfg = prepared.cfg or infer_config(matches)
 
     options = {"plugins": {"plugin_api": plugin_api}, "native": {"attention": attention}}.get(target, {})
     fused = importlib.import_module(TARGETS[target].emitter).emit(prepared.graph, matches, cfg, **options)
     report = build_report(cfg, fused, target)
     report["source"] = prepared.source
+    report["attention_mask"] = mask_use
 
     graph = prepared.graph
     graph.cleanup().toposort()
@@ -69,4 +73,6 @@ def run_surgery(input_path: str | Path, output_path: str | Path, target: str, pl
                                                {"model": input_path}))
         write_json(tmp_report, report)
     print(format_report(report))
+    if mask_use == IGNORED:
+        print(ignored_mask_warning(str(input_path)), file=sys.stderr)
     return report

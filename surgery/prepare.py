@@ -16,10 +16,12 @@ from bertrt.surgery.probe import MAX_ORT_IR_VERSION
 
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
-from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, load_qa_model, metadata
+from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, load_qa_model, metadata, stage_of
 
 # Hugging Face input name -> bertrt input name (transformers' forward order is ids, mask, token types).
 HF_INPUTS = {"input_ids": "input_ids", "token_type_ids": "segment_ids", "attention_mask": "input_mask"}
+# Domains of fused blocks (onnxruntime contrib ops, TensorRT plugins): a graph with such nodes was fused already.
+FUSED_DOMAINS = ("com.microsoft", "trt.plugins")
 
 
 @dataclass
@@ -56,6 +58,18 @@ def _adapt_hf(graph: gs.Graph) -> None:
     graph.inputs = [new_inputs[name] for name in INPUT_NAMES]
 
 
+def _refuse_fused(model: onnx.ModelProto, path: Path) -> None:
+    """Surgery reads an unfused export; say so for a graph that bertrt (or another tool) fused already."""
+    stage = stage_of(model)
+    if stage.startswith("surgery:"):
+        raise BertrtError(f"{path}: already fused by bertrt (target {stage.split(':', 1)[1]}); surgery takes the "
+                          "unfused export")
+    fused = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain in FUSED_DOMAINS})
+    if fused:
+        raise BertrtError(f"{path}: already fused (it has {', '.join(fused[:4])} nodes"
+                          f"{', ...' if len(fused) > 4 else ''}); surgery takes the unfused export")
+
+
 def prepare(path: str | Path) -> Prepared:
     """Load `path`, adapt a Hugging Face export to the bertrt contract, fold constants, clean up, toposort."""
     path = Path(path)
@@ -65,6 +79,7 @@ def prepare(path: str | Path) -> Prepared:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf raises DecodeError/ValueError/... for non-ONNX bytes
         raise BertrtError(f"{path}: not an ONNX file ({type(exc).__name__})") from None
+    _refuse_fused(model, path)
     inputs = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
     outputs = sorted(o.name for o in model.graph.output)
     if "bertrt.config" in metadata(model):

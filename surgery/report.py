@@ -54,4 +54,6 @@ def format_report(report: dict) -> str:
              f"  {'block':<16}{'fused':>7}{'expected':>10}"]
     for name, row in report["blocks"].items():
         lines.append(f"  {name:<16}{row['fused']:>7}{row['expected']:>10}")
+    if "attention_mask" in report:
+        lines.append(f"  attention mask: {report['attention_mask']}")
     return "\n".join(lines)
