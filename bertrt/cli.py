@@ -248,9 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     from bertrt.calibration.cli import add_calibrate, add_quantize
+    from bertrt.serve.cli import add_serve, add_serve_bench, add_triton_repo
 
     for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf, add_quantize,
-                add_calibrate):
+                add_calibrate, add_triton_repo, add_serve, add_serve_bench):
         add(sub)
     return parser
 

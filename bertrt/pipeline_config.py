@@ -15,6 +15,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
               "max_answer_length": 30},
     "run": {"batch_size": 8, "provider": "cpu"},
     "data": {"dev": None},
+    "serve": {"max_batch_size": 16, "max_queue_delay_us": 2000, "instances": 1, "max_input_bytes": 100_000},
 }
 DEFAULT_CONFIG = Path("configs/minilm-l6-h384-squad11.yaml")
 
