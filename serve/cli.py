@@ -82,16 +82,18 @@ def _repository(args, cfg) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends `serve` like Ctrl-C does, through the same cleanup."""
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGINT end `serve` through the same cleanup (SIGINT explicitly too: a shell starts background
+    jobs with it ignored)."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def add_serve(sub) -> None:
@@ -106,7 +108,7 @@ def run_serve(args, cfg) -> int:
     from bertrt.serve.server import Endpoints, TritonServer
 
     endpoints = Endpoints(args.host, args.http_port, args.grpc_port)
-    with _sigterm_as_interrupt(), _repository(args, cfg) as repository:
+    with _stop_signals_interrupt(), _repository(args, cfg) as repository:
         try:
             with TritonServer(repository, endpoints) as server:
                 print(f"Triton serving bertrt_qa from {repository}\n"
@@ -142,6 +144,34 @@ def add_serve_bench(sub) -> None:
     p.set_defaults(run=run_serve_bench)
 
 
+def _in_process_ms(repository: Path, passage: str, question: str, runs: int = 20) -> float:
+    """Median time of the same question answered in this process with the repository's own model and parameters
+    (no server): what the server adds shows against it."""
+    import statistics
+    import time
+
+    from bertrt.run.answering import SquadParams, answer
+    from bertrt.run.squad_data import Example
+    from bertrt.run.tokenizer import load_tokenizer
+    from bertrt.serve.python_model import open_qa_backend
+    from bertrt.serve.repository import MODEL_NAME, ServingParams, read_config
+
+    from google.protobuf.json_format import MessageToDict
+
+    config = MessageToDict(read_config(repository / MODEL_NAME / "config.pbtxt"), preserving_proto_field_name=True)
+    params = ServingParams.from_parameters(config["parameters"])
+    model_dir = repository / MODEL_NAME
+    times = []
+    with open_qa_backend(model_dir / params.model, params.provider) as backend:
+        tokenizer = load_tokenizer(model_dir / params.vocab, expected_vocab_size=backend.config.vocab_size)
+        for _ in range(runs + 3):  # the first runs allocate
+            t0 = time.perf_counter()
+            answer(backend, tokenizer, [Example("0", question, passage)], SquadParams(**params.squad),
+                   params.batch_size, truncate_question=False)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times[3:]) * 1000
+
+
 def run_serve_bench(args, cfg) -> int:
     """Starts its own server on free ports of 127.0.0.1, sends only there, and checks every answer."""
     from bertrt.serve.client import QAClient, format_table, load
@@ -152,6 +182,7 @@ def run_serve_bench(args, cfg) -> int:
     endpoints = Endpoints("127.0.0.1", free_port(), free_port())
     url = endpoints.http_url if args.protocol == "http" else endpoints.grpc_url
     with _repository(args, cfg) as repository, TritonServer(repository, endpoints):
+        baseline_ms = _in_process_ms(repository, args.passage, args.question)
         with QAClient(args.protocol, url) as client:
             expected = client.ask(args.passage, args.question)
             for _ in range(3):  # warm-up: first runs allocate
@@ -169,5 +200,7 @@ def run_serve_bench(args, cfg) -> int:
             sizes = client.executed_batch_sizes()
     print(f"answer: {expected[0]!r} (score {expected[1]:.3f})")
     print(format_table(results, args.protocol))
+    print(f"in-process reference (same model and parameters, no server, one request at a time): "
+          f"median {baseline_ms:.1f} ms")
     print("model executions by batch size: " + ", ".join(f"{b}: {n}" for b, n in sorted(sizes.items())))
     return 0

@@ -126,7 +126,7 @@ def load(protocol: str, url: str, passage: str, question: str, concurrency: int,
 
 
 def format_table(results: list[LoadResult], protocol: str) -> str:
-    rows = [f"| concurrency | requests | errors | throughput (req/s) | p50 latency (ms) | p99 latency (ms) |",
+    rows = ["| concurrency | requests | errors | throughput (req/s) | p50 latency (ms) | p99 latency (ms) |",
             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         rows.append(f"| {r.concurrency} | {len(r.answers)} | {len(r.errors)} | {r.throughput:.1f} | "

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 from polygraphy.backend.base import BaseRunner
-from polygraphy.common import TensorMetadata
 
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES
@@ -45,10 +44,9 @@ class TritonModelRunner(BaseRunner):
         pass
 
     def get_input_metadata_impl(self):
-        meta = TensorMetadata()
-        for name in INPUT_NAMES:
-            meta.add(name, dtype=np.int32, shape=(None, None))
-        return meta
+        from bertrt.run.runners import _qa_input_metadata
+
+        return _qa_input_metadata()
 
     def infer_impl(self, feed_dict):
         import triton_python_backend_utils as pb_utils

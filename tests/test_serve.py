@@ -4,7 +4,6 @@ behind it, asked over HTTP and gRPC with tritonclient. All traffic stays on this
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -212,8 +211,10 @@ def _shm_regions() -> set[str]:
 
 
 @needs_server
-def test_serve_command_stops_cleanly_on_sigterm(embedded_onnx, tmp_path):
-    """`bertrt serve` answers, then SIGTERM leaves no process, no temporary directory and no shared memory."""
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_command_stops_cleanly(embedded_onnx, tmp_path, stop):
+    """`bertrt serve` answers, then SIGTERM or SIGINT (Ctrl-C) leaves no process, no temporary directory and no
+    shared memory."""
     from bertrt.serve.cli import free_port
     from bertrt.serve.client import QAClient
 
@@ -240,7 +241,7 @@ def test_serve_command_stops_cleanly_on_sigterm(embedded_onnx, tmp_path):
             parts = Path(word).parts
             temp_dirs |= {Path(*parts[: i + 1]) for i, part in enumerate(parts) if part.startswith("bertrt-")}
         assert temp_dirs, commands
-        serve.send_signal(signal.SIGTERM)
+        serve.send_signal(stop)
         assert serve.wait(timeout=60) == 0
     finally:
         if serve.poll() is None:
