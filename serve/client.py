@@ -107,7 +107,7 @@ def load(protocol: str, url: str, passage: str, question: str, concurrency: int,
                     answer = client.ask(passage, question)
                 except Exception as exc:  # the server's error response, a timeout, a refused connection
                     with lock:
-                        result.errors.append(str(exc))
+                        result.errors.append(f"{exc} (after {time.perf_counter() - t0:.1f} s)")
                     continue
                 latency = time.perf_counter() - t0
                 with lock:

@@ -97,7 +97,7 @@ def test_bounded_load_loses_nothing_and_batches(server, infer_answer):
     clients, per_client = 8, 50
     result = load("http", server.endpoints.http_url, TENSORRT_PASSAGE, QUESTION, clients, per_client,
                   time_limit_s=240)
-    assert result.errors == []
+    assert result.errors == [], f"{len(result.errors)} failed, first: {result.errors[0]}"
     assert result.sent == len(result.answers) == clients * per_client, "requests lost or not sent in time"
     assert {a for a, _ in result.answers} == {infer_answer["answer"]}
     scores = np.array([s for _, s in result.answers])
