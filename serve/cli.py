@@ -101,6 +101,7 @@ def add_serve(sub) -> None:
     _add_repository_args(p)
     p.add_argument("--repository", type=Path, help="serve this repository (from triton-repo) instead of --model")
     _add_endpoint_args(p)
+    p.add_argument("--log-file", type=Path, help="keep Triton's log here (default: discarded on exit)")
     p.set_defaults(run=run_serve)
 
 
@@ -110,7 +111,7 @@ def run_serve(args, cfg) -> int:
     endpoints = Endpoints(args.host, args.http_port, args.grpc_port)
     with _stop_signals_interrupt(), _repository(args, cfg) as repository:
         try:
-            with TritonServer(repository, endpoints) as server:
+            with TritonServer(repository, endpoints, log_file=args.log_file) as server:
                 print(f"Triton serving bertrt_qa from {repository}\n"
                       f"  HTTP  http://{endpoints.host}:{endpoints.http_port}/v2/models/bertrt_qa/infer\n"
                       f"  gRPC  {endpoints.host}:{endpoints.grpc_port}\n"

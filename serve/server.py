@@ -60,10 +60,11 @@ class TritonServer:
     """`with TritonServer(repo, endpoints) as server:` -- ready on exit of __enter__, gone after __exit__."""
 
     def __init__(self, repository: Path, endpoints: Endpoints = Endpoints(), ready_timeout_s: float = 120,
-                 log_verbose: int = 0):
+                 log_file: Path | None = None, log_verbose: int = 0):
         self.repository = Path(repository).resolve()
         self.endpoints = endpoints
         self.ready_timeout_s = ready_timeout_s
+        self.log_file = log_file  # Triton's output, kept; None: in the temporary directory, removed on exit
         self.log_verbose = log_verbose
         self.process: subprocess.Popen | None = None
         self.workdir: Path | None = None
@@ -71,7 +72,7 @@ class TritonServer:
     @property
     def log(self) -> Path:
         assert self.workdir is not None
-        return self.workdir / "tritonserver.log"
+        return self.log_file or self.workdir / "tritonserver.log"
 
     def __enter__(self) -> TritonServer:
         self.start()

@@ -58,8 +58,9 @@ def server(embedded_onnx, tmp_path_factory):
     from bertrt.serve.cli import free_port
     from bertrt.serve.server import Endpoints, TritonServer
 
-    repository = _params(tmp_path_factory.mktemp("serve"), embedded_onnx)
-    with TritonServer(repository, Endpoints("127.0.0.1", free_port(), free_port())) as running:
+    tmp = tmp_path_factory.mktemp("serve")
+    with TritonServer(_params(tmp, embedded_onnx), Endpoints("127.0.0.1", free_port(), free_port()),
+                      log_file=tmp / "tritonserver.log") as running:
         yield running
 
 
@@ -97,7 +98,8 @@ def test_bounded_load_loses_nothing_and_batches(server, infer_answer):
     clients, per_client = 8, 50
     result = load("http", server.endpoints.http_url, TENSORRT_PASSAGE, QUESTION, clients, per_client,
                   time_limit_s=240)
-    assert result.errors == [], f"{len(result.errors)} failed, first: {result.errors[0]}"
+    assert result.errors == [], (f"{len(result.errors)} failed, first: {result.errors[0]}; server log:\n"
+                                 + server.log.read_text()[-3000:])
     assert result.sent == len(result.answers) == clients * per_client, "requests lost or not sent in time"
     assert {a for a, _ in result.answers} == {infer_answer["answer"]}
     scores = np.array([s for _, s in result.answers])
