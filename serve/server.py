@@ -9,6 +9,7 @@ directory that is removed on exit.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,14 +47,21 @@ class Endpoints:
         return f"{self.client_host}:{self.grpc_port}"
 
 
+# Triton's log lines: glog format, e.g. `E1129 00:22:22.383130 1473 model_lifecycle.cc:642] "failed to load ..."`.
+_ERROR_LINE = re.compile(r'^E\d{4} \S+\s+\d+ \S+\] "?(.*?)"?$')
+# Logged as an error on every machine without a GPU, whatever else happens.
+_NOISE = ("CudaDriverHelper has not been initialized",)
+
+
 def _last_error(log: Path) -> str:
-    """The last error line of Triton's log (lines starting with E), for a one-line message."""
+    """The last error of Triton's log, first line only, for a one-line message."""
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return "no log"
-    errors = [line for line in lines if line.startswith("E") or "error" in line.lower()]
-    return (errors or lines or ["empty log"])[-1].strip()[:500]
+    errors = [m.group(1).split("\\n")[0] for line in lines if (m := _ERROR_LINE.match(line))
+              and not any(noise in line for noise in _NOISE)]
+    return (errors or [line for line in lines if "error" in line.lower()] or lines or ["empty log"])[-1].strip()[:500]
 
 
 class TritonServer:

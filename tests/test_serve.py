@@ -306,3 +306,18 @@ def test_stub_python_detects_a_libpython_of_another_release(monkeypatch):
     monkeypatch.setattr(stub_python, "working_python", lambda with_venv=False: "/usr/bin/python3.x")
     with pytest.raises(BertrtError, match=r"cannot run Triton's Python-backend stub: .* use /usr/bin/python3.x"):
         triton_install.check_python()
+
+
+@needs_server
+def test_port_in_use_is_one_line_error_and_leaves_nothing(server):
+    """A second server on the first one's HTTP port fails with Triton's reason and removes its temporary files."""
+    from bertrt.serve.cli import free_port
+    from bertrt.serve.server import Endpoints, TritonServer
+
+    second = TritonServer(server.repository, Endpoints("127.0.0.1", server.endpoints.http_port, free_port()))
+    with pytest.raises(BertrtError, match=f"127.0.0.1:{server.endpoints.http_port}' already in use"):
+        with second:
+            pass
+    assert second.process is None and second.workdir is None
+    with _client(server, "grpc") as client:
+        assert client.ask(TENSORRT_PASSAGE, QUESTION)[0] == CLASSIC_ANSWER
