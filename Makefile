@@ -33,16 +33,23 @@ BUILD_SRC := $(OUT)/model.$(BUILD_TARGET)$(if $(filter fp32,$(BUILD_PRECISION)),
 ENGINE    := $(BUILD_SRC:.onnx=.engine)
 # the model `make squad` scores (default: the fp32 export), e.g. EVAL=$(QUANT)
 EVAL   ?= $(OUT)/model.onnx
+# the model `make serve` / `make serve-bench` / `make triton-repo` serve, and where
+SERVE_MODEL ?= $(OUT)/model.onnx
+HTTP_PORT   ?= 8000
+GRPC_PORT   ?= 8001
 
 .PHONY: setup test test-slow export demo infer squad surgery compare inspect perf quantize build calibrate \
-	notebook notebook-figures clean
+	notebook notebook-figures triton-repo serve serve-bench clean
 .DELETE_ON_ERROR:
 
 setup: $(VENV)/.installed
-$(VENV)/.installed: requirements.lock pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+# The venv's Python: the first one on this machine that Triton's Python-backend stub can run (see
+# serve/stub_python.py), else $(PYTHON) itself (`bertrt serve` then says which Python would work).
+$(VENV)/.installed: requirements.lock requirements-triton.lock pyproject.toml
+	py=$$($(PYTHON) serve/stub_python.py) || py=$(PYTHON); echo "venv Python: $$py"; $$py -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements.lock
+	$(VENV)/bin/pip install -q --no-deps --target $(VENV)/triton -r requirements-triton.lock
 	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
@@ -108,6 +115,18 @@ notebook: setup
 # Execute the notebook top to bottom and save its figures (the README's pictures) in docs/.
 notebook-figures: setup
 	$(PY) scripts/run_notebook.py --figures docs
+
+# Serving with Triton Inference Server (the tritonserver bundled in nvidia-pytriton), on 127.0.0.1.
+triton-repo: $(SERVE_MODEL)
+	rm -rf $(OUT)/triton-repo
+	$(BERTRT) triton-repo --model $(SERVE_MODEL) --output $(OUT)/triton-repo
+
+serve: $(SERVE_MODEL)
+	$(BERTRT) serve --model $(SERVE_MODEL) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
+
+# Throughput and p50/p99 latency at concurrency 1, 8 and 32 (own server on free local ports).
+serve-bench: $(SERVE_MODEL)
+	$(BERTRT) serve-bench --model $(SERVE_MODEL) --passage "$(PASSAGE)" --question "$(QUESTION)"
 
 clean:
 	rm -rf out

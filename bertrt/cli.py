@@ -206,9 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     from bertrt.build.cli import add_build, add_calibrate
     from bertrt.calibration.cli import add_quantize
+    from bertrt.serve.cli import add_serve, add_serve_bench, add_triton_repo
 
     for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf, add_quantize,
-                add_build, add_calibrate):
+                add_build, add_calibrate, add_triton_repo, add_serve, add_serve_bench):
         add(sub)
     return parser
 

@@ -1,0 +1,207 @@
+"""`bertrt triton-repo`, `bertrt serve` and `bertrt serve-bench`, ready for bertrt/cli.py:
+
+    from bertrt.serve.cli import add_serve, add_serve_bench, add_triton_repo
+    for add in (..., add_triton_repo, add_serve, add_serve_bench): add(sub)
+
+Each `run` takes (args, cfg) like the other subcommands; errors are BertrtError (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from bertrt.errors import BertrtError
+
+
+def _add_repository_args(p) -> None:
+    """What a generated repository is made of (triton-repo, and serve/serve-bench without --repository)."""
+    p.add_argument("--model", type=Path, help="QA model: .onnx, or .engine/.plan (default out/<config>/model.onnx)")
+    p.add_argument("--vocab", type=Path, help="vocab.txt (default: the config's)")
+    p.add_argument("--max-batch-size", type=int, help="requests the dynamic batcher gathers per execution")
+    p.add_argument("--max-queue-delay-us", type=int, help="how long the batcher waits to fill a batch")
+    p.add_argument("--instances", type=int, help="model instances (each with its own runtime session)")
+    p.add_argument("--max-input-bytes", type=int, help="larger passages or questions are refused")
+    p.add_argument("--provider", choices=["cpu", "cuda"], help="onnxruntime execution provider")
+    p.add_argument("--batch-size", type=int, help="windows per model run")
+
+
+def _write(args, cfg, output: Path, bls: bool = False) -> Path:
+    from bertrt.cli import _default_model, _pick, _required
+    from bertrt.run.answering import SquadParams
+    from bertrt.serve.repository import Batching, write_repository
+
+    model = args.model or _default_model(cfg)
+    if args.model is None and not model.exists():
+        raise BertrtError(f"{model}: no model yet (run `bertrt export` or `make export` first, or give --model)")
+    batching = Batching(**{key: _pick(getattr(args, key), cfg, "serve", key)
+                           for key in ("max_batch_size", "max_queue_delay_us", "instances")})
+    squad = {key: cfg.get("squad", key) for key in SquadParams.__dataclass_fields__}
+    return write_repository(output, model, Path(_required(_pick(args.vocab, cfg, "model", "vocab"), "--vocab")),
+                            batching, squad, provider=_pick(args.provider, cfg, "run", "provider"),
+                            batch_size=_pick(args.batch_size, cfg, "run", "batch_size"),
+                            max_input_bytes=_pick(args.max_input_bytes, cfg, "serve", "max_input_bytes"), bls=bls)
+
+
+# --- triton-repo ----------------------------------------------------------------------------------------------
+def add_triton_repo(sub) -> None:
+    p = sub.add_parser("triton-repo", help="write a Triton model repository (model bertrt_qa)")
+    _add_repository_args(p)
+    p.add_argument("--output", type=Path, required=True, help="repository directory to create (new or empty)")
+    p.add_argument("--bls", action="store_true",
+                   help="GPU production: the network as its own model for Triton's onnxruntime_onnx/tensorrt_plan "
+                        "backend, called from bertrt_qa (BLS); not runnable with the bundled server")
+    p.set_defaults(run=run_triton_repo)
+
+
+def run_triton_repo(args, cfg) -> int:
+    output = _write(args, cfg, args.output, bls=args.bls)
+    print(f"wrote {output}")
+    return 0
+
+
+# --- serve ----------------------------------------------------------------------------------------------------
+def _add_endpoint_args(p) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+
+
+@contextlib.contextmanager
+def _repository(args, cfg) -> Iterator[Path]:
+    """The given --repository, or one generated into a temporary directory removed on exit."""
+    if args.repository is not None:
+        yield args.repository
+        return
+    with tempfile.TemporaryDirectory(prefix="bertrt-repo-") as tmp:
+        yield _write(args, cfg, Path(tmp) / "repository")
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGINT end `serve` through the same cleanup (SIGINT explicitly too: a shell starts background
+    jobs with it ignored)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve a QA model with Triton Inference Server (HTTP + gRPC, KServe v2)")
+    _add_repository_args(p)
+    p.add_argument("--repository", type=Path, help="serve this repository (from triton-repo) instead of --model")
+    _add_endpoint_args(p)
+    p.add_argument("--log-file", type=Path, help="keep Triton's log here (default: discarded on exit)")
+    p.set_defaults(run=run_serve)
+
+
+def run_serve(args, cfg) -> int:
+    from bertrt.serve.server import Endpoints, TritonServer
+
+    endpoints = Endpoints(args.host, args.http_port, args.grpc_port)
+    with _stop_signals_interrupt(), _repository(args, cfg) as repository:
+        try:
+            with TritonServer(repository, endpoints, log_file=args.log_file) as server:
+                print(f"Triton serving bertrt_qa from {repository}\n"
+                      f"  HTTP  http://{endpoints.host}:{endpoints.http_port}/v2/models/bertrt_qa/infer\n"
+                      f"  gRPC  {endpoints.host}:{endpoints.grpc_port}\n"
+                      f"ready (Ctrl-C or SIGTERM stops it)", flush=True)
+                while server.process.poll() is None:
+                    server.process.wait()
+                raise BertrtError(f"tritonserver exited unexpectedly with code {server.process.returncode}")
+        except KeyboardInterrupt:
+            print("stopped", flush=True)
+    return 0
+
+
+# --- serve-bench ----------------------------------------------------------------------------------------------
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def add_serve_bench(sub) -> None:
+    p = sub.add_parser("serve-bench", help="throughput and p50/p99 latency of bertrt_qa under concurrent clients")
+    _add_repository_args(p)
+    p.add_argument("--repository", type=Path, help="serve this repository instead of one made from --model")
+    p.add_argument("--passage", required=True)
+    p.add_argument("--question", required=True)
+    p.add_argument("--protocol", choices=["http", "grpc"], default="http")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--requests", type=int, default=256, help="requests per concurrency level (split over clients)")
+    p.add_argument("--time-limit", type=float, default=120, help="seconds per concurrency level, at most")
+    p.set_defaults(run=run_serve_bench)
+
+
+def _in_process_ms(repository: Path, passage: str, question: str, runs: int = 20) -> float:
+    """Median time of the same question answered in this process with the repository's own model and parameters
+    (no server): what the server adds shows against it."""
+    import statistics
+    import time
+
+    from bertrt.run.answering import SquadParams, answer
+    from bertrt.run.squad_data import Example
+    from bertrt.run.tokenizer import load_tokenizer
+    from bertrt.serve.python_model import open_qa_backend
+    from bertrt.serve.repository import MODEL_NAME, ServingParams, read_config
+
+    from google.protobuf.json_format import MessageToDict
+
+    config = MessageToDict(read_config(repository / MODEL_NAME / "config.pbtxt"), preserving_proto_field_name=True)
+    params = ServingParams.from_parameters(config["parameters"])
+    model_dir = repository / MODEL_NAME
+    times = []
+    with open_qa_backend(model_dir / params.model, params.provider) as backend:
+        tokenizer = load_tokenizer(model_dir / params.vocab, expected_vocab_size=backend.config.vocab_size)
+        for _ in range(runs + 3):  # the first runs allocate
+            t0 = time.perf_counter()
+            answer(backend, tokenizer, [Example("0", question, passage)], SquadParams(**params.squad),
+                   params.batch_size, truncate_question=False)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times[3:]) * 1000
+
+
+def run_serve_bench(args, cfg) -> int:
+    """Starts its own server on free ports of 127.0.0.1, sends only there, and checks every answer."""
+    from bertrt.serve.client import QAClient, format_table, load
+    from bertrt.serve.server import Endpoints, TritonServer
+
+    if min(args.concurrency) < 1 or args.requests < 1 or args.time_limit <= 0:
+        raise BertrtError("--concurrency, --requests and --time-limit must be positive")
+    endpoints = Endpoints("127.0.0.1", free_port(), free_port())
+    url = endpoints.http_url if args.protocol == "http" else endpoints.grpc_url
+    with _repository(args, cfg) as repository, TritonServer(repository, endpoints):
+        baseline_ms = _in_process_ms(repository, args.passage, args.question)
+        with QAClient(args.protocol, url) as client:
+            expected = client.ask(args.passage, args.question)
+            for _ in range(3):  # warm-up: first runs allocate
+                client.ask(args.passage, args.question)
+        results = []
+        for concurrency in args.concurrency:
+            per_client = -(-args.requests // concurrency)
+            result = load(args.protocol, url, args.passage, args.question, concurrency, per_client, args.time_limit)
+            wrong = sum(answer[0] != expected[0] for answer in result.answers)
+            if result.errors or wrong:
+                raise BertrtError(f"concurrency {concurrency}: {len(result.errors)} failed and {wrong} different "
+                                  f"answers (first error: {(result.errors or ['-'])[0]})")
+            results.append(result)
+        with QAClient(args.protocol, url) as client:
+            sizes = client.executed_batch_sizes()
+    print(f"answer: {expected[0]!r} (score {expected[1]:.3f})")
+    print(format_table(results, args.protocol))
+    print(f"in-process reference (same model and parameters, no server, one request at a time): "
+          f"median {baseline_ms:.1f} ms")
+    print("model executions by batch size: " + ", ".join(f"{b}: {n}" for b, n in sorted(sizes.items())))
+    return 0
