@@ -239,7 +239,7 @@ def test_not_a_bertrt_model(capsys, tmp_path):
     assert_one_line_error(code, err, "not a BERT QA model from bertrt")
 
 
-def test_engine_checks_without_gpu(small, tmp_path, monkeypatch):
+def test_engine_checks_without_gpu(small, tmp_path, monkeypatch, capsys):
     """What can be checked before deserializing, each one line: a corrupted engine, a foreign engine, a stale
     sidecar, another runtime version or runtime, a malformed sidecar, another compute capability, no GPU."""
     _, engine = small
@@ -249,6 +249,8 @@ def test_engine_checks_without_gpu(small, tmp_path, monkeypatch):
     data[len(data) // 2] ^= 0xFF
     corrupted.write_bytes(bytes(data))
     assert "does not match its sidecar" in open_error(corrupted)
+    code, _, err = run_cli(capsys, "perf", "--model", corrupted, "--batch-size", "1", "--seq-len", "128")
+    assert_one_line_error(code, err, "does not match its sidecar")
 
     foreign = tmp_path / "foreign.engine"
     foreign.write_bytes(engine.read_bytes()[:1000])
