@@ -41,8 +41,13 @@ def add_model_args(p, several: bool = False, vocab: bool = True) -> None:
         p.add_argument("--vocab", type=Path, help="vocab.txt (default: the config's)")
 
 
+def default_model(cfg: PipelineConfig) -> Path:
+    """The config's exported model, out/<config>/model.onnx."""
+    return cfg.out_dir / "model.onnx"
+
+
 def model_path(args, cfg: PipelineConfig) -> Path:
-    model = args.model or cfg.out_dir / "model.onnx"
+    model = args.model or default_model(cfg)
     if args.model is None and not model.exists():
         raise BertrtError(f"{model}: no model yet (run `bertrt export` or `make export` first, or give --model)")
     return model

@@ -12,10 +12,6 @@ from bertrt.errors import BertrtError
 from bertrt.pipeline_config import PipelineConfig, load_config
 
 
-def _default_model(cfg: PipelineConfig) -> Path:
-    return cfg.out_dir / "model.onnx"
-
-
 # --- export ---------------------------------------------------------------------------------------------------
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="TF1 checkpoint or HF safetensors -> ONNX (fp32, dynamic batch/seq)")
@@ -32,7 +28,7 @@ def _run_export(args, cfg: PipelineConfig) -> int:
     from bertrt.export.onnx_export import export
 
     checkpoint = Path(ag.required(ag.pick(args.checkpoint, cfg, "model", "checkpoint"), "--checkpoint"))
-    output = args.output or _default_model(cfg)
+    output = args.output or ag.default_model(cfg)
     vocab = args.vocab
     if vocab is None and args.checkpoint is None and cfg.get("model", "vocab"):
         vocab = Path(cfg.get("model", "vocab"))
@@ -134,7 +130,7 @@ def _add_surgery(sub) -> None:
 def _run_surgery(args, cfg: PipelineConfig) -> int:
     from bertrt.surgery.pipeline import fusion_report_path, run_surgery
 
-    source = args.input or _default_model(cfg)
+    source = args.input or ag.default_model(cfg)
     output = args.output or cfg.out_dir / f"model.{args.target}.onnx"
     run_surgery(source, output, args.target, plugin_api=args.plugin_api, attention=args.attention)
     print(f"wrote {output} (+ {output.name}.json, {fusion_report_path(output).name})")

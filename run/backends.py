@@ -11,8 +11,9 @@ activated, after every check that needs no GPU), wrapped in a `QABackend` with t
 | `.onnx` with TensorRT plugin nodes | `ReferenceRunner` (numpy plugin references; slow, for verification) |
 | other `.onnx` | `ONNX_RUNNERS[provider]` (onnxruntime; the artifact's session config always applied) |
 
-To add a runner for ONNX models (e.g. an onnxruntime CUDA runner with IOBinding), register a factory
-`(OnnxArtifact, RunOptions) -> polygraphy BaseRunner` in `ONNX_RUNNERS` under its provider name.
+To add a backend for ONNX models (e.g. an onnxruntime CUDA runner with IOBinding and buckets), register a factory
+`(OnnxArtifact, RunOptions) -> QABackend` in `ONNX_RUNNERS` under its provider name (and add the options it needs
+to `RunOptions` and `open_backend`).
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def ort_session(path: str | Path | bytes, provider: str = "cpu", threads: int | 
         raise BertrtError(f"{where}: onnxruntime cannot load it ({str(exc).splitlines()[0][:300]})") from None
 
 
-def _ort_runner(artifact: OnnxArtifact, options: RunOptions):
+def _ort_backend(artifact: OnnxArtifact, options: RunOptions) -> QABackend:
     """onnxruntime through Polygraphy's OnnxrtRunner, with the artifact's session config applied."""
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
@@ -159,11 +160,12 @@ def _ort_runner(artifact: OnnxArtifact, options: RunOptions):
     # The file itself when the graph is unchanged (no 90 MB copy), else the changed graph's bytes.
     source = model.SerializeToString() if fold or options.extra_outputs else artifact.path
     session = ort_session(source, options.provider, options.threads, artifact.session_config)
-    return OnnxrtRunner(session, name=f"onnxruntime-{options.provider}:{artifact.path.name}")
+    return QABackend(OnnxrtRunner(session, name=f"onnxruntime-{options.provider}:{artifact.path.name}"),
+                     artifact.config, f"onnxruntime {options.provider}: {artifact.path}")
 
 
-# provider -> factory of the runner for ONNX models (see the module docstring)
-ONNX_RUNNERS: dict[str, Callable[[OnnxArtifact, RunOptions], object]] = {"cpu": _ort_runner, "cuda": _ort_runner}
+# provider -> factory of the backend for ONNX models (see the module docstring)
+ONNX_RUNNERS: dict[str, Callable[[OnnxArtifact, RunOptions], QABackend]] = {"cpu": _ort_backend, "cuda": _ort_backend}
 
 
 def with_outputs(model: onnx.ModelProto, names: tuple[str, ...]) -> onnx.ModelProto:
@@ -214,8 +216,7 @@ def _open_onnx(path: Path, options: RunOptions) -> QABackend:
                          cfg, f"numpy plugin references: {path}")
     if options.provider not in ONNX_RUNNERS:
         raise BertrtError(f"unknown provider {options.provider!r} (choose from {', '.join(ONNX_RUNNERS)})")
-    runner = ONNX_RUNNERS[options.provider](OnnxArtifact(path, model, cfg, session_config), options)
-    return QABackend(runner, cfg, f"onnxruntime {options.provider}: {path}")
+    return ONNX_RUNNERS[options.provider](OnnxArtifact(path, model, cfg, session_config), options)
 
 
 def open_backend(model: str | Path, provider: str = "cpu", threads: int | None = None,

@@ -34,7 +34,7 @@ def test_provider_registry_is_the_extension_point(random_fused, monkeypatch):
 
     def factory(artifact, options):
         seen.append((artifact.path, artifact.config.hidden_size, artifact.session_config, options.provider))
-        return "custom-runner"
+        return QABackend("custom-runner", artifact.config, "custom")
 
     monkeypatch.setitem(backends.ONNX_RUNNERS, "cuda", factory)
     assert open_backend(unfused, provider="cuda").runner == "custom-runner"

@@ -239,7 +239,7 @@ def test_not_a_bertrt_model(capsys, tmp_path):
     assert_one_line_error(code, err, "not a BERT QA model from bertrt")
 
 
-def test_engine_checks_without_gpu(small, tmp_path, monkeypatch):
+def test_engine_checks_without_gpu(small, tmp_path, monkeypatch, capsys):
     """What can be checked before deserializing, each one line: a corrupted engine, a foreign engine, a stale
     sidecar, another runtime version or runtime, a malformed sidecar, another compute capability, no GPU."""
     _, engine = small
@@ -249,6 +249,8 @@ def test_engine_checks_without_gpu(small, tmp_path, monkeypatch):
     data[len(data) // 2] ^= 0xFF
     corrupted.write_bytes(bytes(data))
     assert "does not match its sidecar" in open_error(corrupted)
+    code, _, err = run_cli(capsys, "perf", "--model", corrupted, "--batch-size", "1", "--seq-len", "128")
+    assert_one_line_error(code, err, "does not match its sidecar")
 
     foreign = tmp_path / "foreign.engine"
     foreign.write_bytes(engine.read_bytes()[:1000])
@@ -355,3 +357,45 @@ def test_fp8_targets_ada_or_newer():
         parse_compute_capabilities(["8.6"], trt, rtx, "fp8")
     with pytest.raises(BertrtError, match="is not MAJOR.MINOR"):
         parse_compute_capabilities(["sm86"], trt, rtx, "fp32")
+
+
+@pytest.mark.parametrize("version, graph, requested, expected", [
+    ("10.13.0", "fp32", None, ("fp32", False, False, False)),
+    ("10.13.0", "fp32", "fp16", ("fp16", False, True, False)),
+    ("10.13.0", "fp32", "int8", ("int8", False, True, True)),  # INT8 with FP16 allowed, calibrated
+    ("10.13.0", "fp32", "best", ("best", False, True, True)),
+    ("10.13.0", "int8", None, ("int8", True, False, False)),  # Q/DQ graph: strongly typed on TensorRT 10 too
+    ("11.3.0", "fp16", "fp16", ("fp16", True, False, False)),
+    ("11.3.0", "fp32", "int8", "is strongly typed: --precision int8 cannot change it"),
+    ("10.13.0", "fp16", "int8", "already carries its precision"),
+    ("10.13.0", "fp32", "fp8", "FP8 only as Q/DQ"),
+])
+def test_precision_per_tensorrt_version(version, graph, requested, expected):
+    """What --precision means on TensorRT 10 (weak typing) and 11 (strongly typed); the TensorRT 10 INT8 build's
+    polygraphy command carries the SQuAD data loader and the calibration cache."""
+    from bertrt.build import runtime as runtimes
+    from bertrt.build.builder_config import plan_precision
+    from bertrt.build.engine_build import polygraphy_command
+
+    tensorrt = runtimes.RUNTIMES["tensorrt"]
+    if isinstance(expected, str):
+        with pytest.raises(BertrtError, match=expected):
+            plan_precision(requested, graph, tensorrt, version, Path("m.onnx"))
+        return
+    plan = plan_precision(requested, graph, tensorrt, version, Path("m.onnx"))
+    assert (plan.precision, plan.strongly_typed, plan.fp16, plan.int8) == expected
+    request = BuildRequest(Path("m.onnx"), Path("m.engine"), PROFILES, "tensorrt", calib_cache=Path("m.cache"))
+    command = polygraphy_command(request, tensorrt, plan, ((9, 0),))
+    assert command.startswith("polygraphy convert m.onnx -o m.engine") and command.count("--trt-min-shapes") == 2
+    assert ("--int8" in command and "polygraphy_data_loader.py --calibration-cache m.cache" in command) == plan.int8
+    assert ("--fp16" in command) == plan.fp16 and ("--strongly-typed" in command) == plan.strongly_typed
+
+
+def test_inspect_prints_the_parsed_network(hf_native, capsys):
+    model = hf_native("hf-l2-h64-a2")
+    capsys.readouterr()  # (the fixture's fusion report)
+    code, out, err = run_cli(capsys, "build", "--model", model, "--inspect", "--runtime", RTX)
+    assert code == 0, err
+    header, *rows = out.splitlines()
+    assert json.loads(header.split(" network, ", 1)[1])["normalization"] == 5
+    assert sum(" NORMALIZATION " in row for row in rows) == 5 and sum(" SOFTMAX " in row for row in rows) == 2
