@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from bertrt.build import builder_config, calib_cache, network, runtime as runtim
 from bertrt.build.engine_sidecar import EngineRecord
 from bertrt.build.profiles import QAProfile, check_profiles
 
-from bertrt.artifacts import atomic_output, sha256_file, write_sidecar
+from bertrt.artifacts import atomic_output, check_outputs, sha256_file, sidecar_path, write_sidecar
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import INPUT_NAMES, load_qa_model
 from bertrt.targets import target_of
@@ -38,23 +37,6 @@ class BuildRequest:
     calib_num: int = 256
     vocab: Path | None = None
     extra: dict = field(default_factory=dict)
-
-
-def check_output(output: Path, inputs: list[Path]) -> None:
-    """Before any work: the output must be a writable file path that is none of the inputs."""
-    if output.is_dir():
-        raise BertrtError(f"{output}: is a directory, not an engine file path")
-    for source in inputs:
-        if source is not None and output.resolve() == Path(source).resolve():
-            raise BertrtError(f"{output}: the output would overwrite the input {source}")
-    parent = output.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    try:  # a real probe: permission bits say nothing for root, read-only mounts or /proc
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as exc:
-        raise BertrtError(f"{output}: cannot write there ({parent}: {exc.strerror})") from None
 
 
 def polygraphy_command(request: BuildRequest, runtime, plan, caps) -> str:
@@ -82,7 +64,8 @@ def polygraphy_command(request: BuildRequest, runtime, plan, caps) -> str:
 
 def build(request: BuildRequest, log=print) -> EngineRecord:
     model_path, output = Path(request.model), Path(request.output)
-    check_output(output, [model_path, request.calib_cache, request.timing_cache])
+    check_outputs([output, sidecar_path(output)], [model_path, request.calib_cache, request.timing_cache,
+                                                   request.calib_json, request.vocab])
     model, cfg = load_qa_model(model_path, load_weights=False)
     if request.calib_cache is not None and request.calib_cache.is_file():  # a cache given must be this model's
         calib_cache.check_cache(model_path, request.calib_cache)
