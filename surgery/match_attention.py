@@ -5,12 +5,14 @@ dense):
     heads = Transpose(Reshape(q/k/v, [B, S, N, H]))   Q and V: perm [0,2,1,3]; K^T: [0,2,3,1], or [0,2,1,3] then
                                                       [0,1,3,2] (transpose_b style), where the last swap may be
                                                       done on a rank-3 view (torch's dynamo exporter:
-                                                      Reshape [-1, S, H] -> Transpose [0,2,1] -> Reshape back)
+                                                      Reshape [-1, S, H] -> Transpose [0,2,1] -> Reshape back;
+                                                      accepted when the dims are read from K's own shape)
     probs = Softmax(scale * (Qh @ KhT) + mask_bias)   scalar Mul/Div on Qh, KhT or the scores, in any place
                                                       (SDPA exports scale Q and K by sqrt(scale) each), or none
                                                       (scale folded into the weights: scale 1)
     probs = Where(IsNaN(probs), 0, probs)             optional: torch SDPA's guard for fully masked rows
-    ctx   = Reshape(Transpose(probs @ Vh, [0,2,1,3]), [B, S, E])
+    ctx   = Reshape(Transpose(probs @ Vh, [0,2,1,3]), [B, S, E])   (torch's legacy SDPA export first re-views
+                                                      probs @ Vh as [B, -1, S, H], dims read from its shapes)
 
 The mask bias is recognised by what it computes (see MaskMatch), since every exporter builds it differently. An
 export that adds no mask bias (or one that is 0 everywhere) is matched with `MaskMatch.exported` False; the
@@ -30,6 +32,7 @@ from bertrt.surgery.pattern import (
     consumers,
     downstream,
     ensure_internal,
+    producer,
     producer_op,
     skip_casts,
     split_const,
@@ -123,9 +126,53 @@ def _reshape_dims(reshape: gs.Node) -> list[int | None]:
     return dims
 
 
-def _rank3_swap(t: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]] | None:
-    """``Reshape(Transpose(Reshape(x, [-1, a, b]), [0, 2, 1]), rank 4)``: the last two axes of a rank-4 x swapped
-    on a rank-3 view (torch's dynamo exporter writes K^T so). Returns (x, nodes) or None."""
+_DimTerm = int | tuple[gs.Tensor, int]  # a constant, or axis `i` of a tensor's runtime shape
+
+
+def _dim_terms(shape: gs.Tensor) -> list[_DimTerm] | None:
+    """The entries of a Reshape's target shape as constants or (tensor, axis) read through Shape -> Gather/Slice ->
+    Unsqueeze -> Concat, the way torch's exporters compute them; None where anything else computes them. Shapes
+    are taken as rank 4 unless the tensor's rank is known (only head tensors [B, N, S, H] are compared)."""
+    t = skip_casts(shape)
+    value = const_value(t)
+    if value is not None:
+        return [int(v) for v in value.reshape(-1)]
+    node = producer(t)
+    if node is None:
+        return None
+    if node.op == "Shape":
+        src = node.inputs[0]
+        axes = list(range(len(src.shape) if src.shape else 4))
+        return [(src, a) for a in axes[int(node.attrs.get("start", 0)):node.attrs.get("end")]]
+    base = _dim_terms(node.inputs[0]) if node.inputs else None
+    if base is None:
+        return None
+    if node.op in ("Unsqueeze", "Squeeze"):
+        return base
+    if node.op == "Concat":
+        parts = [base] + [_dim_terms(piece) for piece in node.inputs[1:]]
+        return None if any(p is None for p in parts) else [term for p in parts for term in p]
+    if node.op == "Gather" and (index := const_value(node.inputs[1])) is not None:
+        return [base[int(i)] for i in index.reshape(-1)] if all(-len(base) <= i < len(base) for i in
+                                                                index.reshape(-1)) else None
+    if node.op == "Slice" and len(node.inputs) in (3, 4, 5):
+        starts, ends = const_value(node.inputs[1]), const_value(node.inputs[2])
+        steps = const_value(node.inputs[4]) if len(node.inputs) == 5 else np.ones(1)
+        if starts is None or ends is None or steps is None or starts.size != 1 or int(steps.reshape(-1)[0]) != 1:
+            return None
+        return base[int(starts.reshape(-1)[0]):int(ends.reshape(-1)[0])]  # Python slicing clamps as ONNX does
+    return None
+
+
+def _is_term(term: _DimTerm, *allowed: _DimTerm) -> bool:
+    return any(term == a if isinstance(a, int) else (isinstance(term, tuple) and term[0] is a[0] and term[1] == a[1])
+               for a in allowed)
+
+
+def _rank3_swap(t: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node], int | None] | None:
+    """``Reshape(Transpose(Reshape(x, [-1, S, H]), [0, 2, 1]), [B, N, H, S])`` with S, B, N read from x's shape:
+    the last two axes of a rank-4 x swapped on a rank-3 view (torch's dynamo exporter writes K^T so). Returns
+    (x, nodes, H where the targets state it as a constant: the caller checks it is the head size) or None."""
     outer = producer_op(t, "Reshape")
     transpose = producer_op(outer.inputs[0], "Transpose") if outer is not None else None
     if transpose is None or [int(p) for p in transpose.attrs["perm"]] != [0, 2, 1]:
@@ -133,28 +180,41 @@ def _rank3_swap(t: gs.Tensor) -> tuple[gs.Tensor, list[gs.Node]] | None:
     inner = producer_op(transpose.inputs[0], "Reshape")
     if inner is None:
         return None
-    dims = _reshape_dims(inner)
-    if len(dims) != 3 or dims[0] != -1:  # merges exactly the two leading axes, keeps the last two
+    x = inner.inputs[0]
+    view, back = _dim_terms(inner.inputs[1]), _dim_terms(outer.inputs[1])
+    if view is None or back is None or len(view) != 3 or len(back) != 4:
         return None
-    return inner.inputs[0], [outer, transpose, inner]
+    head = view[2] if isinstance(view[2], int) else None  # H as a constant, or x's axis 3
+    if view[0] != -1 or not _is_term(view[1], (x, 2)) or not (_is_term(view[2], (x, 3)) or (head or 0) > 0):
+        return None
+    if not (_is_term(back[0], (x, 0)) and _is_term(back[1], (x, 1), -1) and _is_term(back[2], (x, 3), view[2])
+            and _is_term(back[3], (x, 2))):
+        return None
+    return x, [outer, transpose, inner], head
 
 
-def _same_4d_view(reshape: gs.Node) -> bool:
-    """A Reshape of the [B, N, S, H] context to [B, -1, S, H] with B, S, H read from runtime shapes: a no-op view
-    (torch's legacy exporter writes SDPA's output so)."""
-    dims = _reshape_dims(reshape)
-    return len(dims) == 4 and dims[0] is None and dims[1] == -1 and dims[2] is None and dims[3] is None
+def _same_4d_view(reshape: gs.Node, context: gs.Tensor, q: gs.Tensor, v: gs.Tensor) -> bool:
+    """A Reshape of the context [B, N, S, H] = probs @ V to [B, -1, S, H], each dim read from the runtime shape of
+    the context, of Q (B, N, S) or of V (B, N, H): a no-op view (torch's legacy exporter writes SDPA's output so)."""
+    dims = _dim_terms(reshape.inputs[1])
+    return (dims is not None and len(dims) == 4 and dims.count(-1) <= 1
+            and _is_term(dims[0], (context, 0), (q, 0), (v, 0))
+            and _is_term(dims[1], (context, 1), (q, 1), (v, 1), -1)
+            and _is_term(dims[2], (context, 2), (q, 2))
+            and _is_term(dims[3], (context, 3), (v, 3)))
 
 
 def _heads(t: gs.Tensor, part: str) -> _Projection:
     """Walk back from a head tensor through Transposes and the head-split Reshape to the projection."""
     perm = [0, 1, 2, 3]
     nodes = []
+    stated_heads = []  # head sizes the rank-3 views state as constants
     while True:
         if (node := producer_op(t, "Transpose")) is not None:
             inner, walked, t = [int(p) for p in node.attrs["perm"]], [node], node.inputs[0]
         elif (swap := _rank3_swap(t)) is not None:
-            inner, (t, walked) = [0, 1, 3, 2], swap
+            inner, (t, walked, head) = [0, 1, 3, 2], swap
+            stated_heads += [head] if head is not None else []
         else:
             break
         perm = [inner[p] for p in perm]
@@ -174,6 +234,8 @@ def _heads(t: gs.Tensor, part: str) -> _Projection:
         h = hidden // n
     if not n or not h or n * h != hidden:
         raise Mismatch(part, f"head split Reshape target {dims} does not split {hidden} into heads")
+    if any(stated != h for stated in stated_heads):
+        raise Mismatch(part, f"a rank-3 view states head size {stated_heads}, the head split {h}")
     return _Projection(x, weight, bias, n, h, perm, [*proj_nodes, reshape, *nodes])
 
 
@@ -297,7 +359,7 @@ def _match(graph: gs.Graph, x: gs.Tensor, masks: dict[int, MaskMatch]) -> Attent
     part = "merge heads"
     context, identity = ctx_mm[0].outputs[0], []
     reshapes = consumers(context, "Reshape")
-    if len(reshapes) == 1 and _same_4d_view(reshapes[0]):  # torch's legacy SDPA export re-views the context
+    if len(reshapes) == 1 and _same_4d_view(reshapes[0], context, q_t, ctx_mm[0].inputs[1]):  # legacy SDPA
         context, identity = reshapes[0].outputs[0], reshapes
     merge_t = consumers(context, "Transpose")
     if len(merge_t) != 1 or [int(p) for p in merge_t[0].attrs["perm"]] != Q_PERM:

@@ -16,6 +16,7 @@ import onnx_graphsurgeon as gs
 import pytest
 from bertrt.run.backends import ort_session
 from bertrt.surgery.mask_use import APPLIED, IGNORED
+from bertrt.surgery.pattern import const_value
 from bertrt.surgery.pipeline import fusion_report_path, run_surgery
 from bertrt.surgery.plugin_reference import reference_ops
 from conftest import HF_FIXTURES
@@ -69,7 +70,9 @@ def assert_fuses_like_torch(source: Path, form: Path, target: str, out: Path) ->
                             if o.domain in ("", "ai.onnx"))
         assert {o.domain: o.version for o in model.opset_import}[""] == max(17, source_opset)
     feed, expected = torch_reference(form)
-    assert worst_valid_error(fused_logits(out, target, feed), expected, feed["input_mask"]) <= TOL
+    error = worst_valid_error(fused_logits(out, target, feed), expected, feed["input_mask"])
+    print(f"fused vs torch: {form_id(form)} {source.name} {target} worst {error:.2e}")  # README numbers (pytest -s)
+    assert error <= TOL
     return report
 
 
@@ -180,3 +183,36 @@ def test_non_bert_graph_with_hugging_face_io_is_refused(capsys, tmp_path):
                                 opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     _assert_refused(capsys, tmp_path, path, "embeddings: embedding LayerNorm did not match",
                     "no LayerNorm at all")
+
+
+def _retarget_k_view(graph: gs.Graph) -> None:
+    """dynamo SDPA: the rank-3 view of K reads the wrong axis of K's shape (H instead of S) for its middle dim."""
+    for node in graph.nodes:
+        start = node.inputs[1] if node.op == "Slice" else None
+        if start is not None and isinstance(start, gs.Constant) and start.values.tolist() == [-2] \
+                and node.inputs[0].inputs and node.inputs[0].inputs[0].op == "Shape":
+            node.inputs[1] = gs.Constant(f"{node.name}_start", np.array([-1], np.int64))
+            node.inputs[2] = gs.Constant(f"{node.name}_end", np.array([np.iinfo(np.int64).max], np.int64))
+
+
+def _retarget_context_view(graph: gs.Graph) -> None:
+    """legacy SDPA: the re-view of the context reads Q's head axis where Q's sequence axis belongs."""
+    for node in graph.nodes:
+        if node.op == "Gather" and node.inputs[0].inputs and node.inputs[0].inputs[0].op == "Shape":
+            source = node.inputs[0].inputs[0].inputs[0]
+            index = const_value(node.inputs[1])  # a Constant node's output in the raw export
+            if source.inputs and source.inputs[0].op == "Transpose" and index is not None and int(index) == 2:
+                node.inputs[1] = gs.Constant(f"{node.name}_index", np.array(1, np.int64))
+
+
+@pytest.mark.parametrize(("form", "rewrite", "part"), [
+    ("dynamo-sdpa", _retarget_k_view, "attention: K head split did not match"),
+    ("legacy-sdpa", _retarget_context_view, "attention: merge heads did not match")], ids=["k-view", "context-view"])
+def test_reshape_views_are_checked_against_the_shapes_they_read(capsys, tmp_path, form, rewrite, part):
+    """The two Reshape idioms of torch's SDPA exports are accepted only when their dims come from the right axes."""
+    model = onnx.load(str(FORMS_DIR / "transformers-5.24.0" / form / "model.onnx"))
+    graph = gs.import_onnx(model)
+    rewrite(graph)
+    path = tmp_path / "model.onnx"
+    onnx.save(gs.export_onnx(graph, ir_version=model.ir_version), str(path))
+    _assert_refused(capsys, tmp_path, path, "layer 0", part)
