@@ -26,14 +26,15 @@ from bertrt.qa_contract import load_qa_model, metadata, stage_of
 
 # Worst |logit - fp32 logit| over the real (unpadded) positions of `dev_batch` (logits span about -10..10);
 # measured 2026-11-27 (onnxruntime 1.23.2 CPU, 32 calibration features): fp16 0.011, int8 every GEMM 2.84,
-# fp8 1.19; 2026-11-29: int8 default (mixed + FP16) MEASURED_INT8_LOGIT.
+# fp8 1.19; 2026-11-29: int8 default (mixed + FP16) 4.72, fp16 0.0041, fp8 1.09.
 # A worst case over 1.4k positions is dominated by single positions, hence the loose INT8/FP8 bounds; the
 # F1 checks below are the accuracy guard.
-LOGIT_BOUND = {"fp16": 0.02, "int8": 5.0, "fp8": 5.0}
+LOGIT_BOUND = {"fp16": 0.02, "int8": 6.0, "fp8": 5.0}
 # F1 on the first 100 dev questions may drop at most this much below fp32 (90.04 there); measured with 32
-# calibration features: fp16 90.04 (0.0), int8 every GEMM 88.69 (-1.35), fp8 88.17 (-1.87); 2026-11-29 the int8
-# default (mixed + FP16) MEASURED_INT8_F1.
-F1_DROP = {"fp16": 0.1, "int8": 5.0, "fp8": 5.0}
+# calibration features: fp16 90.04 (0.0), int8 every GEMM 88.69 (-1.35), fp8 88.17 (-1.87); 2026-11-29: the int8
+# default (mixed + FP16) 88.29 (-1.75), fp8 90.17 (+0.13), fp16 90.04 (0.0). 100 questions move by about 1 F1
+# between neighbouring settings, hence 3.0 for the default INT8; the slow suite and the full dev set decide more.
+F1_DROP = {"fp16": 0.1, "int8": 3.0, "fp8": 5.0}
 
 
 def _inits(model):
@@ -144,8 +145,10 @@ def test_int8_default_is_mixed_with_fp16(quantized, embedded_onnx):
     for n in model.graph.node:
         if n.op_type in ("Softmax", "Erf", "Tanh"):
             assert elem[n.output[0]] == TensorProto.FLOAT16, n.name
-    stats = layernorm_nodes(model)
-    assert stats and all(elem[o] == TensorProto.FLOAT for n in model.graph.node if n.name in stats for o in n.output)
+    # (found on the source graph: in the output the Casts in front of x*x make its two inputs differ)
+    stats = set(layernorm_nodes(_node_names(onnx.load(str(embedded_onnx)))))
+    kept = [n for n in model.graph.node if n.name in stats]
+    assert len(kept) == len(stats) and all(elem[o] == TensorProto.FLOAT for n in kept for o in n.output)
     float_inits = [i for i in model.graph.initializer if i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)]
     assert sum(i.data_type == TensorProto.FLOAT16 for i in float_inits) > 0.9 * len(float_inits)
     assert {o.type.tensor_type.elem_type for o in model.graph.output} == {TensorProto.FLOAT}

@@ -99,3 +99,28 @@ def test_calibration_length_over_model_positions_is_refused(hf_native, tmp_path)
     name = "hf-l4-h128-a4"
     _fails(tmp_path, hf_native(name), precision="int8", seq_len=384, vocab=HF_FIXTURES / name / "vocab.txt",
            match="calibration sequence length 384 exceeds the model's 128 positions")
+
+
+def test_cli_flags_reach_the_former_default_and_refuse_long_calibration(hf_native, tmp_path, capsys):
+    """`--int8-exclude none --float-precision fp32` is the former INT8 default (every GEMM, FP32 float parts);
+    a calibration length over the model's positions is one line on stderr, exit 2, nothing written."""
+    from test_cli import assert_one_line_error, run_cli
+
+    name = "hf-l4-h128-a4"
+    vocab = HF_FIXTURES / name / "vocab.txt"
+    out = tmp_path / "model.int8.onnx"
+    code, stdout, _ = run_cli(capsys, "quantize", "--input", hf_native(name), "--output", out, "--precision", "int8",
+                              "--calib-num", "8", "--vocab", vocab, "--int8-exclude", "none",
+                              "--float-precision", "fp32")
+    assert code == 0
+    report = json.loads(next(line for line in stdout.splitlines() if line.startswith("{")))
+    assert report["excluded_nodes"] == 0 and report["float_precision"] == "fp32" and "fp16" not in report
+    model = onnx.load(str(out))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    gemms = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
+    assert gemms and all(producer[x].op_type == "DequantizeLinear" for g in gemms for x in g.input[:2])
+    bad = tmp_path / "bad.onnx"
+    code, _, err = run_cli(capsys, "quantize", "--input", hf_native(name), "--output", bad, "--precision", "int8",
+                           "--vocab", vocab, "--calib-seq-len", "384")
+    assert_one_line_error(code, err, "calibration sequence length 384 exceeds the model's 128 positions")
+    assert not bad.exists()
