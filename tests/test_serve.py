@@ -313,12 +313,13 @@ def test_stub_python_detects_a_libpython_of_another_release(monkeypatch):
 
 @needs_server
 def test_port_in_use_is_one_line_error_and_leaves_nothing(server):
-    """A second server on the first one's HTTP port fails with Triton's reason and removes its temporary files."""
+    """A second server on the first one's HTTP port is refused before it starts (the first one would otherwise
+    answer its readiness probe)."""
     from bertrt.serve.cli import free_port
     from bertrt.serve.server import Endpoints, TritonServer
 
     second = TritonServer(server.repository, Endpoints("127.0.0.1", server.endpoints.http_port, free_port()))
-    with pytest.raises(BertrtError, match=f"127.0.0.1:{server.endpoints.http_port}' already in use"):
+    with pytest.raises(BertrtError, match=f"127.0.0.1:{server.endpoints.http_port} \\(HTTP\\) is already in use"):
         with second:
             pass
     assert second.process is None and second.workdir is None
