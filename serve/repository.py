@@ -50,7 +50,7 @@ class ServingParams:
         """From the `parameters` of a model config as the Python backend passes it ({key: {"string_value": v}})."""
         from bertrt.run.answering import SquadParams
 
-        values = {key: value["string_value"] for key, value in parameters.items()}
+        values = {key: value.get("string_value", "") for key, value in parameters.items()}  # proto3: "" may be absent
         try:
             return cls(model=values["model"], vocab=values["vocab"],
                        squad={f.name: int(values[f.name]) for f in fields(SquadParams)},

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -94,6 +95,20 @@ class TritonServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def _check_ports(self) -> None:
+        """Both ports must be free: otherwise another server there would answer our readiness probe."""
+        e = self.endpoints
+        if e.http_port == e.grpc_port:
+            raise BertrtError(f"HTTP and gRPC need different ports (both {e.http_port})")
+        for port, what in ((e.http_port, "HTTP"), (e.grpc_port, "gRPC")):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                # Like a server's own bind: a port left in TIME_WAIT by a stopped server counts as free.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((e.host, port))
+                except OSError as exc:
+                    raise BertrtError(f"{e.host}:{port} ({what}) is already in use ({exc.strerror})") from None
+
     def start(self) -> None:
         if not (self.repository / "bertrt_qa" / "config.pbtxt").is_file():
             raise BertrtError(f"{self.repository}: not a bertrt model repository (no bertrt_qa/config.pbtxt)")
@@ -101,6 +116,7 @@ class TritonServer:
             raise BertrtError(f"{self.repository}/{TENSOR_MODEL_NAME} needs Triton's onnxruntime or TensorRT backend, "
                               f"which the bundled tritonserver lacks; run this repository with NVIDIA's Triton "
                               f"container")
+        self._check_ports()
         triton_install.check_python()
         install = triton_install.locate()
         env = triton_install.server_environment(install)

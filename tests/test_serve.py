@@ -275,6 +275,9 @@ def test_repository_configs_follow_tritons_schema(embedded_onnx, tmp_path):
     assert tensor.platform == "onnxruntime_onnx" and tensor.default_model_filename == "model.onnx"
     assert [i.name for i in tensor.input] == ["input_ids", "segment_ids", "input_mask"]
     assert {i.data_type for i in tensor.input} == {tensor.input[0].data_type} and tensor.input[0].data_type == 8
+    local = read_config(_params(tmp_path / "local", embedded_onnx) / "bertrt_qa" / "config.pbtxt")
+    local_params = MessageToDict(local, preserving_proto_field_name=True)["parameters"]
+    assert ServingParams.from_parameters(local_params).tensor_model == ""  # proto3 leaves the empty string out
     (repo / "bertrt_qa" / "config.pbtxt").write_text("name: \"bertrt_qa\"\nmax_batchsize: 4\n")
     with pytest.raises(BertrtError, match="not a valid Triton model config"):
         read_config(repo / "bertrt_qa" / "config.pbtxt")
@@ -310,12 +313,13 @@ def test_stub_python_detects_a_libpython_of_another_release(monkeypatch):
 
 @needs_server
 def test_port_in_use_is_one_line_error_and_leaves_nothing(server):
-    """A second server on the first one's HTTP port fails with Triton's reason and removes its temporary files."""
+    """A second server on the first one's HTTP port is refused before it starts (the first one would otherwise
+    answer its readiness probe)."""
     from bertrt.serve.cli import free_port
     from bertrt.serve.server import Endpoints, TritonServer
 
     second = TritonServer(server.repository, Endpoints("127.0.0.1", server.endpoints.http_port, free_port()))
-    with pytest.raises(BertrtError, match=f"127.0.0.1:{server.endpoints.http_port}' already in use"):
+    with pytest.raises(BertrtError, match=f"127.0.0.1:{server.endpoints.http_port} \\(HTTP\\) is already in use"):
         with second:
             pass
     assert second.process is None and second.workdir is None
