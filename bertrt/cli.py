@@ -186,6 +186,8 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     from bertrt.run.perf import format_table, perf_outputs
 
     batches, seqs = ag.shapes(args, cfg)
+    if args.runs < 1 or args.warmup < 0:
+        raise BertrtError("--runs must be positive and --warmup not negative")
     output = args.output or cfg.out_dir / "perf.json"
     check_outputs(perf_outputs(output), args.model)
     timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs,

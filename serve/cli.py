@@ -15,36 +15,32 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from bertrt import arg_groups as ag
 from bertrt.errors import BertrtError
 
 
 def _add_repository_args(p) -> None:
     """What a generated repository is made of (triton-repo, and serve/serve-bench without --repository)."""
-    p.add_argument("--model", type=Path, help="QA model: .onnx, or .engine/.plan (default out/<config>/model.onnx)")
-    p.add_argument("--vocab", type=Path, help="vocab.txt (default: the config's)")
+    ag.add_model_args(p)
     p.add_argument("--max-batch-size", type=int, help="requests the dynamic batcher gathers per execution")
     p.add_argument("--max-queue-delay-us", type=int, help="how long the batcher waits to fill a batch")
     p.add_argument("--instances", type=int, help="model instances (each with its own runtime session)")
     p.add_argument("--max-input-bytes", type=int, help="larger passages or questions are refused")
-    p.add_argument("--provider", choices=["cpu", "cuda"], help="onnxruntime execution provider")
+    p.add_argument("--provider", choices=ag.PROVIDERS, help="onnxruntime execution provider")
     p.add_argument("--batch-size", type=int, help="windows per model run")
 
 
 def _write(args, cfg, output: Path, bls: bool = False) -> Path:
-    from bertrt.cli import _default_model, _pick, _required
     from bertrt.run.answering import SquadParams
     from bertrt.serve.repository import Batching, write_repository
 
-    model = args.model or _default_model(cfg)
-    if args.model is None and not model.exists():
-        raise BertrtError(f"{model}: no model yet (run `bertrt export` or `make export` first, or give --model)")
-    batching = Batching(**{key: _pick(getattr(args, key), cfg, "serve", key)
+    batching = Batching(**{key: ag.pick(getattr(args, key), cfg, "serve", key)
                            for key in ("max_batch_size", "max_queue_delay_us", "instances")})
     squad = {key: cfg.get("squad", key) for key in SquadParams.__dataclass_fields__}
-    return write_repository(output, model, Path(_required(_pick(args.vocab, cfg, "model", "vocab"), "--vocab")),
-                            batching, squad, provider=_pick(args.provider, cfg, "run", "provider"),
-                            batch_size=_pick(args.batch_size, cfg, "run", "batch_size"),
-                            max_input_bytes=_pick(args.max_input_bytes, cfg, "serve", "max_input_bytes"), bls=bls)
+    return write_repository(output, ag.model_path(args, cfg), ag.vocab_path(args, cfg), batching, squad,
+                            provider=ag.pick(args.provider, cfg, "run", "provider"),
+                            batch_size=ag.pick(args.batch_size, cfg, "run", "batch_size"),
+                            max_input_bytes=ag.pick(args.max_input_bytes, cfg, "serve", "max_input_bytes"), bls=bls)
 
 
 # --- triton-repo ----------------------------------------------------------------------------------------------

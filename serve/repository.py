@@ -142,10 +142,10 @@ def _tensor_platform(model: Path) -> str:
     if model.suffix in ENGINE_SUFFIXES:
         return "tensorrt_plan"
     from bertrt.qa_contract import load_qa_model, ort_session_config
-    from bertrt.run.runners import uses_trt_plugins
+    from bertrt.targets import target_of
 
     onnx_model, _ = load_qa_model(model, load_weights=False)
-    if uses_trt_plugins(onnx_model):
+    if not target_of(onnx_model).onnxruntime:
         raise BertrtError(f"{model}: a TensorRT-plugin graph runs on TensorRT; build an engine for --bls")
     if ort_session_config(onnx_model, source=str(model)):
         raise BertrtError(f"{model}: declares onnxruntime session settings that Triton's onnxruntime backend cannot "

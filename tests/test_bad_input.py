@@ -248,7 +248,7 @@ def test_missing_config_file(capsys, ws, embedded_onnx):
 
 # --- compare and perf: refused up front ----------------------------------------------------------------------------
 @pytest.mark.parametrize("flags, needle", [
-    (["--batch-size", 0], "--batch-size (0) must be at least 1"),
+    (["--batch-size", 0], "--batch-size must be a positive integer, got 0"),
     (["--num-features", 0], "--num-features (0)"),
     (["--num-features", -1], "--num-features (-1)"),
 ])
@@ -265,9 +265,9 @@ def test_compare_vocab_of_another_model(capsys, ws, embedded_onnx):
 @pytest.mark.parametrize("flags, needle", [
     (["--batch", 100000], "GiB of activations per layer; this machine has"),
     (["--seq", 4096], "--seq 4096 exceeds the model's 512 positions"),
-    (["--batch", 0], "must be positive"),
-    (["--runs", 0], "must be positive"),
-    (["--warmup", -1], "--warmup not negative"),
+    (["--batch", 0], "--batch-size must be a positive integer, got [0]"),
+    (["--runs", 0], "--runs must be positive and --warmup not negative"),
+    (["--warmup", -1], "--runs must be positive and --warmup not negative"),
 ])
 def test_perf_shapes_refused_up_front(capsys, ws, embedded_onnx, monkeypatch, flags, needle):
     monkeypatch.setattr("bertrt.run.perf.time_backend", lambda *a, **k: pytest.fail("timing started"))
@@ -291,7 +291,7 @@ INFER = {
     "doc-stride-0": (lambda w: _infer(w, "--passage", TENSORRT_PASSAGE, "--question", "q?", "--doc-stride", 0),
                      "doc_stride must be at least 1"),
     "batch-size-0": (lambda w: _infer(w, "--passage", TENSORRT_PASSAGE, "--question", "q?", "--batch-size", 0),
-                     "batch size must be at least 1"),
+                     "--batch-size must be a positive integer, got 0"),
     "batch-beyond-memory": (lambda w: _infer(w, "--passage", TENSORRT_PASSAGE, "--question", "q?", "--batch-size",
                                              100000), "--batch-size 100000 x --max-seq-length 384 needs at least"),
     "seq-beyond-positions": (lambda w: _infer(w, "--passage", TENSORRT_PASSAGE, "--question", "q?",

@@ -32,7 +32,10 @@ from bertrt.build.profiles import parse_profile  # noqa: E402
 RTX = "tensorrt-rtx"
 # Two profiles, one fixed-length (as SQuAD pads) and one dynamic: every build here proves several profiles work.
 PROFILES = [parse_profile("batch=1:8:8,seq=384"), parse_profile("batch=1:1:4,seq=16:128:256")]
-HF_NAMES = sorted(p.name for p in HF_FIXTURES.iterdir() if p.is_dir())
+# The committed Hugging Face fixtures: the legacy-exporter models and the export forms of the newest transformers
+# (legacy and dynamo exporter, SDPA and eager attention; tests/fixtures/hf/README.md).
+HF_NAMES = sorted([p.name for p in HF_FIXTURES.glob("hf-*")] +
+                  [str(p.relative_to(HF_FIXTURES)) for p in HF_FIXTURES.glob("forms/transformers-5.24.0/*-*")])
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
