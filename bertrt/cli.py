@@ -63,6 +63,9 @@ def _add_model_args(p) -> None:
     p.add_argument("--max-query-length", type=int)
     p.add_argument("--n-best", type=int)
     p.add_argument("--max-answer-length", type=int)
+    p.add_argument("--buckets", help="sequence-length buckets, e.g. 128,192,256,320,384 (default with --provider "
+                   "cuda; each batch is padded to its bucket and to --batch-size rows)")
+    p.add_argument("--cuda-graph", action="store_true", help="replay one onnxruntime CUDA graph per bucket")
 
 
 def _open(args, cfg: PipelineConfig):
@@ -73,11 +76,15 @@ def _open(args, cfg: PipelineConfig):
     model = args.model or _default_model(cfg)
     if args.model is None and not model.exists():
         raise BertrtError(f"{model}: no model yet (run `bertrt export` or `make export` first, or give --model)")
-    backend = open_backend(model, provider=_pick(args.provider, cfg, "run", "provider"))
+    from bertrt.run.buckets import parse_buckets
+
+    batch_size = _pick(args.batch_size, cfg, "run", "batch_size")
+    backend = open_backend(model, provider=_pick(args.provider, cfg, "run", "provider"), batch_size=batch_size,
+                           buckets=parse_buckets(args.buckets) if args.buckets else None, cuda_graph=args.cuda_graph)
     vocab = Path(_required(_pick(args.vocab, cfg, "model", "vocab"), "--vocab"))
     tokenizer = load_tokenizer(vocab, expected_vocab_size=backend.config.vocab_size)
     params = SquadParams(**{k: _pick(getattr(args, k), cfg, "squad", k) for k in SquadParams.__dataclass_fields__})
-    return backend, tokenizer, params, _pick(args.batch_size, cfg, "run", "batch_size")
+    return backend, tokenizer, params, batch_size
 
 
 # --- infer ----------------------------------------------------------------------------------------------------
@@ -202,7 +209,11 @@ def _run_compare(args, cfg: PipelineConfig) -> int:
 # --- perf -----------------------------------------------------------------------------------------------------
 def _add_perf(sub) -> None:
     p = sub.add_parser("perf", help="latency of one or more models over batch x sequence (same process)")
-    p.add_argument("--model", type=Path, action="append", required=True, help="QA model (repeat to compare)")
+    p.add_argument("--model", type=Path, action="append", default=[], help="QA model (repeat to compare)")
+    p.add_argument("--random-bert", choices=["base", "large"], action="append", default=[],
+                   help="--provider cuda: also a random-weight BERT-Base/Large built from its config (needs torch)")
+    p.add_argument("--cuda-graph", action="store_true", help="--provider cuda: also time onnxruntime CUDA graphs")
+    p.add_argument("--no-peers", action="store_true", help="--provider cuda: skip the torch eager/CUDA graph peers")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     p.add_argument("--seq", type=int, nargs="+", default=[128, 384])
     p.add_argument("--warmup", type=int, default=3)
@@ -225,20 +236,28 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     if min(args.batch + args.seq) < 1 or args.runs < 1:
         raise BertrtError("--batch, --seq and --runs must be positive")
     provider = _pick(args.provider, cfg, "run", "provider")
+    if not args.model and not (args.random_bert and provider == "cuda"):
+        raise BertrtError("no model given (--model, or --random-bert with --provider cuda)")
+    output = args.output or cfg.out_dir / "perf.json"
     timings = []
+    if provider == "cuda":
+        from bertrt.run.perf_gpu import sweep
+
+        timings, meta = sweep(args.model, args.random_bert, output.parent, _pick(None, cfg, "model", "vocab"),
+                              args.batch, args.seq, args.warmup, args.runs, args.cuda_graph, not args.no_peers)
     with contextlib.ExitStack() as stack:
         backends = [(path, stack.enter_context(open_backend(path, provider=provider, threads=args.threads)))
-                    for path in args.model]
+                    for path in (args.model if provider != "cuda" else [])]
         # Interleave models inside each shape, so that drift of the machine affects every model alike.
         for batch in args.batch:
             for seq in args.seq:
                 for path, backend in backends:
                     timings.append(time_backend(backend, path.name, batch, seq, args.warmup, args.runs))
     print(format_table(timings))
-    output = args.output or cfg.out_dir / "perf.json"
-    write_results(timings, output, {"provider": provider, "machine": platform.processor() or platform.machine(),
+    meta = meta if provider == "cuda" else {"provider": provider, "clock": "host"}
+    write_results(timings, output, {**meta, "machine": platform.processor() or platform.machine(),
                                     "cpu_count": os.cpu_count(), "tools": tool_versions()})
-    print(f"wrote {output} and {output.with_suffix('.csv')}")
+    print(f"wrote {output}, {output.with_suffix('.csv')} and {output.with_suffix('.png')}")
     return 0
 
 
@@ -248,9 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     from bertrt.calibration.cli import add_calibrate, add_quantize
+    from bertrt.surgery.packing import add_varseqlen
 
     for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf, add_quantize,
-                add_calibrate):
+                add_calibrate, add_varseqlen):
         add(sub)
     return parser
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from bertrt.run.backends import QABackend
+from bertrt.run.buckets import BucketBatcher, check_buckets
 from bertrt.run.features import Feature, collate, make_features
 from bertrt.run.postprocess import Answer, best_answers
 from bertrt.run.squad_data import Example
@@ -30,6 +33,8 @@ class SquadParams:
         if backend.seq_len is not None and backend.seq_len != self.max_seq_length:
             raise BertrtError(f"max sequence length {self.max_seq_length} differs from the model's fixed "
                               f"length {backend.seq_len}")
+        if backend.buckets:
+            check_buckets(backend.buckets, self.max_seq_length, backend.config.max_position_embeddings)
 
 
 @dataclass
@@ -64,13 +69,71 @@ def run_logits(backend: QABackend, features: list[Feature], batch_size: int, pro
     return starts, ends, seconds
 
 
+def bucketed_logits(backend: QABackend, chunks: Iterable[list[Feature]], batch_size: int, progress: bool = False
+                    ) -> tuple[list[Feature], list[np.ndarray], list[np.ndarray], float]:
+    """Features (concatenated from `chunks`, in order) and their logits, run in batches of `batch_size` rows of one
+    sequence-length bucket each, so the backend sees only the shapes it warmed up. Batches start as soon as a
+    chunk completes one; the partial batch of each bucket runs at the end (padded to `batch_size` rows)."""
+    features: list[Feature] = []
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    batcher = BucketBatcher(backend.buckets, batch_size)
+    seconds = 0.0
+    with tqdm(unit="feature", disable=not progress, mininterval=2.0) as bar:
+        def run(bucket: int, indices: list[int]) -> None:
+            nonlocal seconds
+            feed = collate([features[i] for i in indices], bucket, rows=batch_size)
+            t0 = time.perf_counter()
+            start, end = backend.infer(feed)
+            seconds += time.perf_counter() - t0
+            for row, i in enumerate(indices):
+                starts[i], ends[i] = start[row], end[row]
+            bar.update(len(indices))
+
+        for chunk in chunks:
+            first = len(features)
+            features.extend(chunk)
+            starts.extend([np.empty(0)] * len(chunk))
+            ends.extend([np.empty(0)] * len(chunk))
+            for bucket, indices in batcher.add((first + k, f.length) for k, f in enumerate(chunk)):
+                run(bucket, indices)
+        for bucket, indices in batcher.flush():
+            run(bucket, indices)
+    return features, starts, ends, seconds
+
+
+def feature_chunks(examples: list[Example], tokenizer, params: SquadParams, truncate_question: bool,
+                   chunk_examples: int = 1024) -> Iterator[list[Feature]]:
+    """make_features over consecutive chunks of examples (example_index stays an index into `examples`)."""
+    for first in range(0, len(examples), chunk_examples):
+        chunk = make_features(examples[first:first + chunk_examples], tokenizer, params.max_seq_length,
+                              params.doc_stride, params.max_query_length, truncate_question=truncate_question)
+        for f in chunk:
+            f.example_index += first
+        yield chunk
+
+
+def prefetched(items: Iterator) -> Iterator:
+    """The items of `items`, each next one computed in a background thread while the caller works on the current
+    one: tokenization (Rust, GIL released) overlaps the GPU runs (onnxruntime releases the GIL while it runs)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(next, items, None)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(next, items, None)
+            yield item
+
+
 def answer(backend: QABackend, tokenizer, examples: list[Example], params: SquadParams, batch_size: int,
            truncate_question: bool, progress: bool = False, version_2: bool = False,
            null_score_diff_threshold: float = 0.0) -> Run:
     params.check(backend)
-    features = make_features(examples, tokenizer, params.max_seq_length, params.doc_stride,
-                             params.max_query_length, truncate_question=truncate_question)
-    starts, ends, seconds = run_logits(backend, features, batch_size, progress)
+    if backend.buckets:
+        chunks = prefetched(feature_chunks(examples, tokenizer, params, truncate_question))
+        features, starts, ends, seconds = bucketed_logits(backend, chunks, batch_size, progress)
+    else:
+        features = make_features(examples, tokenizer, params.max_seq_length, params.doc_stride,
+                                 params.max_query_length, truncate_question=truncate_question)
+        starts, ends, seconds = run_logits(backend, features, batch_size, progress)
     answers = best_answers(examples, features, starts, ends, params.n_best, params.max_answer_length,
                            version_2=version_2, null_score_diff_threshold=null_score_diff_threshold)
     return Run(answers, features, seconds)

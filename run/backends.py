@@ -25,9 +25,15 @@ class QABackend:
     description: str
     seq_len: int | None = None  # fixed sequence length (TensorRT profiles), None when dynamic
     max_batch: int | None = None
+    # Sequence-length buckets (run/buckets.py): batches are padded to a bucket and to `batch_size` rows, and those
+    # shapes are warmed up on entry. None: each batch is padded only to its longest feature.
+    buckets: tuple[int, ...] | None = None
+    batch_size: int | None = None
 
     def __enter__(self) -> QABackend:
         self.runner.activate()
+        if self.buckets and self.batch_size and hasattr(self.runner, "warm_up"):
+            self.runner.warm_up([(self.batch_size, b) for b in self.buckets])
         return self
 
     def __exit__(self, *exc) -> None:
@@ -47,7 +53,7 @@ class QABackend:
 
 
 def ort_session(path: str | Path | bytes, provider: str = "cpu", threads: int | None = None,
-                session_config: dict[str, str] | None = None):
+                session_config: dict[str, str] | None = None, cuda_options: dict[str, str] | None = None):
     """An onnxruntime session set up for this machine: all graph optimizations, one intra-op thread per core,
     sequential execution (inter-op threads only compete for the same cores on small machines)."""
     import onnxruntime as ort
@@ -64,17 +70,29 @@ def ort_session(path: str | Path | bytes, provider: str = "cpu", threads: int | 
     options.log_severity_level = 3
     for key, value in (session_config or {}).items():
         options.add_session_config_entry(key, value)
+    providers = ORT_PROVIDERS[provider]
+    if provider == "cuda":
+        if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu >= 1.21: load CUDA/cuDNN from the nvidia-* wheels if there
+            ort.preload_dlls()
+        if cuda_options:
+            providers = [("CUDAExecutionProvider", cuda_options), *providers[1:]]
+    where = "model" if isinstance(path, bytes) else path
     try:
-        return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options,
-                                    providers=ORT_PROVIDERS[provider])
+        session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        where = "model" if isinstance(path, bytes) else path
         raise BertrtError(f"{where}: onnxruntime cannot load it ({str(exc).splitlines()[0][:300]})") from None
+    if provider == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+        raise BertrtError(f"{where}: onnxruntime could not start its CUDA provider (CUDA or cuDNN libraries missing?)")
+    return session
 
 
-def open_backend(path: str | Path, provider: str = "cpu", threads: int | None = None) -> QABackend:
+def open_backend(path: str | Path, provider: str = "cpu", threads: int | None = None,
+                 buckets: tuple[int, ...] | None = None, batch_size: int | None = None,
+                 cuda_graph: bool = False) -> QABackend:
     """Open a QA model for inference; the backend is chosen by the artifact: ONNX -> onnxruntime, except a graph of
-    TensorRT plugin nodes, which runs on the CPU through the numpy plugin references (slow; for verification)."""
+    TensorRT plugin nodes, which runs on the CPU through the numpy plugin references (slow; for verification).
+    With `provider="cuda"` (or any `buckets`) onnxruntime runs through IOBinding on sequence-length buckets
+    (run/ort_cuda.py), optionally replaying one CUDA graph per bucket."""
     from bertrt.run.runners import ReferenceRunner, uses_trt_plugins
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
@@ -86,11 +104,34 @@ def open_backend(path: str | Path, provider: str = "cpu", threads: int | None = 
     model, cfg = load_qa_model(path)
     if uses_trt_plugins(model):
         return QABackend(ReferenceRunner(model, name="plugin-reference"), cfg, f"numpy plugin references: {path}")
+    from bertrt.surgery.packing import is_packed
+
+    if is_packed(model) and provider != "cuda":
+        raise BertrtError(f"{path}: a packing-mode (varseqlen) model runs only on onnxruntime's CUDA provider "
+                          f"(use --provider cuda)")
     session_config = ort_session_config(model, source=str(path))
     source: Path | bytes = path
     if session_config.get("session.disable_quant_qdq") == "1":
         from bertrt.run.dequantize import fold_weight_dequantize
 
         source = fold_weight_dequantize(model).SerializeToString()
+    if provider == "cuda" or buckets or cuda_graph:
+        return _bound_backend(source, path, cfg, provider, threads, session_config, buckets, batch_size, cuda_graph)
     session = ort_session(source, provider, threads, session_config)
     return QABackend(OnnxrtRunner(session, name=f"onnxruntime-{provider}"), cfg, f"onnxruntime {provider}: {path}")
+
+
+def _bound_backend(source, path, cfg, provider, threads, session_config, buckets, batch_size, cuda_graph) -> QABackend:
+    from bertrt.run.buckets import DEFAULT_BUCKETS
+    from bertrt.run.ort_cuda import OrtBoundRunner
+
+    if cuda_graph and provider != "cuda":
+        raise BertrtError("CUDA graphs need the CUDA provider (--provider cuda)")
+    session = ort_session(source, provider, threads, session_config,
+                          cuda_options={"enable_cuda_graph": "1"} if cuda_graph else None)
+    runner = OrtBoundRunner(session, device="cuda" if provider == "cuda" else "cpu", cuda_graph=cuda_graph,
+                            name=f"onnxruntime-{provider}-iobinding")
+    buckets = tuple(buckets or DEFAULT_BUCKETS)
+    graph = ", CUDA graphs" if cuda_graph else ""
+    return QABackend(runner, cfg, f"onnxruntime {provider} IOBinding, buckets {','.join(map(str, buckets))}{graph}: "
+                     f"{path}", buckets=buckets, batch_size=batch_size)
