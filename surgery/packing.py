@@ -37,14 +37,15 @@ def to_packing_mode(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnxruntime.transformers.convert_to_packing_mode import PackingMode
     from onnxruntime.transformers.onnx_model import OnnxModel
 
+    if is_packed(model):
+        raise BertrtError("the model is already in packing mode")
     attention = sum(node.op_type == "Attention" for node in model.graph.node)
     if not attention:
         raise BertrtError("varseqlen needs the `ort` target (contrib Attention nodes); run `bertrt surgery --target "
                           "ort` first")
-    if is_packed(model):
-        raise BertrtError("the model is already in packing mode")
     wrapped = OnnxModel(model)
     PackingMode(wrapped).convert(use_symbolic_shape_infer=False)
+    wrapped.topological_sort()  # the converter appends its new nodes at the end
     out = wrapped.model
     counts = {op: sum(node.op_type == op for node in out.graph.node) for op in PACKED_OPS}
     if counts != {"RemovePadding": 1, "RestorePadding": 1, "PackedAttention": attention}:
