@@ -24,7 +24,8 @@ QUANT  := $(OUT)/model.$(TARGET).$(PRECISION).onnx
 # the model `make squad` scores (default: the fp32 export), e.g. EVAL=$(QUANT)
 EVAL   ?= $(OUT)/model.onnx
 
-.PHONY: setup test test-slow export demo infer squad surgery compare inspect perf quantize calibrate clean
+.PHONY: setup test test-slow export demo infer squad surgery compare inspect perf quantize calibrate clean \
+	gpu-model squad-gpu varseqlen perf-gpu
 .DELETE_ON_ERROR:
 
 setup: $(VENV)/.installed
@@ -78,6 +79,27 @@ $(QUANT): $(FUSED)
 # TensorRT 10 implicit INT8: Polygraphy calibration cache named after the model's hash (needs TensorRT).
 calibrate: $(FUSED)
 	$(BERTRT) calibrate --model $(FUSED)
+
+# GPU (onnxruntime-gpu, --provider cuda; see README "GPU runtime"): the FP16 `ort` target is the GPU artifact.
+GPU_MODEL := $(OUT)/model.ort.fp16.onnx
+GPU_BATCH ?= 256
+gpu-model:
+	$(MAKE) quantize TARGET=ort PRECISION=fp16
+
+# Full SQuAD dev on the GPU: IOBinding, sequence-length buckets, one CUDA graph per bucket.
+squad-gpu: gpu-model
+	$(BERTRT) squad --provider cuda --cuda-graph --batch-size $(GPU_BATCH) --model $(GPU_MODEL) \
+		--output $(GPU_MODEL:.onnx=).predictions.json
+
+# Variable sequence length: onnxruntime's packing mode (CUDA provider only).
+varseqlen: gpu-model
+	$(BERTRT) varseqlen --input $(GPU_MODEL)
+
+# GPU latency grid with device-side timing: the GPU model and random-weight BERT-Base/Large (needs torch and
+# transformers), against torch eager / torch + CUDA graph; writes perf-gpu.json, .csv and .png.
+perf-gpu: gpu-model
+	$(BERTRT) perf --provider cuda --model $(GPU_MODEL) --random-bert base --random-bert large --cuda-graph \
+		--batch 1 8 32 128 --seq 128 384 --warmup 5 --runs 100 --output $(OUT)/perf-gpu.json
 
 clean:
 	rm -rf out
