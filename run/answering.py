@@ -44,6 +44,17 @@ class Run:
     seconds: float  # model time (tokenization and post-processing excluded)
 
 
+def _infer_rows(backend: QABackend, feed: dict[str, np.ndarray], indices: list[int], starts: list, ends: list
+                ) -> float:
+    """Run one batch, store row r's logits at position indices[r]; return the seconds spent in the backend."""
+    t0 = time.perf_counter()
+    start, end = backend.infer(feed)
+    seconds = time.perf_counter() - t0
+    for row, i in enumerate(indices):
+        starts[i], ends[i] = start[row], end[row]
+    return seconds
+
+
 def run_logits(backend: QABackend, features: list[Feature], batch_size: int, progress: bool = False
                ) -> tuple[list[np.ndarray], list[np.ndarray], float]:
     """Logits for each feature. With a dynamic-shape backend, features are batched in length order so that each
@@ -60,11 +71,7 @@ def run_logits(backend: QABackend, features: list[Feature], batch_size: int, pro
             chunk = order[first:first + batch_size]
             batch = [features[i] for i in chunk]
             feed = collate(batch, backend.seq_len or max(f.length for f in batch))
-            t0 = time.perf_counter()
-            start, end = backend.infer(feed)
-            seconds += time.perf_counter() - t0
-            for row, i in enumerate(chunk):
-                starts[i], ends[i] = start[row], end[row]
+            seconds += _infer_rows(backend, feed, chunk, starts, ends)
             bar.update(len(chunk))
     return starts, ends, seconds
 
@@ -83,11 +90,7 @@ def bucketed_logits(backend: QABackend, chunks: Iterable[list[Feature]], batch_s
         def run(bucket: int, indices: list[int]) -> None:
             nonlocal seconds
             feed = collate([features[i] for i in indices], bucket, rows=batch_size)
-            t0 = time.perf_counter()
-            start, end = backend.infer(feed)
-            seconds += time.perf_counter() - t0
-            for row, i in enumerate(indices):
-                starts[i], ends[i] = start[row], end[row]
+            seconds += _infer_rows(backend, feed, indices, starts, ends)
             bar.update(len(indices))
 
         for chunk in chunks:
