@@ -71,19 +71,27 @@ class OrtBoundRunner(BaseRunner):
             graph_id = None
             if self.cuda_graph:
                 graph_id, self.graphs = self.graphs, self.graphs + 1
-            self.bindings[shape] = _ShapeBinding(self.session, shape, self.device, self.output_types, graph_id)
+            try:
+                self.bindings[shape] = _ShapeBinding(self.session, shape, self.device, self.output_types, graph_id)
+            except Exception as exc:
+                self._raise_if_out_of_memory(exc, shape)
+                raise
         return self.bindings[shape]
+
+    def _raise_if_out_of_memory(self, exc: Exception, shape: tuple[int, int]) -> None:
+        # onnxruntime raises its own exception types; out-of-memory is the one a user can fix
+        message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        if "alloc" in message.lower() or "out of memory" in message.lower():
+            raise BertrtError(f"batch {shape[0]} x sequence {shape[1]} does not fit in the {self.device} memory "
+                              f"({message}); use a smaller --batch-size") from None
 
     def run_bound(self, shape: tuple[int, int]) -> None:
         """One run on the buffers already bound for `shape` (no copies): what a device-side timer should time."""
         bound = self.bindings[shape]
         try:
             self.session.run_with_iobinding(bound.binding, bound.run_options)
-        except Exception as exc:  # onnxruntime raises its own types; out-of-memory is the one a user can fix
-            message = str(exc).splitlines()[0][:300]
-            if "alloc" in message.lower() or "out of memory" in message.lower():
-                raise BertrtError(f"batch {shape[0]} x sequence {shape[1]} does not fit in the {self.device} "
-                                  f"memory ({message}); use a smaller --batch-size") from None
+        except Exception as exc:
+            self._raise_if_out_of_memory(exc, shape)
             raise
 
     def infer_impl(self, feed_dict):
