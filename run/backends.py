@@ -33,7 +33,11 @@ class QABackend:
     def __enter__(self) -> QABackend:
         self.runner.activate()
         if self.buckets and self.batch_size and hasattr(self.runner, "warm_up"):
-            self.runner.warm_up([(self.batch_size, b) for b in self.buckets])
+            try:
+                self.runner.warm_up([(self.batch_size, b) for b in self.buckets])
+            except BaseException:  # e.g. a batch that does not fit: release the runner, report one line
+                self.runner.deactivate()
+                raise
         return self
 
     def __exit__(self, *exc) -> None:

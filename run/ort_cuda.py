@@ -79,11 +79,12 @@ class OrtBoundRunner(BaseRunner):
         return self.bindings[shape]
 
     def _raise_if_out_of_memory(self, exc: Exception, shape: tuple[int, int]) -> None:
-        # onnxruntime raises its own exception types; out-of-memory is the one a user can fix
+        # onnxruntime raises its own exception types; out-of-memory (or a batch past the kernels' 32-bit indexing,
+        # seen on the H200 at 400,000 x 384) is what a user fixes with a smaller batch
         message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        if "alloc" in message.lower() or "out of memory" in message.lower():
-            raise BertrtError(f"batch {shape[0]} x sequence {shape[1]} does not fit in the {self.device} memory "
-                              f"({message}); use a smaller --batch-size") from None
+        if any(word in message.lower() for word in ("alloc", "out of memory", "32-bit indexing")):
+            raise BertrtError(f"batch {shape[0]} x sequence {shape[1]} does not fit ({message}); use a smaller "
+                              f"--batch-size") from None
 
     def run_bound(self, shape: tuple[int, int]) -> None:
         """One run on the buffers already bound for `shape` (no copies): what a device-side timer should time."""
@@ -92,7 +93,8 @@ class OrtBoundRunner(BaseRunner):
             self.session.run_with_iobinding(bound.binding, bound.run_options)
         except Exception as exc:
             self._raise_if_out_of_memory(exc, shape)
-            raise
+            raise BertrtError(f"onnxruntime failed on batch {shape[0]} x sequence {shape[1]}: "
+                              f"{str(exc).splitlines()[0][:300]}") from None
 
     def infer_impl(self, feed_dict):
         shape = tuple(feed_dict["input_ids"].shape)

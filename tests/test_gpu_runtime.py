@@ -96,6 +96,25 @@ def test_bound_runner_matches_session_run(random_fused):
         np.testing.assert_allclose(got["start_logits"], want["start_logits"], atol=1e-6)
     with pytest.raises(BertrtError, match="CUDA graphs need the CUDA provider"):
         OrtBoundRunner(session, device="cpu", cuda_graph=True)
+    bad = {n: np.full((2, 8), cfg.vocab_size + 5, np.int32) for n in INPUT_NAMES}  # ids past the vocabulary
+    with pytest.raises(BertrtError, match="onnxruntime failed on batch 2 x sequence 8"):
+        runner.infer_impl(bad)
+
+
+def test_failed_warm_up_releases_the_runner(random_fused, monkeypatch):
+    from bertrt.run.backends import open_backend
+
+    _, fused, _ = random_fused(SMALL, "ort")
+    backend = open_backend(fused, buckets=(64,), batch_size=4)
+
+    def too_big(shapes):
+        raise BertrtError("batch 4 x sequence 64 does not fit")
+
+    monkeypatch.setattr(backend.runner, "warm_up", too_big)
+    with pytest.raises(BertrtError, match="does not fit"):
+        with backend:
+            pass
+    assert not backend.runner.is_active
 
 
 def test_bucketed_squad_equals_length_sorted_batches(embedded_onnx, tokenizer):
