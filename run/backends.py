@@ -71,7 +71,8 @@ def ort_session(path: str | Path | bytes, provider: str = "cpu", threads: int | 
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
+    # errors only; with CUDA not even those: a failed run comes back as an exception that bertrt reports in one line
+    options.log_severity_level = 4 if provider == "cuda" else 3
     for key, value in (session_config or {}).items():
         options.add_session_config_entry(key, value)
     providers = ORT_PROVIDERS[provider]
