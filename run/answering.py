@@ -42,6 +42,8 @@ class Run:
     answers: list[Answer]
     features: list[Feature]
     seconds: float  # model time (tokenization and post-processing excluded)
+    feature_seconds: float = 0.0  # tokenization + windows (overlapping the model time on a bucketed backend)
+    post_seconds: float = 0.0  # logits -> answers
 
 
 def _infer_rows(backend: QABackend, feed: dict[str, np.ndarray], indices: list[int], starts: list, ends: list
@@ -106,13 +108,17 @@ def bucketed_logits(backend: QABackend, chunks: Iterable[list[Feature]], batch_s
 
 
 def feature_chunks(examples: list[Example], tokenizer, params: SquadParams, truncate_question: bool,
-                   chunk_examples: int = 1024) -> Iterator[list[Feature]]:
-    """make_features over consecutive chunks of examples (example_index stays an index into `examples`)."""
+                   chunk_examples: int = 1024, spent: list[float] | None = None) -> Iterator[list[Feature]]:
+    """make_features over consecutive chunks of examples (example_index stays an index into `examples`); the
+    seconds each chunk took are appended to `spent`."""
     for first in range(0, len(examples), chunk_examples):
+        t0 = time.perf_counter()
         chunk = make_features(examples[first:first + chunk_examples], tokenizer, params.max_seq_length,
                               params.doc_stride, params.max_query_length, truncate_question=truncate_question)
         for f in chunk:
             f.example_index += first
+        if spent is not None:
+            spent.append(time.perf_counter() - t0)
         yield chunk
 
 
@@ -130,13 +136,16 @@ def answer(backend: QABackend, tokenizer, examples: list[Example], params: Squad
            truncate_question: bool, progress: bool = False, version_2: bool = False,
            null_score_diff_threshold: float = 0.0) -> Run:
     params.check(backend)
+    spent: list[float] = []
     if backend.buckets:
-        chunks = prefetched(feature_chunks(examples, tokenizer, params, truncate_question))
+        chunks = prefetched(feature_chunks(examples, tokenizer, params, truncate_question, spent=spent))
         features, starts, ends, seconds = bucketed_logits(backend, chunks, batch_size, progress)
     else:
-        features = make_features(examples, tokenizer, params.max_seq_length, params.doc_stride,
-                                 params.max_query_length, truncate_question=truncate_question)
+        # one chunk holding every example: all features exist before the length-sorted batches are formed
+        features = next(feature_chunks(examples, tokenizer, params, truncate_question, max(len(examples), 1), spent),
+                        [])
         starts, ends, seconds = run_logits(backend, features, batch_size, progress)
+    t0 = time.perf_counter()
     answers = best_answers(examples, features, starts, ends, params.n_best, params.max_answer_length,
                            version_2=version_2, null_score_diff_threshold=null_score_diff_threshold)
-    return Run(answers, features, seconds)
+    return Run(answers, features, seconds, sum(spent), time.perf_counter() - t0)
