@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -132,6 +133,12 @@ def prefetched(items: Iterator) -> Iterator:
             yield item
 
 
+def post_workers(n_examples: int) -> int:
+    """Processes for post-processing: one per core up to 8 for a large run (forking costs tens of ms each, more
+    than a few hundred examples take in one process)."""
+    return min(8, os.cpu_count() or 1) if n_examples >= 2000 else 1
+
+
 def answer(backend: QABackend, tokenizer, examples: list[Example], params: SquadParams, batch_size: int,
            truncate_question: bool, progress: bool = False, version_2: bool = False,
            null_score_diff_threshold: float = 0.0) -> Run:
@@ -147,5 +154,6 @@ def answer(backend: QABackend, tokenizer, examples: list[Example], params: Squad
         starts, ends, seconds = run_logits(backend, features, batch_size, progress)
     t0 = time.perf_counter()
     answers = best_answers(examples, features, starts, ends, params.n_best, params.max_answer_length,
-                           version_2=version_2, null_score_diff_threshold=null_score_diff_threshold)
+                           version_2=version_2, null_score_diff_threshold=null_score_diff_threshold,
+                           workers=post_workers(len(examples)))
     return Run(answers, features, seconds, sum(spent), time.perf_counter() - t0)

@@ -234,3 +234,21 @@ def test_bad_gpu_input_one_line(embedded_onnx, capsys, tmp_path):
                                "--output", tmp_path / "p.json")
         assert_one_line_error(code, err, "no CUDA execution provider")
         assert not (tmp_path / "p.json").exists()
+
+
+def test_post_processing_in_processes_equals_one_process(tokenizer):
+    """The forked post-processing (used for large runs) gives exactly the answers of the single-process loop, on
+    real dev questions with logits that vary per feature."""
+    from bertrt.run.features import make_features
+    from bertrt.run.postprocess import best_answers
+    from bertrt.run.squad_data import load_squad
+
+    examples, _ = load_squad(require(DEV))
+    examples = examples[:300]
+    features = make_features(examples, tokenizer)
+    rng = np.random.default_rng(1)
+    starts = [rng.standard_normal(f.length).astype(np.float32) for f in features]
+    ends = [rng.standard_normal(f.length).astype(np.float32) for f in features]
+    one = best_answers(examples, features, starts, ends)
+    forked = best_answers(examples, features, starts, ends, workers=3)
+    assert forked == one and len({a.text for a in one}) > 100
