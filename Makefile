@@ -39,7 +39,7 @@ HTTP_PORT   ?= 8000
 GRPC_PORT   ?= 8001
 
 .PHONY: setup test test-slow export demo infer squad surgery compare inspect perf quantize build calibrate \
-	notebook notebook-figures triton-repo serve serve-bench clean
+	notebook notebook-figures triton-repo serve serve-bench gpu-model squad-gpu varseqlen perf-gpu clean
 .DELETE_ON_ERROR:
 
 setup: $(VENV)/.installed
@@ -127,6 +127,27 @@ serve: $(SERVE_MODEL)
 # Throughput and p50/p99 latency at concurrency 1, 8 and 32 (own server on free local ports).
 serve-bench: $(SERVE_MODEL)
 	$(BERTRT) serve-bench --model $(SERVE_MODEL) --passage "$(PASSAGE)" --question "$(QUESTION)"
+
+# GPU (onnxruntime-gpu, --provider cuda; see README "GPU runtime"): the FP16 `ort` target is the GPU artifact.
+GPU_MODEL := $(OUT)/model.ort.fp16.onnx
+GPU_BATCH ?= 256
+gpu-model:
+	$(MAKE) quantize TARGET=ort PRECISION=fp16
+
+# Full SQuAD dev on the GPU: IOBinding, sequence-length buckets, one CUDA graph per bucket.
+squad-gpu: gpu-model
+	$(BERTRT) squad --provider cuda --cuda-graph --batch-size $(GPU_BATCH) --model $(GPU_MODEL) \
+		--output $(GPU_MODEL:.onnx=).predictions.json
+
+# Variable sequence length: onnxruntime's packing mode (CUDA provider only).
+varseqlen: gpu-model
+	$(BERTRT) varseqlen --input $(GPU_MODEL)
+
+# GPU latency grid with device-side timing: the GPU model and random-weight BERT-Base/Large (needs torch and
+# transformers), against torch eager / torch + CUDA graph; writes perf-gpu.json, .csv and .png.
+perf-gpu: gpu-model
+	$(BERTRT) perf --provider cuda --model $(GPU_MODEL) --random-bert base --random-bert large --cuda-graph \
+		--batch 1 8 32 128 --seq 128 384 --warmup 5 --runs 100 --output $(OUT)/perf-gpu.json
 
 clean:
 	rm -rf out

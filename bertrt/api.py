@@ -25,7 +25,7 @@ from bertrt.run.squad_data import Example
 
 __all__ = ["SquadParams", "Answer", "TokenProbabilities", "QuestionAnswerer", "export_model", "fuse", "quantize",
            "build_engine",
-           "compare_models", "squad_scores", "perf", "read_perf"]
+           "compare_models", "squad_scores", "perf", "perf_gpu", "read_perf"]
 
 
 def export_model(checkpoint: str | Path, output: str | Path, *, bert_config: str | Path | None = None,
@@ -85,7 +85,7 @@ class QuestionAnswerer:
         from bertrt.run.backends import check_fits, open_backend
         from bertrt.run.tokenizer import load_tokenizer
 
-        self.backend = open_backend(Path(model), **backend_options)
+        self.backend = open_backend(Path(model), batch_size=batch_size, **backend_options)
         self.tokenizer = load_tokenizer(Path(vocab), expected_vocab_size=self.backend.config.vocab_size)
         self.params = params or SquadParams()
         self.batch_size = batch_size
@@ -171,20 +171,19 @@ def squad_scores(model: str | Path, squad_json: str | Path, vocab: str | Path, o
 
 
 def perf(models: list[str | Path], batches: list[int], seqs: list[int], output: str | Path, warmup: int = 3,
-         runs: int = 20, provider: str = "cpu", threads: int | None = None) -> list:
+         runs: int = 20, provider: str = "cpu", threads: int | None = None, buckets: tuple[int, ...] | None = None,
+         cuda_graph: bool = False) -> list:
     """Latency of each model over batch x seq (`bertrt perf`), all in one process with models interleaved per
     shape so that drift of the machine affects every model alike; writes `output` JSON and a CSV beside it."""
     import contextlib
-    import os
-    import platform
 
-    from bertrt.artifacts import tool_versions
     from bertrt.run.backends import open_backend
     from bertrt.run.perf import check_shapes, time_backend, write_results
 
     if not models or min([*batches, *seqs, runs, 1]) < 1 or warmup < 0:
         raise BertrtError("perf needs at least one model, and positive batches, sequence lengths and runs")
-    opened = [(Path(m), open_backend(Path(m), provider=provider, threads=threads)) for m in models]
+    opened = [(Path(m), open_backend(Path(m), provider=provider, threads=threads, buckets=buckets,
+                                     cuda_graph=cuda_graph)) for m in models]
     for _, backend in opened:  # every shape checked (model, profiles, memory) before any model is loaded
         check_shapes(backend.config, batches, seqs)
         for batch in batches:
@@ -197,10 +196,34 @@ def perf(models: list[str | Path], batches: list[int], seqs: list[int], output: 
             for seq in seqs:
                 for path, backend in backends:
                     timings.append(time_backend(backend, path.name, batch, seq, warmup, runs))
-    write_results(timings, Path(output), {"provider": provider,
-                                          "machine": platform.processor() or platform.machine(),
-                                          "cpu_count": os.cpu_count(), "tools": tool_versions()})
+    write_results(timings, Path(output), {"provider": provider, "clock": "host", **_machine()})
     return timings
+
+
+def perf_gpu(models: list[str | Path], random_bert: list[str], batches: list[int], seqs: list[int],
+             output: str | Path, warmup: int = 5, runs: int = 100, cuda_graph: bool = False, peers: bool = True,
+             vocab: str | Path | None = None) -> list:
+    """`bertrt perf --provider cuda`: device-side (CUDA event) latency of the given models and of random-weight
+    BERT-Base/Large (`random_bert`, built from their configs; needs torch + transformers) on bertrt's IOBinding
+    runner (and CUDA graphs), with torch eager / torch + CUDA graph as peers; writes JSON, CSV and PNG."""
+    from bertrt.run.perf import write_results
+    from bertrt.run.perf_gpu import sweep
+
+    timings, meta = sweep([Path(m) for m in models], list(random_bert), Path(output).parent,
+                          Path(vocab) if vocab else None, batches, seqs, warmup, runs, cuda_graph, peers)
+    write_results(timings, Path(output), {**meta, **_machine()})
+    return timings
+
+
+def _machine() -> dict:
+    """Where a timing was taken (recorded in every perf JSON)."""
+    import os
+    import platform
+
+    from bertrt.artifacts import tool_versions
+
+    return {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "tools": tool_versions()}
 
 
 def read_perf(path: str | Path) -> list[dict]:

@@ -2,7 +2,7 @@
 spelling, help and config fallback, and every subcommand that needs it adds the same group.
 
 - model:   --model (.onnx / .engine), --vocab
-- backend: --provider (onnxruntime execution provider), --threads
+- backend: --provider (onnxruntime execution provider), --threads, --buckets, --cuda-graph
 - shapes:  --batch-size, --seq-len (one value, or several for grids such as `perf`)
 - squad:   --doc-stride, --max-query-length, --n-best, --max-answer-length
 
@@ -31,10 +31,11 @@ def required(value, what: str):
 
 
 # --- model ----------------------------------------------------------------------------------------------------
-def add_model_args(p, several: bool = False, vocab: bool = True) -> None:
+def add_model_args(p, several: bool = False, vocab: bool = True, required: bool = True) -> None:
     help_ = "QA model: .onnx from bertrt, or an .engine from `bertrt build` (default out/<config>/model.onnx)"
     if several:
-        p.add_argument("--model", type=Path, action="append", required=True, help=help_ + "; repeat to compare")
+        p.add_argument("--model", type=Path, action="append", required=required, default=[],
+                       help=help_ + "; repeat to compare")
     else:
         p.add_argument("--model", type=Path, help=help_)
     if vocab:
@@ -62,13 +63,20 @@ def add_backend_args(p) -> None:
     p.add_argument("--provider", choices=PROVIDERS, help="onnxruntime execution provider for ONNX models "
                                                          "(default: the config's run.provider)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+    p.add_argument("--buckets", help="sequence-length buckets, e.g. 128,192,256,320,384 (default with --provider "
+                                     "cuda; each batch is padded to its bucket and to --batch-size rows)")
+    p.add_argument("--cuda-graph", action="store_true", help="--provider cuda: replay one onnxruntime CUDA graph "
+                                                             "per bucket")
 
 
 def backend_options(args, cfg: PipelineConfig) -> dict:
     """Keyword arguments of `bertrt.run.backends.open_backend` from the backend flags."""
+    from bertrt.run.buckets import parse_buckets
+
     if args.threads is not None and args.threads < 1:
         raise BertrtError(f"--threads must be at least 1, got {args.threads}")
-    return {"provider": pick(args.provider, cfg, "run", "provider"), "threads": args.threads}
+    return {"provider": pick(args.provider, cfg, "run", "provider"), "threads": args.threads,
+            "buckets": parse_buckets(args.buckets) if args.buckets else None, "cuda_graph": args.cuda_graph}
 
 
 # --- shapes ---------------------------------------------------------------------------------------------------

@@ -171,12 +171,15 @@ def _run_compare(args, cfg: PipelineConfig) -> int:
 # --- perf -----------------------------------------------------------------------------------------------------
 def _add_perf(sub) -> None:
     p = sub.add_parser("perf", help="latency of one or more models over batch x sequence (same process)")
-    ag.add_model_args(p, several=True, vocab=False)
+    ag.add_model_args(p, several=True, vocab=False, required=False)
     ag.add_backend_args(p)
     ag.add_shape_args(p, several=True, batch_default=[1, 8], seq_default=[128, 384])
+    p.add_argument("--random-bert", choices=["base", "large"], action="append", default=[],
+                   help="--provider cuda: also a random-weight BERT-Base/Large built from its config (needs torch)")
+    p.add_argument("--no-peers", action="store_true", help="--provider cuda: skip the torch eager/CUDA graph peers")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--output", type=Path, help="perf JSON (+ .csv beside it; default out/<config>/perf.json)")
+    p.add_argument("--output", type=Path, help="perf JSON (+ .csv and .png beside it; default out/<config>/perf.json)")
     p.set_defaults(run=_run_perf)
 
 
@@ -188,12 +191,18 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     batches, seqs = ag.shapes(args, cfg)
     if args.runs < 1 or args.warmup < 0:
         raise BertrtError("--runs must be positive and --warmup not negative")
+    options = ag.backend_options(args, cfg)
+    if not args.model and not (args.random_bert and options["provider"] == "cuda"):
+        raise BertrtError("no model given (--model, or --random-bert with --provider cuda)")
     output = args.output or cfg.out_dir / "perf.json"
     check_outputs(perf_outputs(output), args.model)
-    timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs,
-                       **ag.backend_options(args, cfg))
+    if options["provider"] == "cuda":  # device-side timing, random-weight models and torch peers (run/perf_gpu.py)
+        timings = api.perf_gpu(args.model, args.random_bert, batches, seqs, output, args.warmup, args.runs,
+                               args.cuda_graph, peers=not args.no_peers, vocab=cfg.get("model", "vocab"))
+    else:
+        timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs, **options)
     print(format_table(timings))
-    print(f"wrote {output} and {output.with_suffix('.csv')}")
+    print(f"wrote {', '.join(map(str, perf_outputs(output)))}")
     return 0
 
 
@@ -205,9 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     from bertrt.build.cli import add_build, add_calibrate
     from bertrt.calibration.cli import add_quantize
     from bertrt.serve.cli import add_serve, add_serve_bench, add_triton_repo
+    from bertrt.surgery.packing import add_varseqlen
 
     for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf, add_quantize,
-                add_build, add_calibrate, add_triton_repo, add_serve, add_serve_bench):
+                add_varseqlen, add_build, add_calibrate, add_triton_repo, add_serve, add_serve_bench):
         add(sub)
     return parser
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from bertrt.run.backends import QABackend, check_fits
+from bertrt.run.buckets import BucketBatcher, check_buckets
 from bertrt.run.features import Feature, collate, make_features
 from bertrt.run.postprocess import Answer, best_answers
 from bertrt.run.squad_data import Example
@@ -24,10 +28,13 @@ class SquadParams:
     max_answer_length: int = 30
 
     def check(self, backend: QABackend, batch_size: int = 1) -> None:
-        """Before any work: the model (and an engine's profiles) must take batches padded to max_seq_length."""
+        """Before any work: the model (and an engine's profiles, a backend's buckets) must take batches padded to
+        max_seq_length."""
         if backend.seq_len is not None and backend.seq_len != self.max_seq_length:
             raise BertrtError(f"max sequence length {self.max_seq_length} differs from the model's fixed "
                               f"length {backend.seq_len}")
+        if backend.buckets:
+            check_buckets(backend.buckets, self.max_seq_length, backend.config.max_position_embeddings)
         backend.check_shape(batch_size, self.max_seq_length)
 
 
@@ -36,6 +43,24 @@ class Run:
     answers: list[Answer]
     features: list[Feature]
     seconds: float  # model time (tokenization and post-processing excluded)
+    feature_seconds: float = 0.0  # tokenization + windows (overlapping the model time on a bucketed backend)
+    post_seconds: float = 0.0  # logits -> answers
+
+
+def _infer_rows(backend: QABackend, feed: dict[str, np.ndarray], indices: list[int], starts: list, ends: list
+                ) -> float:
+    """Run one batch, store row r's logits at position indices[r]; return the seconds spent in the backend."""
+    t0 = time.perf_counter()
+    start, end = backend.infer(feed)
+    seconds = time.perf_counter() - t0
+    lengths = feed["input_mask"].sum(axis=1)  # the features are left-aligned: 1s, then padding
+    for row, i in enumerate(indices):
+        n = int(lengths[row])
+        if not (np.isfinite(start[row, :n]).all() and np.isfinite(end[row, :n]).all()):
+            raise BertrtError(f"the model gave non-finite logits (NaN or infinity) for feature {i}: "
+                              f"a broken model (e.g. a LayerNorm epsilon <= 0)")
+        starts[i], ends[i] = start[row], end[row]
+    return seconds
 
 
 def run_logits(backend: QABackend, features: list[Feature], batch_size: int, progress: bool = False
@@ -54,17 +79,69 @@ def run_logits(backend: QABackend, features: list[Feature], batch_size: int, pro
             chunk = order[first:first + batch_size]
             batch = [features[i] for i in chunk]
             feed = collate(batch, backend.padded_length(max(f.length for f in batch)))
-            t0 = time.perf_counter()
-            start, end = backend.infer(feed)
-            seconds += time.perf_counter() - t0
-            for row, i in enumerate(chunk):
-                n = features[i].length
-                if not (np.isfinite(start[row, :n]).all() and np.isfinite(end[row, :n]).all()):
-                    raise BertrtError(f"the model gave non-finite logits (NaN or infinity) for feature {i}: "
-                                      f"a broken model (e.g. a LayerNorm epsilon <= 0)")
-                starts[i], ends[i] = start[row], end[row]
+            seconds += _infer_rows(backend, feed, chunk, starts, ends)
             bar.update(len(chunk))
     return starts, ends, seconds
+
+
+def bucketed_logits(backend: QABackend, chunks: Iterable[list[Feature]], batch_size: int, progress: bool = False
+                    ) -> tuple[list[Feature], list[np.ndarray], list[np.ndarray], float]:
+    """Features (concatenated from `chunks`, in order) and their logits, run in batches of `batch_size` rows of one
+    sequence-length bucket each, so the backend sees only the shapes it warmed up. Batches start as soon as a
+    chunk completes one; the partial batch of each bucket runs at the end (padded to `batch_size` rows)."""
+    features: list[Feature] = []
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    batcher = BucketBatcher(backend.buckets, batch_size)
+    seconds = 0.0
+    with tqdm(unit="feature", disable=not progress, mininterval=2.0) as bar:
+        def run(bucket: int, indices: list[int]) -> None:
+            nonlocal seconds
+            feed = collate([features[i] for i in indices], bucket, rows=batch_size)
+            seconds += _infer_rows(backend, feed, indices, starts, ends)
+            bar.update(len(indices))
+
+        for chunk in chunks:
+            first = len(features)
+            features.extend(chunk)
+            starts.extend([np.empty(0)] * len(chunk))
+            ends.extend([np.empty(0)] * len(chunk))
+            for bucket, indices in batcher.add((first + k, f.length) for k, f in enumerate(chunk)):
+                run(bucket, indices)
+        for bucket, indices in batcher.flush():
+            run(bucket, indices)
+    return features, starts, ends, seconds
+
+
+def feature_chunks(examples: list[Example], tokenizer, params: SquadParams, truncate_question: bool,
+                   chunk_examples: int = 1024, spent: list[float] | None = None) -> Iterator[list[Feature]]:
+    """make_features over consecutive chunks of examples (example_index stays an index into `examples`); the
+    seconds each chunk took are appended to `spent`."""
+    for first in range(0, len(examples), chunk_examples):
+        t0 = time.perf_counter()
+        chunk = make_features(examples[first:first + chunk_examples], tokenizer, params.max_seq_length,
+                              params.doc_stride, params.max_query_length, truncate_question=truncate_question)
+        for f in chunk:
+            f.example_index += first
+        if spent is not None:
+            spent.append(time.perf_counter() - t0)
+        yield chunk
+
+
+def prefetched(items: Iterator) -> Iterator:
+    """The items of `items`, each next one computed in a background thread while the caller works on the current
+    one: tokenization (Rust, GIL released) overlaps the GPU runs (onnxruntime releases the GIL while it runs)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(next, items, None)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(next, items, None)
+            yield item
+
+
+def post_workers(n_examples: int) -> int:
+    """Processes for post-processing: one per core up to 8 for a large run (forking costs tens of ms each, more
+    than a few hundred examples take in one process)."""
+    return min(8, os.cpu_count() or 1) if n_examples >= 2000 else 1
 
 
 def answer(backend: QABackend, tokenizer, examples: list[Example], params: SquadParams, batch_size: int,
@@ -72,9 +149,17 @@ def answer(backend: QABackend, tokenizer, examples: list[Example], params: Squad
            null_score_diff_threshold: float = 0.0) -> Run:
     params.check(backend, batch_size)
     check_fits(backend.config, batch_size, params.max_seq_length)
-    features = make_features(examples, tokenizer, params.max_seq_length, params.doc_stride,
-                             params.max_query_length, truncate_question=truncate_question)
-    starts, ends, seconds = run_logits(backend, features, batch_size, progress)
+    spent: list[float] = []
+    if backend.buckets:
+        chunks = prefetched(feature_chunks(examples, tokenizer, params, truncate_question, spent=spent))
+        features, starts, ends, seconds = bucketed_logits(backend, chunks, batch_size, progress)
+    else:
+        # one chunk holding every example: all features exist before the length-sorted batches are formed
+        features = next(feature_chunks(examples, tokenizer, params, truncate_question, max(len(examples), 1), spent),
+                        [])
+        starts, ends, seconds = run_logits(backend, features, batch_size, progress)
+    t0 = time.perf_counter()
     answers = best_answers(examples, features, starts, ends, params.n_best, params.max_answer_length,
-                           version_2=version_2, null_score_diff_threshold=null_score_diff_threshold)
-    return Run(answers, features, seconds)
+                           version_2=version_2, null_score_diff_threshold=null_score_diff_threshold,
+                           workers=post_workers(len(examples)))
+    return Run(answers, features, seconds, sum(spent), time.perf_counter() - t0)

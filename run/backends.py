@@ -11,7 +11,9 @@ activated, after every check that needs no GPU), wrapped in a `QABackend` with t
 | `.onnx` with TensorRT plugin nodes | `ReferenceRunner` (numpy plugin references; slow, for verification) |
 | other `.onnx` | `ONNX_RUNNERS[provider]` (onnxruntime; the artifact's session config always applied) |
 
-To add a backend for ONNX models (e.g. an onnxruntime CUDA runner with IOBinding and buckets), register a factory
+ONNX models on the `cuda` provider (or given sequence-length buckets) run on `OrtBoundRunner` (run/ort_cuda.py):
+IOBinding with device-resident buffers per shape, batches padded to buckets and warmed up on entry, optionally one
+onnxruntime CUDA graph per bucket. To add a backend for ONNX models, register a factory
 `(OnnxArtifact, RunOptions) -> QABackend` in `ONNX_RUNNERS` under its provider name (and add the options it needs
 to `RunOptions` and `open_backend`).
 """
@@ -40,6 +42,9 @@ class RunOptions:
     provider: str = "cpu"  # onnxruntime execution provider (ONNX models)
     threads: int | None = None  # onnxruntime intra-op threads
     extra_outputs: tuple[str, ...] = ()  # intermediate tensors to return too (compare --per-layer)
+    buckets: tuple[int, ...] | None = None  # sequence-length buckets (run/buckets.py); None: pad to the longest
+    batch_size: int | None = None  # rows every bucketed batch is padded to (the shapes warmed up on entry)
+    cuda_graph: bool = False  # one onnxruntime CUDA graph per bucket
 
 
 @dataclass(frozen=True)
@@ -56,12 +61,22 @@ class QABackend:
     config: BertConfig
     description: str
     profiles: tuple = ()  # engine optimization profiles (bertrt.build.profiles.QAProfile); () takes any shape
+    # Sequence-length buckets (run/buckets.py): batches are padded to a bucket and to `batch_size` rows, and those
+    # shapes are warmed up on entry. None: each batch is padded only to its longest feature.
+    buckets: tuple[int, ...] | None = None
+    batch_size: int | None = None
 
     def __post_init__(self):
         self._profile = 0
 
     def __enter__(self) -> QABackend:
         self.runner.activate()
+        if self.buckets and self.batch_size and hasattr(self.runner, "warm_up"):
+            try:
+                self.runner.warm_up([(self.batch_size, b) for b in self.buckets])
+            except BaseException:  # e.g. a batch that does not fit: release the runner, report one line
+                self.runner.deactivate()
+                raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -122,7 +137,7 @@ def check_fits(cfg: BertConfig, batch: int, seq: int, batch_flag: str = "--batch
 
 
 def ort_session(path: str | Path | bytes, provider: str = "cpu", threads: int | None = None,
-                session_config: dict[str, str] | None = None):
+                session_config: dict[str, str] | None = None, cuda_options: dict[str, str] | None = None):
     """An onnxruntime session set up for this machine: all graph optimizations, one intra-op thread per core,
     sequential execution (inter-op threads only compete for the same cores on small machines)."""
     import onnxruntime as ort
@@ -136,21 +151,28 @@ def ort_session(path: str | Path | bytes, provider: str = "cpu", threads: int | 
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
+    # errors only; with CUDA not even those: a failed run comes back as an exception that bertrt reports in one line
+    options.log_severity_level = 4 if provider == "cuda" else 3
     for key, value in (session_config or {}).items():
         options.add_session_config_entry(key, value)
+    providers = ORT_PROVIDERS[provider]
+    if provider == "cuda":
+        if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu >= 1.21: load CUDA/cuDNN from the nvidia-* wheels if there
+            ort.preload_dlls()
+        if cuda_options:
+            providers = [("CUDAExecutionProvider", cuda_options), *providers[1:]]
+    where = "model" if isinstance(path, bytes) else path
     try:
-        return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options,
-                                    providers=ORT_PROVIDERS[provider])
+        session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        where = "model" if isinstance(path, bytes) else path
         raise BertrtError(f"{where}: onnxruntime cannot load it ({str(exc).splitlines()[0][:300]})") from None
+    if provider == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+        raise BertrtError(f"{where}: onnxruntime could not start its CUDA provider (CUDA or cuDNN libraries missing?)")
+    return session
 
 
-def _ort_backend(artifact: OnnxArtifact, options: RunOptions) -> QABackend:
-    """onnxruntime through Polygraphy's OnnxrtRunner, with the artifact's session config applied."""
-    from polygraphy.backend.onnxrt import OnnxrtRunner
-
+def _session(artifact: OnnxArtifact, options: RunOptions, cuda_options: dict[str, str] | None = None):
+    """The onnxruntime session of an artifact, with its session config applied."""
     model = artifact.model
     fold = artifact.session_config.get("session.disable_quant_qdq") == "1"
     if fold:
@@ -159,13 +181,43 @@ def _ort_backend(artifact: OnnxArtifact, options: RunOptions) -> QABackend:
         model = fold_weight_dequantize(model)
     # The file itself when the graph is unchanged (no 90 MB copy), else the changed graph's bytes.
     source = model.SerializeToString() if fold or options.extra_outputs else artifact.path
-    session = ort_session(source, options.provider, options.threads, artifact.session_config)
-    return QABackend(OnnxrtRunner(session, name=f"onnxruntime-{options.provider}:{artifact.path.name}"),
+    return ort_session(source, options.provider, options.threads, artifact.session_config, cuda_options)
+
+
+def _ort_backend(artifact: OnnxArtifact, options: RunOptions) -> QABackend:
+    """onnxruntime through Polygraphy's OnnxrtRunner (the bound runner when buckets are asked for)."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner
+
+    if options.buckets or options.cuda_graph:
+        return _bound_backend(artifact, options)
+    return QABackend(OnnxrtRunner(_session(artifact, options), name=f"onnxruntime-{options.provider}:{artifact.path.name}"),
                      artifact.config, f"onnxruntime {options.provider}: {artifact.path}")
 
 
+def _bound_backend(artifact: OnnxArtifact, options: RunOptions) -> QABackend:
+    """onnxruntime through IOBinding on sequence-length buckets (run/ort_cuda.py), optionally replaying one CUDA
+    graph per bucket: the GPU path (and the same feeding on the CPU when buckets are given)."""
+    from bertrt.run.buckets import DEFAULT_BUCKETS
+    from bertrt.run.ort_cuda import OrtBoundRunner
+
+    if options.cuda_graph and options.provider != "cuda":
+        raise BertrtError("CUDA graphs need the CUDA provider (--provider cuda)")
+    if options.extra_outputs:
+        raise BertrtError("per-layer outputs are compared on the plain onnxruntime runner (leave out --buckets and "
+                          "--cuda-graph)")
+    session = _session(artifact, options, cuda_options={"enable_cuda_graph": "1"} if options.cuda_graph else None)
+    runner = OrtBoundRunner(session, device="cuda" if options.provider == "cuda" else "cpu",
+                            cuda_graph=options.cuda_graph, name=f"onnxruntime-{options.provider}-iobinding:{artifact.path.name}")
+    buckets = tuple(options.buckets or DEFAULT_BUCKETS)
+    graph = ", CUDA graphs" if options.cuda_graph else ""
+    return QABackend(runner, artifact.config, f"onnxruntime {options.provider} IOBinding, buckets "
+                     f"{','.join(map(str, buckets))}{graph}: {artifact.path}", buckets=buckets,
+                     batch_size=options.batch_size)
+
+
 # provider -> factory of the backend for ONNX models (see the module docstring)
-ONNX_RUNNERS: dict[str, Callable[[OnnxArtifact, RunOptions], QABackend]] = {"cpu": _ort_backend, "cuda": _ort_backend}
+ONNX_RUNNERS: dict[str, Callable[[OnnxArtifact, RunOptions], QABackend]] = {"cpu": _ort_backend,
+                                                                             "cuda": _bound_backend}
 
 
 def with_outputs(model: onnx.ModelProto, names: tuple[str, ...]) -> onnx.ModelProto:
@@ -206,8 +258,13 @@ def _open_onnx(path: Path, options: RunOptions) -> QABackend:
     from bertrt.run.runners import ReferenceRunner
     from bertrt.targets import target_of
 
+    from bertrt.surgery.packing import is_packed
+
     model, cfg = load_qa_model(path)
     session_config = ort_session_config(model, source=str(path))  # checked for every ONNX model, used by ort ones
+    if is_packed(model) and options.provider != "cuda":
+        raise BertrtError(f"{path}: a packing-mode (varseqlen) model runs only on onnxruntime's CUDA provider "
+                          f"(use --provider cuda)")
     model = with_outputs(model, options.extra_outputs)
     target = target_of(model)
     if not target.onnxruntime:
@@ -220,11 +277,13 @@ def _open_onnx(path: Path, options: RunOptions) -> QABackend:
 
 
 def open_backend(model: str | Path, provider: str = "cpu", threads: int | None = None,
-                 extra_outputs: tuple[str, ...] | list[str] = ()) -> QABackend:
+                 extra_outputs: tuple[str, ...] | list[str] = (), buckets: tuple[int, ...] | None = None,
+                 batch_size: int | None = None, cuda_graph: bool = False) -> QABackend:
     """Open any QA artifact for inference (see the module docstring for which runner each gets). Checks that need
     no device happen here; an engine is deserialized on activation (`with backend:`)."""
     path = Path(model)
-    options = RunOptions(provider, threads, tuple(extra_outputs))
+    options = RunOptions(provider, threads, tuple(extra_outputs), tuple(buckets) if buckets else None, batch_size,
+                         cuda_graph)
     if is_checkpoint(path):
         return _open_checkpoint(path, options)
     if path.suffix in ENGINE_SUFFIXES:

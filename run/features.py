@@ -176,11 +176,15 @@ def make_features(
     return features
 
 
-def collate(features: Sequence[Feature], seq_len: int) -> dict[str, np.ndarray]:
-    """Stack features into zero-padded int32 [batch, seq_len] arrays: input_ids, segment_ids, input_mask."""
-    ids = np.zeros((len(features), seq_len), dtype=np.int32)
+def collate(features: Sequence[Feature], seq_len: int, rows: int | None = None) -> dict[str, np.ndarray]:
+    """Stack features into zero-padded int32 [batch, seq_len] arrays: input_ids, segment_ids, input_mask.
+
+    `rows` pads the batch to a fixed number of rows (fixed shapes for bucketed runtimes); a padding row holds one
+    unmasked token, so that no attention row is empty."""
+    ids = np.zeros((max(len(features), rows or 0), seq_len), dtype=np.int32)
     segments = np.zeros_like(ids)
     mask = np.zeros_like(ids)
+    mask[len(features):, 0] = 1
     for row, f in enumerate(features):
         if f.length > seq_len:
             raise BertrtError(

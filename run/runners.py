@@ -14,7 +14,7 @@ from polygraphy.common import TensorMetadata
 from bertrt.qa_contract import INPUT_NAMES
 
 
-def _qa_input_metadata() -> TensorMetadata:
+def qa_input_metadata() -> TensorMetadata:
     meta = TensorMetadata()
     for name in INPUT_NAMES:
         meta.add(name, dtype=np.int32, shape=(None, None))
@@ -37,7 +37,7 @@ class ReferenceRunner(BaseRunner):
         self.output_names = self.outputs or [o.name for o in self.model.graph.output]
 
     def get_input_metadata_impl(self):
-        return _qa_input_metadata()
+        return qa_input_metadata()
 
     def infer_impl(self, feed_dict):
         start = time.time()
@@ -67,7 +67,7 @@ class TfCheckpointRunner(BaseRunner):
         self.qa = build_qa_function(read_weights(source, self.config), self.config)
 
     def get_input_metadata_impl(self):
-        return _qa_input_metadata()
+        return qa_input_metadata()
 
     def infer_impl(self, feed_dict):
         from bertrt.export.tf_model import run_tf

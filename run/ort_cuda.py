@@ -1,0 +1,122 @@
+"""onnxruntime with device-resident I/O: a Polygraphy runner over an InferenceSession that keeps one set of
+preallocated input/output buffers per input shape (IOBinding), copies each input in once and each output out once,
+and can replay one onnxruntime CUDA graph per shape.
+
+Polygraphy's OnnxrtRunner feeds numpy arrays through `session.run`, which allocates and copies every call; with a
+few fixed shapes (see buckets.py) the buffers can instead live on the device for the whole run, which is also what
+onnxruntime's CUDA graphs require (fixed input/output addresses). Written against onnxruntime's public Python API
+(OrtValue, IOBinding, RunOptions `gpu_graph_id`, CUDA provider option `enable_cuda_graph`); on the CPU provider the
+same runner works with host buffers (so its logic is tested without a GPU)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from polygraphy.backend.base import BaseRunner
+
+from bertrt.errors import BertrtError
+from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES
+
+_ORT_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class _ShapeBinding:
+    """The device buffers and IOBinding of one (batch, seq) shape, and its CUDA graph id."""
+
+    def __init__(self, session, shape: tuple[int, int], device: str, output_types: dict, graph_id: int | None):
+        import onnxruntime as ort
+
+        self.binding = session.io_binding()
+        self.inputs = {n: ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.int32, device, 0)
+                       for n in INPUT_NAMES}
+        self.outputs = {n: ort.OrtValue.ortvalue_from_shape_and_type(list(shape), output_types[n], device, 0)
+                        for n in OUTPUT_NAMES}
+        for name, value in self.inputs.items():
+            self.binding.bind_ortvalue_input(name, value)
+        for name, value in self.outputs.items():
+            self.binding.bind_ortvalue_output(name, value)
+        self.run_options = ort.RunOptions()
+        if graph_id is not None:  # onnxruntime keeps one captured graph per id; the first runs of an id capture it
+            self.run_options.add_run_config_entry("gpu_graph_id", str(graph_id))
+
+
+class OrtBoundRunner(BaseRunner):
+    """Runs the QA contract (int32 [B, S] inputs, float [B, S] logits) through IOBinding.
+
+    `session` is an onnxruntime InferenceSession (made with `enable_cuda_graph` when `cuda_graph` is set);
+    `device` is the OrtValue device of the bound buffers: "cuda" or "cpu"."""
+
+    def __init__(self, session, device: str = "cuda", cuda_graph: bool = False, name: str | None = None):
+        super().__init__(name=name, prefix="ort-bound-runner")
+        if cuda_graph and device != "cuda":
+            raise BertrtError("CUDA graphs need the CUDA provider (--provider cuda)")
+        self.session = session
+        self.device = device
+        self.cuda_graph = cuda_graph
+        self.output_types = {o.name: _ORT_FLOAT[o.type] for o in session.get_outputs()}
+        self.bindings: dict[tuple[int, int], _ShapeBinding] = {}
+        self.graphs = 0  # graph ids are never reused: onnxruntime keeps each captured graph (with its addresses)
+
+    def activate_impl(self):
+        pass  # the session is made by the caller (backends.open_backend), so that load errors are reported there
+
+    def get_input_metadata_impl(self):
+        from bertrt.run.runners import qa_input_metadata
+
+        return qa_input_metadata()
+
+    def _binding(self, shape: tuple[int, int]) -> _ShapeBinding:
+        if shape not in self.bindings:
+            graph_id = None
+            if self.cuda_graph:
+                graph_id, self.graphs = self.graphs, self.graphs + 1
+            try:
+                self.bindings[shape] = _ShapeBinding(self.session, shape, self.device, self.output_types, graph_id)
+            except Exception as exc:
+                self._raise_if_out_of_memory(exc, shape)
+                raise
+        return self.bindings[shape]
+
+    def _raise_if_out_of_memory(self, exc: Exception, shape: tuple[int, int]) -> None:
+        # onnxruntime raises its own exception types; out-of-memory (or a batch past the kernels' 32-bit indexing,
+        # seen on the H200 at 400,000 x 384) is what a user fixes with a smaller batch
+        message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        if any(word in message.lower() for word in ("alloc", "out of memory", "32-bit indexing")):
+            raise BertrtError(f"batch {shape[0]} x sequence {shape[1]} does not fit ({message}); use a smaller "
+                              f"--batch-size") from None
+
+    def run_bound(self, shape: tuple[int, int]) -> None:
+        """One run on the buffers already bound for `shape` (no copies): what a device-side timer should time."""
+        bound = self.bindings[shape]
+        try:
+            self.session.run_with_iobinding(bound.binding, bound.run_options)
+        except Exception as exc:
+            self._raise_if_out_of_memory(exc, shape)
+            raise BertrtError(f"onnxruntime failed on batch {shape[0]} x sequence {shape[1]}: "
+                              f"{str(exc).splitlines()[0][:300]}") from None
+
+    def infer_impl(self, feed_dict):
+        shape = tuple(feed_dict["input_ids"].shape)
+        bound = self._binding(shape)
+        for name in INPUT_NAMES:
+            bound.inputs[name].update_inplace(np.ascontiguousarray(feed_dict[name], dtype=np.int32))
+        bound.binding.synchronize_inputs()
+        start = time.perf_counter()
+        self.run_bound(shape)
+        # .numpy() copies a device buffer to the host; a host buffer is copied too, since it is reused next call.
+        out = {name: np.array(value.numpy(), copy=True) for name, value in bound.outputs.items()}
+        self.inference_time = time.perf_counter() - start
+        return out
+
+    def warm_up(self, shapes, runs: int = 3) -> None:
+        """Plan (and with CUDA graphs capture) every shape once, before any timed run. onnxruntime's CUDA EP runs a
+        graph id normally a couple of times before it captures it, hence several runs."""
+        for batch, seq in shapes:
+            feed = {n: np.zeros((batch, seq), np.int32) for n in INPUT_NAMES}
+            feed["input_mask"][:, 0] = 1
+            for _ in range(runs):
+                self.infer_impl(feed)
+
+    def deactivate_impl(self):
+        self.bindings.clear()
