@@ -206,8 +206,16 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     return 0
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse prints the usage and then the error; bertrt's contract is one line on stderr and exit code 2
+    (`--help` still shows the usage). Subcommand parsers are made of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bertrt", description=__doc__)
+    parser = _OneLineErrors(prog="bertrt", description=__doc__)
     parser.add_argument("--config", type=Path, help="pipeline config (default configs/minilm-l6-h384-squad11.yaml)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -406,3 +406,17 @@ def test_a_bug_is_one_line_too(capsys, ws, embedded_onnx, monkeypatch):
                            "--debug for the traceback)")
     with pytest.raises(ValueError):
         run_cli(capsys, "--debug", *argv)
+
+
+# --- flags argparse refuses: one line too ----------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, needle", [
+    (["infer", "--batch-size", "eight", "--passage", "x", "--question", "y"], "invalid int value: 'eight'"),
+    (["perf", "--model", "m.onnx", "--runs", "1.5"], "invalid int value: '1.5'"),
+    (["surgery-typo"], "invalid choice: 'surgery-typo'"),
+    (["infer", "--question", "q?"], "one of the arguments --passage --passage-file is required"),
+])
+def test_flag_errors_are_one_line(capsys, argv, needle):
+    with pytest.raises(SystemExit) as exc:
+        run_cli(capsys, *argv)
+    _, err = capsys.readouterr()
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
