@@ -83,13 +83,12 @@ def format_table(timings: list[Timing]) -> str:
 
 def plot_results(timings: list[Timing], output: Path) -> None:
     """PNG: per model, p50 latency vs batch and sequences/s vs batch, one line per runtime and sequence length."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
+    # A Figure of its own, not pyplot: no global backend switch (a notebook calling this keeps its inline plots).
+    from matplotlib.figure import Figure
 
     models = list(dict.fromkeys(t.model for t in timings))
-    fig, axes = plt.subplots(len(models), 2, figsize=(12, 4.2 * len(models)), squeeze=False)
+    fig = Figure(figsize=(12, 4.2 * len(models)))
+    axes = fig.subplots(len(models), 2, squeeze=False)
     for row, model in enumerate(models):
         mine = [t for t in timings if t.model == model]
         for runtime in dict.fromkeys(t.runtime for t in mine):
@@ -109,7 +108,6 @@ def plot_results(timings: list[Timing], output: Path) -> None:
         axes[row, 1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(output, format="png", dpi=110)
-    plt.close(fig)
 
 
 def plot_path(output: Path) -> Path:
