@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -190,43 +191,48 @@ def workers_for(n_examples: int) -> int:
 
 
 @contextmanager
-def gc_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for the block. A SQuAD run allocates millions of small acyclic objects
-    (token spans, answer candidates), and the collector rescans them over and over: with it on, make_features took
-    ~15 % and post-processing ~40 % longer (dev set, measured on a 2-core host). Nothing here makes reference
-    cycles, and whatever the block leaves is collected later as usual."""
-    enabled = gc.isenabled()
+def interpreter_tuned() -> Iterator[None]:
+    """Two interpreter settings for the block (restored after it):
+    - the cyclic garbage collector off: a SQuAD run allocates millions of small acyclic objects (token spans,
+      answer candidates) and the collector rescans them over and over (with it on, make_features took ~15 % and
+      post-processing ~40 % longer on the dev set, measured on a 2-core host). Nothing here makes reference cycles;
+      what the block leaves is collected later as usual;
+    - a 0.5 ms GIL switch interval instead of 5 ms: when a GPU batch returns, the loop waits for the GIL while
+      another thread (unpickling features from the workers) holds it, up to the interval, once per batch."""
+    enabled, interval = gc.isenabled(), sys.getswitchinterval()
     gc.disable()
+    sys.setswitchinterval(min(interval, 0.0005))
     try:
         yield
     finally:
+        sys.setswitchinterval(interval)
         if enabled:
             gc.enable()
 
 
 def answer(backend: QABackend, tokenizer, examples: list[Example], params: SquadParams, batch_size: int,
            truncate_question: bool, progress: bool = False, version_2: bool = False,
-           null_score_diff_threshold: float = 0.0) -> Run:
+           null_score_diff_threshold: float = 0.0, keep_nbest: bool = True) -> Run:
     params.check(backend, batch_size)
     check_fits(backend.config, batch_size, params.max_seq_length)
-    with gc_paused():
+    with interpreter_tuned():
         spent: list[float] = []
         workers = workers_for(len(examples))
         if backend.buckets:
             # Features in chunks, made while the GPU runs the batches of earlier chunks: in processes for a large
             # run, else in a background thread (tokenization is Rust and releases the GIL).
-            chunks = (feature_chunks(examples, tokenizer, params, truncate_question, 512, spent, workers)
+            chunks = (feature_chunks(examples, tokenizer, params, truncate_question, 256, spent, workers)
                       if workers > 1 else prefetched(feature_chunks(examples, tokenizer, params, truncate_question,
                                                                     spent=spent)))
             features, starts, ends, seconds = bucketed_logits(backend, chunks, batch_size, progress)
         else:
             # all features exist before the length-sorted batches are formed
-            chunk = 512 if workers > 1 else max(len(examples), 1)
+            chunk = 256 if workers > 1 else max(len(examples), 1)
             features = [f for c in feature_chunks(examples, tokenizer, params, truncate_question, chunk, spent,
                                                   workers) for f in c]
             starts, ends, seconds = run_logits(backend, features, batch_size, progress)
         t0 = time.perf_counter()
         answers = best_answers(examples, features, starts, ends, params.n_best, params.max_answer_length,
                                version_2=version_2, null_score_diff_threshold=null_score_diff_threshold,
-                               workers=workers)
+                               workers=workers, keep_nbest=keep_nbest)
         return Run(answers, features, seconds, sum(spent), time.perf_counter() - t0)

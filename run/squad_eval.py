@@ -49,7 +49,8 @@ def run_squad(backend: QABackend, tokenizer, squad_json: Path, output: Path, par
     examples = select_examples(examples, limit)
     t0 = time.perf_counter()
     result = answer(backend, tokenizer, examples, params, batch_size, truncate_question=True, progress=progress,
-                    version_2=version == "2.0", null_score_diff_threshold=null_score_diff_threshold)
+                    version_2=version == "2.0", null_score_diff_threshold=null_score_diff_threshold,
+                    keep_nbest=False)  # only the answers are written
     wall = time.perf_counter() - t0
     predictions = {ex.qas_id: a.text for ex, a in zip(examples, result.answers)}
     na_probs = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import string
@@ -268,3 +269,7 @@ def test_vectorized_equals_per_example_reference(tokenizer, version_2):
     for workers in (1, 3):
         got = best_answers(examples, features, starts, ends, version_2=version_2, workers=workers)
         assert got == want
+    # without the n-best lists (what SQuAD evaluation asks for): the same answers, nothing else
+    bare = best_answers(examples, features, starts, ends, version_2=version_2, workers=3, keep_nbest=False)
+    assert all(a.nbest == [] for a in bare)
+    assert bare == [dataclasses.replace(a, nbest=[]) for a in want]
