@@ -47,7 +47,8 @@ class Run:
     answers: list[Answer]
     features: list[Feature]
     seconds: float  # model time (tokenization and post-processing excluded)
-    feature_seconds: float = 0.0  # tokenization + windows (overlapping the model time on a bucketed backend)
+    feature_seconds: float = 0.0  # tokenization + windows (overlapping the model time on a bucketed backend;
+    # summed over the worker processes when made in processes)
     post_seconds: float = 0.0  # logits -> answers
 
 
