@@ -36,6 +36,12 @@ class Feature:
     def length(self) -> int:
         return len(self.input_ids)
 
+    def __reduce__(self):
+        # Pickled as constructor arguments (features made in worker processes travel back): unpickles faster than
+        # the default instance-dict state.
+        return Feature, (self.example_index, self.span_index, self.input_ids, self.segment_ids, self.token_spans,
+                         self.max_context)
+
 
 def _window_starts(n_tokens: int, window: int, doc_stride: int) -> list[int]:
     # run_squad.py: advance by min(window, stride) until a window reaches the end of the context.
@@ -67,7 +73,7 @@ def _with_combining_marks(context: str, offsets: list[tuple[int, int]]) -> list[
     """Token offsets extended over the combining marks that follow them: the tokenizer strips accents, and a
     decomposed accent after a token's last letter ("cafe" + U+0301) would otherwise fall outside every token, so
     the answer cut from the passage would lose it."""
-    if context.isascii():
+    if context.isascii() or not any(unicodedata.category(ch) == "Mn" for ch in set(context)):
         return offsets
     extended = []
     for start, end in offsets:

@@ -7,11 +7,12 @@ substring of the context (run_squad.py instead re-aligns a detokenized span with
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from bertrt.run.features import Feature
+from bertrt.run.forking import can_fork, fork_pool
 from bertrt.run.squad_data import Example
 
 from bertrt.errors import BertrtError
@@ -28,6 +29,12 @@ class Answer:
     null_score_diff: float | None  # v2 only (and only with a valid span): null score minus best span score
     nbest: list[Candidate] = field(default_factory=list)  # the ranked candidates the score is taken over
 
+    def __reduce__(self):
+        # Pickled as constructor arguments (forked post-processing sends answers back): unpickles ~2x faster than
+        # the default instance-dict state.
+        return Answer, (self.text, self.score, self.logit, self.char_start, self.char_end, self.null_score_diff,
+                        self.nbest)
+
 
 @dataclass
 class Candidate:
@@ -39,89 +46,83 @@ class Candidate:
     char_end: int
     score: float = 0.0  # softmax probability among the n-best
 
+    def __reduce__(self):  # as Answer.__reduce__
+        return Candidate, (self.logit, self.text, self.char_start, self.char_end, self.score)
 
-def _top(logits: np.ndarray, n: int) -> np.ndarray:
+
+def _candidates(
+    features: Sequence[Feature], start_logits: Sequence[np.ndarray], end_logits: Sequence[np.ndarray],
+    n_best: int, max_answer_length: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every allowed (start, end) pair of every feature, as flat arrays in run_squad's order (feature, then rank of
+    the start among the feature's n-best starts, then rank of the end): (feature, start, end, logit), plus each
+    feature's null score (start[0] + end[0], v2's "no answer").
+
+    numpy over all features at once (rows padded to the longest feature with -inf logits, which sort last) instead
+    of a dozen small numpy calls per feature."""
+    n, width = len(features), max(f.length for f in features)
+    start = np.full((n, width), -np.inf)  # float64, as run_squad adds the logits
+    end = np.full((n, width), -np.inf)
+    is_context = np.zeros((n, width), dtype=bool)
+    max_context = np.zeros((n, width), dtype=bool)
+    for i, f in enumerate(features):
+        start[i, :f.length] = start_logits[i][:f.length]
+        end[i, :f.length] = end_logits[i][:f.length]
+        # make_features' layout: the context window is segment 1 except the final [SEP] (token_spans not None)
+        is_context[i, :f.length - 1] = f.segment_ids[:f.length - 1]
+        max_context[i, :f.length] = f.max_context
+    k = min(n_best, width)
     # Stable sort: equal logits keep position order, like run_squad's sorted() over enumerate.
-    return np.argsort(-logits, kind="stable")[:n]
-
-
-def _valid_pairs(
-    feature: Feature, start: np.ndarray, end: np.ndarray, n_best: int, max_answer_length: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(start, end) positions of the allowed pairs among the n-best starts x n-best ends, in run_squad's order."""
-    is_context = np.fromiter((s is not None for s in feature.token_spans), dtype=bool, count=feature.length)
-    s, e = np.meshgrid(_top(start, n_best), _top(end, n_best), indexing="ij")
+    top_start = np.argsort(-start, axis=1, kind="stable")[:, :k, None]  # [n, k, 1]
+    top_end = np.argsort(-end, axis=1, kind="stable")[:, None, :k]  # [n, 1, k]
+    rows = np.arange(n)[:, None, None]
     valid = (
-        is_context[s]
-        & is_context[e]
-        & feature.max_context[s]
-        & (e >= s)
-        & (e - s + 1 <= max_answer_length)
+        is_context[rows, top_start]
+        & is_context[rows, top_end]
+        & max_context[rows, top_start]
+        & (top_end >= top_start)
+        & (top_end - top_start + 1 <= max_answer_length)
     )
-    return s[valid], e[valid]
-
-
-def _softmax(x: list[float]) -> np.ndarray:
-    z = np.exp(np.asarray(x, dtype=np.float64) - max(x))
-    return z / z.sum()
+    feature, i, j = np.nonzero(valid)  # row-major: feature, start rank, end rank
+    s, e = top_start[feature, i, 0], top_end[feature, 0, j]
+    return feature, s, e, start[feature, s] + end[feature, e], start[:, 0] + end[:, 0]
 
 
 def _answer(
     context: str,
-    windows: list[tuple[Feature, np.ndarray, np.ndarray]],
+    ranked: Iterator[tuple[int, int, int, float]],
+    token_spans: Sequence[list],
+    null_score: float,
     n_best: int,
-    max_answer_length: int,
     version_2: bool,
     null_score_diff_threshold: float,
+    keep_nbest: bool,
 ) -> Answer:
-    """The answer for one example from its windows' (feature, start logits, end logits)."""
-    # Every allowed pair of every window as flat arrays; only the best few are turned into text.
-    window_of, starts, ends, logits = [], [], [], []
-    null_score = math.inf
-    for w, (f, start, end) in enumerate(windows):
-        s, e = _valid_pairs(f, start, end, n_best, max_answer_length)
-        window_of.append(np.full(len(s), w))
-        starts.append(s)
-        ends.append(e)
-        logits.append(start[s] + end[e])
-        # v2: "no answer" is the [CLS] span; run_squad keeps the smallest over the example's windows.
-        null_score = min(null_score, float(start[0] + end[0]))
-    if version_2 and windows:
-        # run_squad ranks "no answer" (here window -1) after the spans, so it takes an n-best slot when good.
-        window_of.append(np.array([-1]))
-        starts.append(np.array([0]))
-        ends.append(np.array([0]))
-        logits.append(np.array([null_score]))
-    if not logits:
-        return Answer("", 0.0, -math.inf, -1, -1, None)
-
-    logit = np.concatenate(logits)
-    order = np.argsort(-logit, kind="stable")  # ties keep run_squad's window/start/end order
-    ranked = zip(*(np.concatenate(a)[order].tolist() for a in (window_of, starts, ends)), logit[order].tolist())
+    """The answer for one example from its candidates (feature, start, end, logit), best first (feature -1 is v2's
+    "no answer", at `null_score`); only as many are read as the n-best list needs."""
     # The same text from several windows or positions counts once, at its best score (run_squad's
     # seen_predictions).
-    nbest: list[Candidate] = []
+    kept: list[tuple[float, str, int, int]] = []  # (logit, text, char_start, char_end)
     seen: set[str] = set()
-    for w, s, e, lg in ranked:
-        if w < 0:
-            c = Candidate(lg, "", -1, -1)
+    for f, s, e, logit in ranked:
+        if f < 0:
+            text, char_start, char_end = "", -1, -1
         else:
-            spans = windows[w][0].token_spans
-            c = Candidate(lg, context[spans[s][0] : spans[e][1]], spans[s][0], spans[e][1])
-        if c.text not in seen:
-            seen.add(c.text)
-            nbest.append(c)
-            if len(nbest) == n_best:
+            char_start, char_end = token_spans[f][s][0], token_spans[f][e][1]
+            text = context[char_start:char_end]
+        if text not in seen:
+            seen.add(text)
+            kept.append((logit, text, char_start, char_end))
+            if len(kept) == n_best:
                 break
     if version_2 and "" not in seen:
-        nbest.append(Candidate(null_score, "", -1, -1))
+        kept.append((null_score, "", -1, -1))
 
-    span_ranks = [k for k, c in enumerate(nbest) if c.char_start >= 0]
+    span_ranks = [k for k, c in enumerate(kept) if c[2] >= 0]
     if not span_ranks:
         return Answer("", 0.0, -math.inf, -1, -1, None)
-    probs = _softmax([c.logit for c in nbest])
-    for c, p in zip(nbest, probs):
-        c.score = float(p)
+    probs = _softmax([c[0] for c in kept]).tolist()
+    nbest = [Candidate(*c, p) for c, p in zip(kept, probs)]
     k = span_ranks[0]
     diff = None
     if version_2:
@@ -129,34 +130,86 @@ def _answer(
         if diff > null_score_diff_threshold:
             k = next(k for k, c in enumerate(nbest) if c.char_start < 0)
     best = nbest[k]
-    return Answer(best.text, float(probs[k]), best.logit, best.char_start, best.char_end, diff, nbest)
+    return Answer(best.text, probs[k], best.logit, best.char_start, best.char_end, diff,
+                  nbest if keep_nbest else [])
 
 
-# What forked workers read (inherited, so nothing is pickled on the way in): contexts, windows, _answer's options.
+def _softmax(x: list[float]) -> np.ndarray:
+    z = np.exp(np.asarray(x, dtype=np.float64) - max(x))
+    return z / z.sum()
+
+
+def _answers(
+    examples: Sequence[Example],
+    features: Sequence[Feature],
+    start_logits: Sequence[np.ndarray],
+    end_logits: Sequence[np.ndarray],
+    example_of: np.ndarray,
+    n_best: int,
+    max_answer_length: int,
+    version_2: bool,
+    null_score_diff_threshold: float,
+    keep_nbest: bool,
+) -> list[Answer]:
+    """best_answers' work on checked inputs; example_of[i] is features[i]'s index into `examples`."""
+    if not features:
+        return [Answer("", 0.0, -math.inf, -1, -1, None) for _ in examples]
+    feature, s, e, logit, feature_null = _candidates(features, start_logits, end_logits, n_best, max_answer_length)
+    # v2: "no answer" is the [CLS] span; run_squad keeps the smallest over the example's windows.
+    null_score = np.full(len(examples), np.inf)
+    np.minimum.at(null_score, example_of, feature_null)
+    example = example_of[feature]
+    if version_2:
+        # run_squad ranks "no answer" (feature -1) after the spans, so it takes an n-best slot when good: appended
+        # last, the stable sort below puts it after spans of equal logit.
+        nulls = np.flatnonzero(np.isfinite(null_score))  # the examples that have windows
+        example = np.concatenate([example, nulls])
+        feature, s, e = (np.concatenate([a, np.full(len(nulls), v)]) for a, v in ((feature, -1), (s, 0), (e, 0)))
+        logit = np.concatenate([logit, null_score[nulls]])
+    # Best first within each example; ties keep run_squad's window/start/end order (lexsort is stable; an example's
+    # features are in window order).
+    order = np.lexsort((-logit, example))
+    feature, s, e, logit = feature[order], s[order], e[order], logit[order]
+    bounds = np.searchsorted(example[order], np.arange(len(examples) + 1)).tolist()
+
+    def ranked(x: int) -> Iterator[tuple[int, int, int, float]]:
+        # Python objects only for the candidates _answer reads: n_best, more only where texts repeat.
+        for lo in range(bounds[x], bounds[x + 1], 2 * n_best):
+            hi = min(lo + 2 * n_best, bounds[x + 1])
+            yield from zip(feature[lo:hi].tolist(), s[lo:hi].tolist(), e[lo:hi].tolist(), logit[lo:hi].tolist())
+
+    token_spans = [f.token_spans for f in features]
+    return [_answer(ex.context, ranked(x), token_spans, null, n_best, version_2, null_score_diff_threshold,
+                    keep_nbest) for x, (ex, null) in enumerate(zip(examples, null_score.tolist()))]
+
+
+# What forked workers read (inherited, so nothing is pickled on the way in): best_answers' arguments, and the
+# features of each example (indices into `features`, grouped by example).
 _FORK_SHARED: tuple | None = None
 
 
 def _answer_range(bounds: tuple[int, int]) -> list[Answer]:
-    contexts, windows, options = _FORK_SHARED
-    return [_answer(contexts[i], windows[i], *options) for i in range(*bounds)]
+    lo, hi = bounds
+    examples, features, start_logits, end_logits, example_of, by_example, first_feature, options = _FORK_SHARED
+    mine = by_example[first_feature[lo]:first_feature[hi]].tolist()
+    return _answers(examples[lo:hi], [features[i] for i in mine], [start_logits[i] for i in mine],
+                    [end_logits[i] for i in mine], example_of[mine] - lo, *options)
 
 
-def _answers_in_processes(contexts: list[str], windows: list, options: tuple, workers: int) -> list[Answer]:
-    """_answer for every example in `workers` forked processes. Post-processing is Python under one GIL and was the
-    largest part of a GPU SQuAD run (1.2-2.0 s of 2.0-2.9 s on the H200 for the dev set), hence processes; fork
-    shares the inputs without copying them."""
-    import multiprocessing
-    import os
-
+def _answers_in_processes(examples, features, start_logits, end_logits, example_of, options: tuple, workers: int
+                          ) -> list[Answer]:
+    """_answers over ranges of examples in `workers` forked processes (fork shares the inputs without copying).
+    Post-processing is Python under one GIL; on the H200 host it took 1.4 s of a ~2.5 s SQuAD dev run in one
+    process."""
     global _FORK_SHARED
-    _FORK_SHARED = (contexts, windows, options)
-    # The tokenizers library warns in every forked child unless its parallelism is set explicitly; the children do
-    # not tokenize, and "true" keeps the parent's parallel tokenization as it was.
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    step = -(-len(contexts) // (4 * workers))  # a few ranges per worker, so one slow range does not hold the rest
+    by_example = np.argsort(example_of, kind="stable")
+    first_feature = np.searchsorted(example_of[by_example], np.arange(len(examples) + 1))
+    _FORK_SHARED = (examples, features, start_logits, end_logits, example_of, by_example, first_feature, options)
+    n = len(examples)
+    step = -(-n // (4 * workers))  # a few ranges per worker, so one slow range does not hold the rest
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            parts = pool.map(_answer_range, [(lo, min(lo + step, len(contexts))) for lo in range(0, len(contexts), step)])
+        with fork_pool(workers) as pool:
+            parts = pool.map(_answer_range, [(lo, min(lo + step, n)) for lo in range(0, n, step)])
     finally:
         _FORK_SHARED = None
     return [a for part in parts for a in part]
@@ -172,11 +225,15 @@ def best_answers(
     version_2: bool = False,
     null_score_diff_threshold: float = 0.0,
     workers: int = 1,
+    keep_nbest: bool = True,
 ) -> list[Answer]:
     """One Answer per example from the logits of its features (logits[i] belongs to features[i]).
 
     Each logits row may be longer than its feature (padding); only the first feature.length entries are used.
     `workers` > 1 spreads the examples over that many forked processes (where the platform can fork).
+    `keep_nbest` False leaves each Answer's nbest list empty (its score is still the softmax over the n-best): a
+    caller that needs only the answers (SQuAD evaluation) saves building and, from the workers, unpickling ~20
+    candidates per question (~0.2 s of the dev set's post-processing in 8 processes).
     """
     if n_best < 1 or max_answer_length < 1:
         raise BertrtError(f"n_best ({n_best}) and max_answer_length ({max_answer_length}) must be at least 1")
@@ -184,22 +241,16 @@ def best_answers(
         raise BertrtError(
             f"got {len(start_logits)} start and {len(end_logits)} end logit rows for {len(features)} features"
         )
-    windows: list[list[tuple[Feature, np.ndarray, np.ndarray]]] = [[] for _ in examples]
     for i, f in enumerate(features):
         if not 0 <= f.example_index < len(examples):
             raise BertrtError(f"feature {i} refers to example {f.example_index} but there are {len(examples)}")
-        rows = []
         for name, row in (("start", start_logits[i]), ("end", end_logits[i])):
             if np.ndim(row) != 1 or len(row) < f.length:
                 raise BertrtError(
                     f"{name} logits of feature {i} have shape {np.shape(row)}; need 1-D with at least {f.length}"
                 )
-            rows.append(np.asarray(row[: f.length], dtype=np.float64))
-        windows[f.example_index].append((f, *rows))
-    options = (n_best, max_answer_length, version_2, null_score_diff_threshold)
-    if workers > 1 and len(examples) > workers:
-        import multiprocessing
-
-        if "fork" in multiprocessing.get_all_start_methods():
-            return _answers_in_processes([ex.context for ex in examples], windows, options, workers)
-    return [_answer(ex.context, w, *options) for ex, w in zip(examples, windows)]
+    example_of = np.fromiter((f.example_index for f in features), dtype=np.int64, count=len(features))
+    options = (n_best, max_answer_length, version_2, null_score_diff_threshold, keep_nbest)
+    if workers > 1 and len(examples) > workers and can_fork():
+        return _answers_in_processes(examples, features, start_logits, end_logits, example_of, options, workers)
+    return _answers(examples, features, start_logits, end_logits, example_of, *options)

@@ -137,18 +137,30 @@ def test_bucketed_squad_equals_length_sorted_batches(embedded_onnx, tokenizer):
     np.testing.assert_allclose([a.logit for a in got.answers], [a.logit for a in want.answers], atol=1e-4)
 
 
-def test_feature_chunks_prefetched_equal_make_features(tokenizer):
+def test_feature_chunks_equal_make_features(tokenizer):
+    """Chunks made in a background thread or in forked worker processes are make_features' features, field by field."""
     from bertrt.run.answering import SquadParams, feature_chunks, prefetched
     from bertrt.run.features import make_features
     from bertrt.run.squad_data import load_squad
 
     examples, _ = load_squad(require(DEV))
-    examples = examples[:150]
-    chunked = [f for chunk in prefetched(feature_chunks(examples, tokenizer, SquadParams(), True, chunk_examples=64))
-               for f in chunk]
+    examples = examples[:300]
     whole = make_features(examples, tokenizer)
-    assert [(f.example_index, f.span_index) for f in chunked] == [(f.example_index, f.span_index) for f in whole]
-    assert all(np.array_equal(a.input_ids, b.input_ids) for a, b in zip(chunked, whole))
+    spent: list[float] = []
+    for chunked in (prefetched(feature_chunks(examples, tokenizer, SquadParams(), True, chunk_examples=64)),
+                    feature_chunks(examples, tokenizer, SquadParams(), True, chunk_examples=64, spent=spent,
+                                   workers=3)):
+        got = [f for chunk in chunked for f in chunk]
+        assert [(f.example_index, f.span_index, f.token_spans) for f in got] == [
+            (f.example_index, f.span_index, f.token_spans) for f in whole]
+        for a, b in zip(got, whole):
+            for name in ("input_ids", "segment_ids", "max_context"):
+                assert np.array_equal(getattr(a, name), getattr(b, name)) and getattr(a, name).dtype == getattr(
+                    b, name).dtype
+    assert len(spent) == 5  # one timing per chunk, from the workers
+    # the tokenizer still works in this process after the forks
+    assert [f.input_ids.tolist() for f in make_features(examples[:5], tokenizer)] == [
+        f.input_ids.tolist() for f in whole[:len(make_features(examples[:5], tokenizer))]]
 
 
 # --- varseqlen (onnxruntime packing mode) --------------------------------------------------------------------------
