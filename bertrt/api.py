@@ -82,7 +82,7 @@ class QuestionAnswerer:
 
     def __init__(self, model: str | Path, vocab: str | Path, params: SquadParams | None = None,
                  batch_size: int = 8, **backend_options):
-        from bertrt.run.backends import check_fits, open_backend
+        from bertrt.run.backends import open_backend
         from bertrt.run.tokenizer import load_tokenizer
 
         self.backend = open_backend(Path(model), batch_size=batch_size, **backend_options)
@@ -92,7 +92,6 @@ class QuestionAnswerer:
         # Before the backend is activated: an engine would need its GPU first, and a batch that cannot fit is
         # refused before any work.
         self.params.check(self.backend, batch_size)
-        check_fits(self.backend.config, batch_size, self.params.max_seq_length)
         self.backend.__enter__()
 
     def close(self) -> None:

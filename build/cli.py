@@ -8,7 +8,6 @@ from pathlib import Path
 from bertrt.build.profiles import default_profile, parse_profile
 
 from bertrt import arg_groups as ag
-from bertrt.artifacts import check_outputs, sidecar_path
 from bertrt.calibration import calib_data
 from bertrt.errors import BertrtError
 
@@ -62,8 +61,6 @@ def run_build(args, cfg) -> int:
         return 0
     suffix = f".{args.precision}.engine" if args.precision and f".{args.precision}" not in model.name else ".engine"
     output = args.output or model.with_suffix(suffix)
-    check_outputs([output, sidecar_path(output), args.calib_cache, args.timing_cache],
-                  [model, args.calib_json, args.vocab])
     build(BuildRequest(model, output, _profiles(args.profile, cfg), ag.pick(args.runtime, cfg, "build", "runtime"),
                        args.precision, args.calib_cache, args.timing_cache, args.compute_capability, args.calib_json,
                        args.calib_num, args.vocab or _config_vocab(cfg)))
@@ -92,7 +89,6 @@ def run_calibrate(args, cfg) -> int:
 
     batch, seq = ag.shapes(args, cfg)
     output = args.engine or args.model.with_suffix(".int8.engine")
-    check_outputs([output, sidecar_path(output), args.cache], [args.model, args.calib_json, args.vocab])
     build(BuildRequest(args.model, output, [default_profile(batch, seq)], "tensorrt", "int8", args.cache,
                        calib_json=args.calib_json, calib_num=args.calib_num, vocab=args.vocab or _config_vocab(cfg)))
     print(f"wrote {output} (+ {output.name}.json) and its calibration cache")

@@ -64,8 +64,11 @@ def polygraphy_command(request: BuildRequest, runtime, plan, caps) -> str:
 
 def build(request: BuildRequest, log=print) -> EngineRecord:
     model_path, output = Path(request.model), Path(request.output)
-    check_outputs([output, sidecar_path(output)], [model_path, request.calib_cache, request.timing_cache,
-                                                   request.calib_json, request.vocab])
+    # The one output check of `bertrt build` / `calibrate` / `api.build_engine`: the engine, its sidecar, and the
+    # caches it writes (a calibration cache with its sidecar, the timing cache) against everything it reads.
+    cache_sidecar = sidecar_path(request.calib_cache) if request.calib_cache is not None else None
+    check_outputs([output, sidecar_path(output), request.calib_cache, cache_sidecar, request.timing_cache],
+                  [model_path, request.calib_json, request.vocab])
     model, cfg = load_qa_model(model_path, load_weights=False)
     if request.calib_cache is not None and request.calib_cache.is_file():  # a cache given must be this model's
         calib_cache.check_cache(model_path, request.calib_cache)

@@ -32,14 +32,15 @@ class SquadParams:
     max_answer_length: int = 30
 
     def check(self, backend: QABackend, batch_size: int = 1) -> None:
-        """Before any work: the model (and an engine's profiles, a backend's buckets) must take batches padded to
-        max_seq_length."""
+        """Before any work: the model (and an engine's profiles, a backend's buckets, this machine's memory) must
+        take batches of `batch_size` padded to max_seq_length."""
         if backend.seq_len is not None and backend.seq_len != self.max_seq_length:
             raise BertrtError(f"max sequence length {self.max_seq_length} differs from the model's fixed "
                               f"length {backend.seq_len}")
         if backend.buckets:
             check_buckets(backend.buckets, self.max_seq_length, backend.config.max_position_embeddings)
         backend.check_shape(batch_size, self.max_seq_length)
+        check_fits(backend.config, batch_size, self.max_seq_length)
 
 
 @dataclass
@@ -215,7 +216,6 @@ def answer(backend: QABackend, tokenizer, examples: list[Example], params: Squad
            truncate_question: bool, progress: bool = False, version_2: bool = False,
            null_score_diff_threshold: float = 0.0, keep_nbest: bool = True) -> Run:
     params.check(backend, batch_size)
-    check_fits(backend.config, batch_size, params.max_seq_length)
     with interpreter_tuned():
         spent: list[float] = []
         workers = workers_for(len(examples))
