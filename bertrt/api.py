@@ -20,8 +20,8 @@ import numpy as np
 
 from bertrt.errors import BertrtError
 from bertrt.run.answering import SquadParams, answer, run_logits
-from bertrt.run.postprocess import Answer
-from bertrt.run.squad_data import Example
+from bertrt.qa.postprocess import Answer
+from bertrt.qa.squad_data import Example
 
 __all__ = ["SquadParams", "Answer", "TokenProbabilities", "QuestionAnswerer", "export_model", "fuse", "quantize",
            "build_engine",
@@ -57,7 +57,7 @@ def build_engine(model: str | Path, output: str | Path, profiles: list[str] | No
     are 'batch=MIN:OPT:MAX,seq=MIN:OPT:MAX' strings (default: batch 1..batch_size at seq_len); `runtime` is
     tensorrt, tensorrt-rtx or None (the installed one); other options are `BuildRequest` fields."""
     from bertrt.build.engine_build import BuildRequest, build
-    from bertrt.build.profiles import default_profile, parse_profile
+    from bertrt.profiles import default_profile, parse_profile
 
     parsed = [parse_profile(p) for p in profiles] if profiles else [default_profile(batch_size, seq_len)]
     return build(BuildRequest(Path(model), Path(output), parsed, runtime, precision, **options))
@@ -83,7 +83,7 @@ class QuestionAnswerer:
     def __init__(self, model: str | Path, vocab: str | Path, params: SquadParams | None = None,
                  batch_size: int = 8, **backend_options):
         from bertrt.run.backends import open_backend
-        from bertrt.run.tokenizer import load_tokenizer
+        from bertrt.qa.tokenizer import load_tokenizer
 
         self.backend = open_backend(Path(model), batch_size=batch_size, **backend_options)
         self.tokenizer = load_tokenizer(Path(vocab), expected_vocab_size=self.backend.config.vocab_size)
@@ -123,8 +123,8 @@ class QuestionAnswerer:
     def token_probabilities(self, passage: str, question: str) -> TokenProbabilities:
         """Start/end probabilities over the passage tokens. Each token's logits come from the window where it has
         the most context (the window that scores it), then one softmax over the whole passage."""
-        from bertrt.run.features import make_features
-        from bertrt.run.postprocess import best_answers
+        from bertrt.qa.features import make_features
+        from bertrt.qa.postprocess import best_answers
 
         examples = [Example(qas_id="0", question=question, context=passage)]
         features = make_features(examples, self.tokenizer, self.params.max_seq_length, self.params.doc_stride,
@@ -153,7 +153,7 @@ def compare_models(a: str | Path, b: str | Path, squad_json: str | Path, vocab: 
     """Worst absolute/relative logit errors of model `b` against reference `a` on real SQuAD features
     (`bertrt compare`); one row per compared tensor."""
     from bertrt.run.compare import check_counts, compare, feature_batches, vocab_size_of
-    from bertrt.run.tokenizer import load_tokenizer
+    from bertrt.qa.tokenizer import load_tokenizer
 
     check_counts(num_features, batch_size)
     tokenizer = load_tokenizer(Path(vocab), expected_vocab_size=vocab_size_of(Path(a), Path(b)))

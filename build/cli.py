@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bertrt.build.profiles import default_profile, parse_profile
+from bertrt.profiles import default_profile, parse_profile
 
 from bertrt import arg_groups as ag
 from bertrt.calibration import calib_data

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertrt.build import builder_config, calib_cache, network, runtime as runtimes
-from bertrt.build.engine_sidecar import EngineRecord
-from bertrt.build.profiles import QAProfile, check_profiles
+from bertrt.engine_sidecar import EngineRecord
+from bertrt.profiles import QAProfile, check_profiles
 
 from bertrt.artifacts import atomic_output, check_outputs, sha256_file, sidecar_path, write_sidecar
 from bertrt.errors import BertrtError

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bertrt.build import runtime as runtimes
-from bertrt.build.engine_sidecar import EngineRecord
+from bertrt.engine_sidecar import EngineRecord
 
 from bertrt.artifacts import sha256_file
 from bertrt.errors import BertrtError

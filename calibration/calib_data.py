@@ -50,7 +50,7 @@ def window(seq_len: int) -> tuple[int, int]:
 
 def shuffled_examples(calib_json: str | Path | None = None, seed: int = DEFAULT_SEED) -> list:
     """All examples of `calib_json` (a SQuAD file, .json or .json.gz) in a seeded shuffle."""
-    from bertrt.run.squad_data import load_squad
+    from bertrt.qa.squad_data import load_squad
 
     path = Path(calib_json) if calib_json is not None else DEFAULT_CALIB_JSON
     if not path.is_file():
@@ -64,13 +64,13 @@ def shuffled_examples(calib_json: str | Path | None = None, seed: int = DEFAULT_
 def calibration_features(calib_json: str | Path | None = None, calib_num: int = DEFAULT_CALIB_NUM,
                          vocab: str | Path | None = None, tokenizer=None, seed: int = DEFAULT_SEED,
                          vocab_size: int | None = None, seq_len: int = MAX_SEQ_LENGTH) -> list:
-    """The first `calib_num` features (unpadded `bertrt.run.features.Feature`, at most `seq_len` tokens) of the
+    """The first `calib_num` features (unpadded `bertrt.qa.features.Feature`, at most `seq_len` tokens) of the
     seeded shuffle.
 
     Raises BertrtError when the file is not SQuAD JSON or holds fewer than `calib_num` features.
     """
-    from bertrt.run.features import make_features
-    from bertrt.run.tokenizer import load_tokenizer
+    from bertrt.qa.features import make_features
+    from bertrt.qa.tokenizer import load_tokenizer
 
     if not isinstance(calib_num, int) or isinstance(calib_num, bool) or calib_num < 1:
         raise BertrtError(f"--calib-num must be a positive whole number, got {calib_num!r}")
@@ -92,7 +92,7 @@ def calibration_features(calib_json: str | Path | None = None, calib_num: int = 
 
 def feed_batches(features: list, batch_size: int = 8, seq_len: int | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Collated int32 feeds (input_ids/segment_ids/input_mask), padded to `seq_len` or each batch's longest."""
-    from bertrt.run.features import batches
+    from bertrt.qa.features import batches
 
     for _, feed in batches(features, batch_size, seq_len):
         yield feed

@@ -71,9 +71,9 @@ def activation_errors(fp32: onnx.ModelProto, qdq: onnx.ModelProto, feeds: list[d
 
 def main(argv: list[str] | None = None) -> int:
     from bertrt.calibration import calib_data
-    from bertrt.run.features import make_features
-    from bertrt.run.squad_data import load_squad
-    from bertrt.run.tokenizer import load_tokenizer
+    from bertrt.qa.features import make_features
+    from bertrt.qa.squad_data import load_squad
+    from bertrt.qa.tokenizer import load_tokenizer
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fp32", type=Path, required=True)

@@ -24,7 +24,7 @@ DEFAULT_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad
 
 
 def make_subset(train: Path, output: Path, questions: int = 400, seed: int = DEFAULT_SEED) -> dict:
-    from bertrt.run.squad_data import load_squad
+    from bertrt.qa.squad_data import load_squad
 
     chosen = {e.qas_id for e in shuffled_examples(train, seed)[:questions]}
     _, dataset = load_squad(train)

@@ -126,7 +126,7 @@ def export(checkpoint: Path, output: Path, config: Path | None = None, vocab: Pa
            gelu: str | None = None, opset: int = MIN_OPSET) -> Path:
     """Export a BERT QA checkpoint to `output` (ONNX, fp32, dynamic batch and sequence) with its sidecar."""
     from bertrt.export.tf_model import build_qa_function
-    from bertrt.run.tokenizer import load_tokenizer
+    from bertrt.qa.tokenizer import load_tokenizer
 
     if not MIN_OPSET <= opset <= max_opset():
         raise BertrtError(f"--opset {opset} is not supported: bertrt needs opset {MIN_OPSET} or newer, and tf2onnx "

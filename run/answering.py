@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from bertrt.run.backends import QABackend, check_fits
 from bertrt.run.buckets import BucketBatcher, check_buckets
-from bertrt.run.features import Feature, collate, make_features
-from bertrt.run.forking import can_fork, fork_pool
-from bertrt.run.postprocess import Answer, best_answers
-from bertrt.run.squad_data import Example
+from bertrt.qa.features import Feature, collate, make_features
+from bertrt.forking import can_fork, fork_pool
+from bertrt.qa.postprocess import Answer, best_answers
+from bertrt.qa.squad_data import Example
 from tqdm import tqdm
 
 from bertrt.errors import BertrtError

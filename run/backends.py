@@ -60,7 +60,7 @@ class QABackend:
     runner: object  # polygraphy.backend.base.BaseRunner
     config: BertConfig
     description: str
-    profiles: tuple = ()  # engine optimization profiles (bertrt.build.profiles.QAProfile); () takes any shape
+    profiles: tuple = ()  # engine optimization profiles (bertrt.profiles.QAProfile); () takes any shape
     # Sequence-length buckets (run/buckets.py): batches are padded to a bucket and to `batch_size` rows, and those
     # shapes are warmed up on entry. None: each batch is padded only to its longest feature.
     buckets: tuple[int, ...] | None = None
@@ -102,7 +102,7 @@ class QABackend:
                               f"positions")
         if not self.profiles:
             return None
-        from bertrt.build.profiles import covering_profile
+        from bertrt.profiles import covering_profile
 
         return covering_profile(self.profiles, batch, seq)
 

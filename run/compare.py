@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 from bertrt.run.backends import is_checkpoint, open_backend
-from bertrt.run.features import collate, make_features
-from bertrt.run.squad_data import load_squad
+from bertrt.qa.features import collate, make_features
+from bertrt.qa.squad_data import load_squad
 from polygraphy.comparator import Comparator
 from polygraphy.logger import G_LOGGER
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from bertrt.run.answering import SquadParams, answer
 from bertrt.run.backends import QABackend
-from bertrt.run.squad_data import detect_version, load_squad, select_examples
-from bertrt.run.squad_metrics import evaluate
+from bertrt.qa.squad_data import detect_version, load_squad, select_examples
+from bertrt.qa.squad_metrics import evaluate
 
 from bertrt.artifacts import atomic_outputs, sha256_file, write_json
 

@@ -23,10 +23,10 @@ import numpy as np
 from bertrt.run.answering import SquadParams, bucketed_logits
 from bertrt.run.backends import open_backend
 from bertrt.run.buckets import DEFAULT_BUCKETS
-from bertrt.run.features import make_features
-from bertrt.run.squad_data import load_squad
+from bertrt.qa.features import make_features
+from bertrt.qa.squad_data import load_squad
 from bertrt.run.squad_eval import run_squad
-from bertrt.run.tokenizer import load_tokenizer
+from bertrt.qa.tokenizer import load_tokenizer
 from bertrt.surgery.packing import convert
 
 PROVIDER = "cuda"

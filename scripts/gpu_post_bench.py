@@ -7,9 +7,9 @@ beside the GPU), then the post-processing of those logits with 1, 4, 8 and 16 fo
 import sys, time
 from bertrt.run.answering import SquadParams, bucketed_logits, feature_chunks
 from bertrt.run.backends import open_backend
-from bertrt.run.postprocess import best_answers
-from bertrt.run.squad_data import load_squad
-from bertrt.run.tokenizer import load_tokenizer
+from bertrt.qa.postprocess import best_answers
+from bertrt.qa.squad_data import load_squad
+from bertrt.qa.tokenizer import load_tokenizer
 model, vocab, squad = sys.argv[1:4]
 examples, _ = load_squad(squad)
 tok = load_tokenizer(vocab)

@@ -148,8 +148,8 @@ def _in_process_ms(repository: Path, passage: str, question: str, runs: int = 20
     import time
 
     from bertrt.run.answering import SquadParams, answer
-    from bertrt.run.squad_data import Example
-    from bertrt.run.tokenizer import load_tokenizer
+    from bertrt.qa.squad_data import Example
+    from bertrt.qa.tokenizer import load_tokenizer
     from bertrt.serve.python_model import open_qa_backend
     from bertrt.serve.repository import MODEL_NAME, ServingParams, read_config
 

@@ -84,7 +84,7 @@ def _texts(pb_utils, request, name: str, max_bytes: int) -> list[str]:
 class TritonPythonModel:
     def initialize(self, args):
         from bertrt.run.answering import SquadParams
-        from bertrt.run.tokenizer import load_tokenizer
+        from bertrt.qa.tokenizer import load_tokenizer
 
         config = json.loads(args["model_config"])
         model_dir = Path(args["model_repository"])
@@ -101,8 +101,8 @@ class TritonPythonModel:
         self.tokenizer = load_tokenizer(model_dir / self.params.vocab, expected_vocab_size=self.backend.config.vocab_size)
 
     def _features(self, pb_utils, request, first_example: int):
-        from bertrt.run.features import make_features
-        from bertrt.run.squad_data import Example
+        from bertrt.qa.features import make_features
+        from bertrt.qa.squad_data import Example
 
         passages, questions = (_texts(pb_utils, request, name, self.params.max_input_bytes) for name in INPUTS)
         if len(passages) != len(questions):
@@ -117,7 +117,7 @@ class TritonPythonModel:
     def execute(self, requests):
         import triton_python_backend_utils as pb_utils
         from bertrt.run.answering import run_logits
-        from bertrt.run.postprocess import best_answers
+        from bertrt.qa.postprocess import best_answers
 
         responses: list = [None] * len(requests)
         examples, features, rows = [], [], {}  # rows: request index -> its example indices

@@ -81,7 +81,7 @@ def embedded_tf():
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from bertrt.run.tokenizer import load_tokenizer
+    from bertrt.qa.tokenizer import load_tokenizer
 
     return load_tokenizer(VOCAB, expected_vocab_size=VOCAB_SIZE)
 
@@ -89,8 +89,8 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def dev_features(tokenizer):
     """Real SQuAD dev features: the first 24 questions (some with two windows), unpadded."""
-    from bertrt.run.features import make_features
-    from bertrt.run.squad_data import load_squad
+    from bertrt.qa.features import make_features
+    from bertrt.qa.squad_data import load_squad
 
     examples, _ = load_squad(require(DEV))
     return make_features(examples[:24], tokenizer)
@@ -99,7 +99,7 @@ def dev_features(tokenizer):
 @pytest.fixture(scope="session")
 def dev_batch(dev_features) -> dict[str, np.ndarray]:
     """8 real features padded to the longest of them (so rows carry different amounts of padding)."""
-    from bertrt.run.features import collate
+    from bertrt.qa.features import collate
 
     chosen = dev_features[:8]
     return collate(chosen, max(f.length for f in chosen))

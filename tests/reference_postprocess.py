@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from bertrt.run.postprocess import Answer, Candidate
+from bertrt.qa.postprocess import Answer, Candidate
 
 
 def _top(logits: np.ndarray, n: int) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import EMBEDDED
 
-from bertrt.build.profiles import parse_profile
+from bertrt.profiles import parse_profile
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
 from bertrt.run import backends

@@ -24,10 +24,10 @@ from bertrt.errors import BertrtError
 pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install tensorrt-rtx-cu13)")
 
 from bertrt.build.engine_build import BuildRequest, build  # noqa: E402
-from bertrt.build.engine_sidecar import EngineRecord  # noqa: E402
+from bertrt.engine_sidecar import EngineRecord  # noqa: E402
 from bertrt.build.inspect import parse  # noqa: E402
 from bertrt.build.network import summarize  # noqa: E402
-from bertrt.build.profiles import parse_profile  # noqa: E402
+from bertrt.profiles import parse_profile  # noqa: E402
 
 RTX = "tensorrt-rtx"
 # Two profiles, one fixed-length (as SQuAD pads) and one dynamic: every build here proves several profiles work.

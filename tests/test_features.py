@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 import pytest
-from bertrt.run.features import Feature, batches, collate, make_features
-from bertrt.run.squad_data import Example
-from bertrt.run.tokenizer import load_tokenizer
+from bertrt.qa.features import Feature, batches, collate, make_features
+from bertrt.qa.squad_data import Example
+from bertrt.qa.tokenizer import load_tokenizer
 from conftest import DEV, TENSORRT_PASSAGE, VOCAB, VOCAB_SIZE, require
 
 from bertrt.errors import BertrtError
@@ -169,7 +169,7 @@ def run_squad_max_context(starts: list[int], window: int, n_ctx: int) -> list[in
 @pytest.mark.parametrize("max_seq_length, doc_stride", [(384, 128), (128, 32), (64, 7)])
 def test_max_context_on_real_squad_matches_run_squad(tokenizer, max_seq_length, doc_stride):
     """The linear max-context computation marks the same tokens as run_squad on real SQuAD dev paragraphs."""
-    from bertrt.run.squad_data import load_squad
+    from bertrt.qa.squad_data import load_squad
 
     examples, _ = load_squad(require(DEV))
     chosen = list({ex.context: ex for ex in examples}.values())[:12]  # one question per paragraph
@@ -193,10 +193,10 @@ import json, resource, sys, time
 import numpy as np
 limit = int(sys.argv[3])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-from bertrt.run.features import make_features
-from bertrt.run.postprocess import best_answers
-from bertrt.run.squad_data import Example
-from bertrt.run.tokenizer import load_tokenizer
+from bertrt.qa.features import make_features
+from bertrt.qa.postprocess import best_answers
+from bertrt.qa.squad_data import Example
+from bertrt.qa.tokenizer import load_tokenizer
 
 passage = open(sys.argv[1], encoding="utf-8").read()
 tokenizer = load_tokenizer(sys.argv[2])
@@ -219,7 +219,7 @@ def test_multi_megabyte_passage_in_bounded_memory(tmp_path):
     import subprocess
     import sys
 
-    from bertrt.run.squad_data import load_squad
+    from bertrt.qa.squad_data import load_squad
 
     examples, _ = load_squad(require(DEV))
     text = " ".join(dict.fromkeys(ex.context for ex in examples))

@@ -40,8 +40,8 @@ def test_bucket_batcher_on_real_squad_lengths(tokenizer):
     """Every feature lands exactly once, in the smallest bucket that holds it; batches are full except the last
     one of each bucket; a chunked feed gives the same batches' contents as one feed."""
     from bertrt.run.buckets import BucketBatcher
-    from bertrt.run.features import make_features
-    from bertrt.run.squad_data import load_squad
+    from bertrt.qa.features import make_features
+    from bertrt.qa.squad_data import load_squad
 
     examples, _ = load_squad(require(DEV))
     lengths = [f.length for f in make_features(examples[:400], tokenizer)]
@@ -61,7 +61,7 @@ def test_bucket_batcher_on_real_squad_lengths(tokenizer):
 
 
 def test_collate_pads_rows_with_one_token():
-    from bertrt.run.features import Feature, collate
+    from bertrt.qa.features import Feature, collate
 
     f = Feature(0, 0, np.array([101, 7, 102], np.int32), np.array([0, 0, 1], np.int32), [None, (0, 1), None],
                 np.array([False, True, False]))
@@ -122,7 +122,7 @@ def test_bucketed_squad_equals_length_sorted_batches(embedded_onnx, tokenizer):
     the same logits and answers as the length-sorted dynamic batches, on real dev questions."""
     from bertrt.run.answering import SquadParams, answer
     from bertrt.run.backends import open_backend
-    from bertrt.run.squad_data import load_squad
+    from bertrt.qa.squad_data import load_squad
 
     examples, _ = load_squad(require(DEV))
     examples = examples[:40]
@@ -140,8 +140,8 @@ def test_bucketed_squad_equals_length_sorted_batches(embedded_onnx, tokenizer):
 def test_feature_chunks_equal_make_features(tokenizer):
     """Chunks made in a background thread or in forked worker processes are make_features' features, field by field."""
     from bertrt.run.answering import SquadParams, feature_chunks, prefetched
-    from bertrt.run.features import make_features
-    from bertrt.run.squad_data import load_squad
+    from bertrt.qa.features import make_features
+    from bertrt.qa.squad_data import load_squad
 
     examples, _ = load_squad(require(DEV))
     examples = examples[:300]
@@ -251,9 +251,9 @@ def test_bad_gpu_input_one_line(embedded_onnx, capsys, tmp_path):
 def test_post_processing_in_processes_equals_one_process(tokenizer):
     """The forked post-processing (used for large runs) gives exactly the answers of the single-process loop, on
     real dev questions with logits that vary per feature."""
-    from bertrt.run.features import make_features
-    from bertrt.run.postprocess import best_answers
-    from bertrt.run.squad_data import load_squad
+    from bertrt.qa.features import make_features
+    from bertrt.qa.postprocess import best_answers
+    from bertrt.qa.squad_data import load_squad
 
     examples, _ = load_squad(require(DEV))
     examples = examples[:300]

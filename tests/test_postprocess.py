@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 import pytest
-from bertrt.run.features import make_features
-from bertrt.run.postprocess import best_answers
-from bertrt.run.squad_data import Example
+from bertrt.qa.features import make_features
+from bertrt.qa.postprocess import best_answers
+from bertrt.qa.squad_data import Example
 from conftest import DEV, TENSORRT_PASSAGE
 
 from bertrt.errors import BertrtError

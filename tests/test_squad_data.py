@@ -1,4 +1,4 @@
-"""Loading and validating SQuAD files (bertrt.run.squad_data)."""
+"""Loading and validating SQuAD files (bertrt.qa.squad_data)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from bertrt.run.squad_data import Example, detect_version, load_squad, select_examples
+from bertrt.qa.squad_data import Example, detect_version, load_squad, select_examples
 from conftest import SHARED, require
 
 from bertrt.errors import BertrtError

@@ -1,10 +1,10 @@
-"""SQuAD v1.1 / v2.0 scoring (bertrt.run.squad_metrics) against hand-computed cases and the real dev set."""
+"""SQuAD v1.1 / v2.0 scoring (bertrt.qa.squad_metrics) against hand-computed cases and the real dev set."""
 
 from __future__ import annotations
 
 import pytest
-from bertrt.run.squad_data import load_squad
-from bertrt.run.squad_metrics import (
+from bertrt.qa.squad_data import load_squad
+from bertrt.qa.squad_metrics import (
     compute_exact,
     compute_f1,
     evaluate,

@@ -96,7 +96,7 @@ def real_native(embedded_onnx, tmp_path_factory):
 
 
 def test_real_model_matches_on_squad(embedded_onnx, real_native, dev_batch, dev_features):
-    from bertrt.run.features import collate
+    from bertrt.qa.features import collate
 
     native, _ = real_native
     _, cfg = load_qa_model(embedded_onnx, load_weights=False)

@@ -47,7 +47,7 @@ def real_fused(embedded_onnx, tmp_path_factory):
 
 
 def test_real_model_fuses_and_matches_on_squad(embedded_onnx, real_fused, dev_batch, dev_features):
-    from bertrt.run.features import collate
+    from bertrt.qa.features import collate
 
     fused, report = real_fused
     _, cfg = load_qa_model(embedded_onnx, load_weights=False)

@@ -78,7 +78,7 @@ def plugin_graph(tmp_path_factory):
 @pytest.fixture(scope="session")
 def short_real_batch(dev_features):
     """3 real features (166-171 tokens) padded to seq 192: every row carries a different amount of padding."""
-    from bertrt.run.features import collate
+    from bertrt.qa.features import collate
 
     return collate([dev_features[i] for i in (0, 2, 9)], 192)
 
@@ -86,7 +86,7 @@ def short_real_batch(dev_features):
 # ---- (1) the real embedded model on SQuAD dev features ---------------------------------------------------------
 
 def test_real_model_v3_matches_at_seq384(embedded_onnx, plugin_graph, dev_features):
-    from bertrt.run.features import collate
+    from bertrt.qa.features import collate
 
     feed = collate(dev_features[8:11], 384)  # batch 3, seq 384, heavy padding
     err = worst_valid_error(ort_logits(embedded_onnx, feed), plugin_logits(plugin_graph(embedded_onnx, "v3"), feed),

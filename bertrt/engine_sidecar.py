@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertrt.build.profiles import QAProfile
+from bertrt.profiles import QAProfile
 
 from bertrt.artifacts import sidecar_path, tool_versions, write_json_atomic
 from bertrt.errors import BertrtError

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from bertrt.run.squad_data import Example
+from bertrt.qa.squad_data import Example
 
 from bertrt.errors import BertrtError
 

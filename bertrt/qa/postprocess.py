@@ -11,9 +11,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from bertrt.run.features import Feature
-from bertrt.run.forking import can_fork, fork_pool
-from bertrt.run.squad_data import Example
+from bertrt.qa.features import Feature
+from bertrt.forking import can_fork, fork_pool
+from bertrt.qa.squad_data import Example
 
 from bertrt.errors import BertrtError
 
