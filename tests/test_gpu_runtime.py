@@ -20,7 +20,7 @@ SMALL = (2, 64, 2, "erf")  # layers, hidden, heads, gelu of a random-weight expo
 
 # --- buckets -----------------------------------------------------------------------------------------------------
 def test_parse_and_check_buckets():
-    from bertrt.run.buckets import bucket_for, check_buckets, parse_buckets
+    from bertrt.runtimes.buckets import bucket_for, check_buckets, parse_buckets
 
     assert parse_buckets("384,128,256,128") == (128, 256, 384)
     for bad in ("", "128,x", "0,384", "-5"):
@@ -39,7 +39,7 @@ def test_parse_and_check_buckets():
 def test_bucket_batcher_on_real_squad_lengths(tokenizer):
     """Every feature lands exactly once, in the smallest bucket that holds it; batches are full except the last
     one of each bucket; a chunked feed gives the same batches' contents as one feed."""
-    from bertrt.run.buckets import BucketBatcher
+    from bertrt.runtimes.buckets import BucketBatcher
     from bertrt.qa.features import make_features
     from bertrt.qa.squad_data import load_squad
 
@@ -74,8 +74,8 @@ def test_collate_pads_rows_with_one_token():
 def test_bound_runner_matches_session_run(random_fused):
     """Same logits as a plain session.run, for two shapes, and results that survive the next call (the runner
     reuses its buffers)."""
-    from bertrt.run.backends import ort_session
-    from bertrt.run.ort_cuda import OrtBoundRunner
+    from bertrt.runtimes.onnxruntime import ort_session
+    from bertrt.runtimes.onnxruntime_bound import OrtBoundRunner
 
     _, fused, cfg = random_fused(SMALL, "ort")
     session = ort_session(fused, "cpu")
@@ -102,7 +102,7 @@ def test_bound_runner_matches_session_run(random_fused):
 
 
 def test_failed_warm_up_releases_the_runner(random_fused, monkeypatch):
-    from bertrt.run.backends import open_backend
+    from bertrt.runtimes import open_backend
 
     _, fused, _ = random_fused(SMALL, "ort")
     backend = open_backend(fused, buckets=(64,), batch_size=4)
@@ -121,7 +121,7 @@ def test_bucketed_squad_equals_length_sorted_batches(embedded_onnx, tokenizer):
     """The bucketed path (IOBinding, batches padded to buckets and rows, features made in overlapped chunks) gives
     the same logits and answers as the length-sorted dynamic batches, on real dev questions."""
     from bertrt.run.answering import SquadParams, answer
-    from bertrt.run.backends import open_backend
+    from bertrt.runtimes import open_backend
     from bertrt.qa.squad_data import load_squad
 
     examples, _ = load_squad(require(DEV))
