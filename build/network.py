@@ -34,9 +34,6 @@ def check_runtime_takes(path: Path, model: onnx.ModelProto, target: Target, runt
                       f"parser takes; build the `native` target instead")
 
 
-        logger.setLevel(level)
-
-
 def network_loader(path: Path, strongly_typed: bool):
     """Polygraphy's lazy ONNX parser loader (builder, network, parser)."""
     from polygraphy.backend.trt import NetworkFromOnnxPath

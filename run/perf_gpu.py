@@ -70,8 +70,8 @@ def _open(model: GpuModel, clock: Clock, options: RunOptions, cuda_graph: bool) 
     backend = open_backend(model.onnx, replace(options, provider="cuda", cuda_graph=cuda_graph, buckets=None,
                                                batch_size=None, cuda_stream=clock.stream_handle()))
     if not backend.runner.device_resident:
-        raise BertrtError(f"{model.onnx}: {backend.description} keeps its inputs on the host; perf --provider cuda "
-                          f"times runtimes with device-resident inputs (e.g. onnxruntime-bound)")
+        raise BertrtError(f"{model.onnx}: {backend.runner.name.split(':')[0]} keeps its inputs on the host; perf "
+                          f"--provider cuda times runtimes with device-resident inputs (e.g. onnxruntime-bound)")
     # the labels of the perf JSON: "ort-iobinding" / "ort-cuda-graph" for the default runtime (as before), else the
     # chosen runtime's name
     name, plain = ("ort", "ort-iobinding") if options.runtime is None else (options.runtime, options.runtime)

@@ -264,3 +264,33 @@ def test_post_processing_in_processes_equals_one_process(tokenizer):
     one = best_answers(examples, features, starts, ends)
     forked = best_answers(examples, features, starts, ends, workers=3)
     assert forked == one and len({a.text for a in one}) > 100
+
+
+def test_gpu_sweep_times_runners_through_the_protocol(random_fused, monkeypatch):
+    """The GPU sweep opens bertrt's models with `open_backend` and times `run_bound` of device-resident runners;
+    here on the CPU provider (the open is redirected; the host clock times) so its logic runs without a GPU."""
+    from dataclasses import replace
+
+    from bertrt.run import perf_gpu
+    from bertrt.runtimes import open_backend
+
+    _, fused, _ = random_fused(SMALL, "ort")
+    opened = []
+
+    def on_cpu(path, options):
+        opened.append(options)
+        # the CPU default with buckets is the runtime the CUDA provider gets by default: onnxruntime-bound
+        return open_backend(path, replace(options, provider="cpu", cuda_stream=None, buckets=(16,)))
+
+    monkeypatch.setattr(perf_gpu, "open_backend", on_cpu)
+    model = perf_gpu.GpuModel("tiny", fused)
+    timings, clock = perf_gpu.gpu_timings([model], [1, 2], [16], warmup=1, runs=3, cuda_graph=False, peers=False,
+                                          log=lambda _: None)
+    assert [(t.runtime, t.batch, t.seq, t.runs) for t in timings] == [("ort-iobinding", 1, 16, 3),
+                                                                      ("ort-iobinding", 2, 16, 3)]
+    assert [o.provider for o in opened] == ["cuda"] and opened[0].cuda_graph is False
+    # a runtime that keeps its inputs on the host cannot be timed on the device: refused in one line
+    with pytest.raises(BertrtError, match="onnxruntime-cpu keeps its inputs on the host; perf --provider cuda times "
+                                          "runtimes with device-resident inputs"):
+        perf_gpu.gpu_timings([model], [1], [16], 1, 3, cuda_graph=False, peers=False, log=lambda _: None,
+                             options=perf_gpu.RunOptions(provider="cuda", runtime="onnxruntime"))

@@ -1,6 +1,6 @@
-"""onnxruntime with device-resident I/O (the `onnxruntime-bound` runtime): a runner over an InferenceSession that keeps one set of
-preallocated input/output buffers per input shape (IOBinding), copies each input in once and each output out once,
-and can replay one onnxruntime CUDA graph per shape.
+"""The `onnxruntime-bound` runtime: onnxruntime with device-resident I/O, a runner over an InferenceSession that
+keeps one set of preallocated input/output buffers per input shape (IOBinding), copies each input in once and each
+output out once, and can replay one onnxruntime CUDA graph per shape.
 
 Polygraphy's OnnxrtRunner feeds numpy arrays through `session.run`, which allocates and copies every call; with a
 few fixed shapes (see buckets.py) the buffers can instead live on the device for the whole run, which is also what
@@ -64,7 +64,8 @@ class OrtBoundRunner(QARunner):
         self.bindings: dict[tuple[int, int], _ShapeBinding] = {}
         self.graphs = 0  # graph ids are never reused: onnxruntime keeps each captured graph (with its addresses)
 
-    device_resident = True  # (on the CUDA provider; on the CPU the bound buffers are host buffers)
+    # run_bound runs on the bound buffers with no copies (device buffers on the CUDA provider, host ones on the CPU)
+    device_resident = True
 
     def activate_impl(self):
         pass  # the session is made by `open` (so that load errors are reported there)

@@ -131,3 +131,4 @@ def polygraphy_errors(what: str) -> Iterator[_Records]:
     finally:
         logger.removeHandler(records)
         G_LOGGER.use_python_logging_system, logger.propagate, level, G_LOGGER.colors = saved
+        logger.setLevel(level)
