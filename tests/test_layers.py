@@ -4,60 +4,14 @@ layering; optional third-party dependencies are imported where they are needed).
 
 from __future__ import annotations
 
-import ast
-import tomllib
 from pathlib import Path
 
 import pytest
 
-from bertrt.layers import LAYER_NAMES, layer_of, rank
+from bertrt.layers import LAYER_NAMES, bertrt_imports, layer_of, rank, source_modules
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _package_dirs() -> dict[str, Path]:
-    """Import package -> source folder, from pyproject's package-dir mapping (the stages are top-level folders)."""
-    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    mapping = tool.get("package-dir", {})
-    return {pkg: ROOT / mapping.get(pkg, pkg.replace(".", "/")) for pkg in tool["packages"]}
-
-
-def _modules() -> dict[str, Path]:
-    modules = {}
-    for pkg, folder in _package_dirs().items():
-        for path in folder.glob("*.py"):
-            name = pkg if path.stem == "__init__" else f"{pkg}.{path.stem}"
-            modules[name] = path
-    return modules
-
-
-MODULES = _modules()
-
-
-def _bertrt_imports(tree: ast.Module) -> list[tuple[str, int, bool]]:
-    """(imported bertrt module, line, at module level) for every import of a bertrt module in `tree`."""
-    top = {id(node) for node in tree.body}
-    found = []
-    for node in ast.walk(tree):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from bertrt.x import y` may import module bertrt.x.y: count the deepest module that exists
-            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module
-                     for a in node.names]
-        for name in names:
-            if name == "bertrt" or name.startswith("bertrt."):
-                found.append((name, node.lineno, id(node) in top or _in_type_checking(tree, node)))
-    return found
-
-
-def _in_type_checking(tree: ast.Module, target: ast.AST) -> bool:
-    for node in tree.body:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            if any(target is child for child in ast.walk(node)):
-                return True
-    return False
+MODULES = source_modules(ROOT)
 
 
 def test_every_module_has_a_layer():
@@ -71,14 +25,24 @@ def test_imports_go_down_and_sit_at_the_top(module):
     path = MODULES[module]
     own = layer_of(module)
     upward, hidden = [], []
-    for name, line, at_top in _bertrt_imports(ast.parse(path.read_text(), str(path))):
-        imported = layer_of(name)
+    for imp in bertrt_imports(path, MODULES):
+        imported = layer_of(imp.module)
+        where = f"{path.relative_to(ROOT)}:{imp.line} imports {imp.module}"
         if imported is not None and rank(imported) > rank(own):
-            upward.append(f"{path.relative_to(ROOT)}:{line} imports {name} ({imported} above {own})")
-        if not at_top:
-            hidden.append(f"{path.relative_to(ROOT)}:{line} imports {name} inside a function")
+            upward.append(f"{where} ({imported} is above {own})")
+        if not imp.at_top:
+            hidden.append(f"{where} inside a function")
     assert not upward, "\n".join(upward)
     assert not hidden, "\n".join(hidden)
+
+
+def test_a_hidden_or_upward_import_is_caught(tmp_path):
+    """The checks themselves can fail: a function-level import and an upward import in a scratch module."""
+    source = tmp_path / "m.py"
+    source.write_text("from bertrt.errors import BertrtError\n\ndef f():\n    from bertrt.cli import main\n")
+    found = bertrt_imports(source, MODULES)
+    assert [(i.module, i.at_top) for i in found] == [("bertrt.errors", True), ("bertrt.cli", False)]
+    assert rank(layer_of("bertrt.cli")) > rank(layer_of("bertrt.errors"))
 
 
 def test_layer_table_is_ordered_bottom_up():
