@@ -10,6 +10,8 @@ import numpy as np
 from bertrt.runtimes import RunOptions, is_checkpoint, open_backend, read_artifact
 from bertrt.qa.features import collate, make_features
 from bertrt.qa.squad_data import load_squad
+from bertrt.surgery.match_model import match_model
+from bertrt.surgery.prepare import prepare
 from polygraphy.comparator import Comparator
 from polygraphy.logger import G_LOGGER
 
@@ -30,9 +32,6 @@ class Row:
 def layer_tensors(model_path: Path) -> list[tuple[str, str]]:
     """(label, tensor name) of the embedding output and each encoder layer's output in an unfused export: the
     tensors the fused graphs keep (emitters write the fused node onto the block's original output tensor)."""
-    from bertrt.surgery.match_model import match_model
-    from bertrt.surgery.prepare import prepare
-
     prepared = prepare(model_path)
     matches = match_model(prepared.graph, prepared.cfg)
     if matches.failures():

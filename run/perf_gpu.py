@@ -19,6 +19,7 @@ from bertrt.run.perf import Timing, summarize, synthetic_feed
 
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import load_qa_model
+from bertrt.run.random_bert import ort_fp16_artifact, torch_bert
 from bertrt.runtimes import QABackend, RunOptions, open_backend
 from bertrt.runtimes.onnxruntime import check_cuda_provider
 
@@ -196,7 +197,6 @@ def sweep(model_paths: list[Path], random_sizes: list[str], work_dir: Path, voca
     """`bertrt perf --provider cuda`: the user's models and/or random-weight BERT models (built from a config,
     made into FP16 `ort` artifacts under `work_dir`), timed on every runtime; returns timings and JSON metadata."""
     import onnxruntime as ort
-    from bertrt.run.random_bert import ort_fp16_artifact, torch_bert
 
     check_cuda_provider()
     models = [GpuModel(p.name, Path(p)) for p in model_paths]
