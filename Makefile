@@ -39,7 +39,7 @@ HTTP_PORT   ?= 8000
 GRPC_PORT   ?= 8001
 
 .PHONY: setup test test-slow export demo infer squad surgery compare inspect perf quantize build calibrate \
-	notebook notebook-figures triton-repo serve serve-bench gpu-model squad-gpu varseqlen perf-gpu clean
+	notebook notebook-figures triton-repo serve serve-bench gpu-model squad-gpu varseqlen perf-gpu docs clean
 .DELETE_ON_ERROR:
 
 setup: $(VENV)/.installed
@@ -151,3 +151,7 @@ perf-gpu: gpu-model
 
 clean:
 	rm -rf out
+
+# The documentation site (mkdocs.yml; docs/*.md) into out/site; --strict: a broken link or anchor fails it.
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --clean -f mkdocs.yml -d out/site
