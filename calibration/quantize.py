@@ -27,7 +27,7 @@ from bertrt.targets import target_of
 PRECISIONS = ("fp16", "int8", "fp8")
 FLOAT_PRECISIONS = ("fp16", "fp32")
 # Defaults per quantized precision: GEMM groups kept out of the 8-bit types, and the type of what stays float.
-# int8: the setting that meets the 99 % bar on the full SQuAD dev set (README table); fp8: every GEMM meets its
+# int8: the setting that meets the 99 % bar on the full SQuAD dev set (docs/precision.md); fp8: every GEMM meets its
 # bar, and FP32 for the rest is what was measured there.
 DEFAULT_EXCLUDE = {"int8": ("attention_bmm", "ffn_down"), "fp8": ()}
 DEFAULT_FLOAT = {"int8": "fp16", "fp8": "fp32"}

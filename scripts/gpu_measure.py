@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The GPU measurements of the README's "GPU runtime" section (issue 8), in one process on a CUDA machine with
+"""The GPU measurements of docs/results.md ("GPU") (issue 8), in one process on a CUDA machine with
 onnxruntime-gpu (and torch + transformers for the random-weight BERT-Large): full SQuAD v1.1 dev through
 `bertrt.run.squad_eval.run_squad` per runtime variant, packing-mode (varseqlen) parity against the padded graph on
 real dev features, and model throughput on the real dev length distribution for BERT-Large.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""GPU benchmark for the README: model time of the full SQuAD dev with features made up front (no tokenizer thread
+"""GPU benchmark for docs/results.md: model time of the full SQuAD dev with features made up front (no tokenizer thread
 beside the GPU), then the post-processing of those logits with 1, 4, 8 and 16 forked workers (answers compared).
 
     python scripts/gpu_post_bench.py model.ort.fp16.onnx vocab.txt dev-v1.1.json

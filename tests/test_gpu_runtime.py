@@ -1,6 +1,6 @@
 """The CPU-testable parts of the GPU runtime (issue 8): sequence-length buckets, the IOBinding runner (on the CPU
 provider), tokenization overlapped in chunks, the packing-mode (varseqlen) conversion, the perf JSON/CSV/PNG, and
-bad input. GPU numbers are measured on the lent H200 (README, "GPU runtime")."""
+bad input. GPU numbers were measured on an H200 (docs/results.md, "GPU")."""
 
 from __future__ import annotations
 
