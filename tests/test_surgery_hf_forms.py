@@ -71,7 +71,7 @@ def assert_fuses_like_torch(source: Path, form: Path, target: str, out: Path) ->
         assert {o.domain: o.version for o in model.opset_import}[""] == max(17, source_opset)
     feed, expected = torch_reference(form)
     error = worst_valid_error(fused_logits(out, target, feed), expected, feed["input_mask"])
-    print(f"fused vs torch: {form_id(form)} {source.name} {target} worst {error:.2e}")  # docs/results.md numbers (pytest -s)
+    print(f"fused vs torch: {form_id(form)} {source.name} {target} worst {error:.2e}")  # docs/results.md (-s)
     assert error <= TOL
     return report
 
