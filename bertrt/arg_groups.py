@@ -1,10 +1,12 @@
-"""Flag groups shared by the subcommands (as Polygraphy's `tools/args`): each group is defined once, with its
-spelling, help and config fallback, and every subcommand that needs it adds the same group.
+"""Flag groups shared by the subcommands (as Polygraphy's `tools/args`): each group is defined once, here, with its
+spelling, help and config fallback, and every subcommand that needs it adds the same group (no subcommand defines
+these flags itself) and reads it back through the same function.
 
 - model:   --model (.onnx / .engine), --vocab
-- backend: --provider (onnxruntime execution provider), --threads, --buckets, --cuda-graph
+- backend: --provider (onnxruntime execution provider), --threads, --buckets, --cuda-graph -> `run_options`
 - shapes:  --batch-size, --seq-len (one value, or several for grids such as `perf`)
-- squad:   --doc-stride, --max-query-length, --n-best, --max-answer-length
+- squad:   --doc-stride, --max-query-length, --n-best, --max-answer-length -> `squad_params`
+- session: all four (infer, squad, triton-repo, serve, serve-bench) -> `session_args`
 
 Older spellings (`--max-seq-length`, `--seq`, `--batch`) are accepted as aliases of the one flag.
 """
@@ -15,6 +17,8 @@ from pathlib import Path
 
 from bertrt.errors import BertrtError
 from bertrt.pipeline_config import PipelineConfig
+from bertrt.run.buckets import parse_buckets
+from bertrt.session import RunOptions, SquadParams, run_options as make_run_options
 
 PROVIDERS = ("cpu", "cuda")
 
@@ -70,9 +74,7 @@ def add_backend_args(p) -> None:
 
 
 def backend_options(args, cfg: PipelineConfig) -> dict:
-    """Keyword arguments of `bertrt.run.backends.open_backend` from the backend flags."""
-    from bertrt.run.buckets import parse_buckets
-
+    """The backend flags as keyword arguments (RunOptions fields) for the stages that take them so (compare, perf)."""
     if args.threads is not None and args.threads < 1:
         raise BertrtError(f"--threads must be at least 1, got {args.threads}")
     return {"provider": pick(args.provider, cfg, "run", "provider"), "threads": args.threads,
@@ -109,9 +111,28 @@ def add_squad_args(p) -> None:
     p.add_argument("--max-answer-length", type=int)
 
 
-def squad_params(args, cfg: PipelineConfig, seq_len: int):
-    from bertrt.run.answering import SquadParams
-
+def squad_params(args, cfg: PipelineConfig, seq_len: int) -> SquadParams:
     values = {k: pick(getattr(args, k, None), cfg, "squad", k) for k in SquadParams.__dataclass_fields__
               if k != "max_seq_length"}
     return SquadParams(max_seq_length=seq_len, **values)
+
+
+# --- session: what a QA session is opened with ---------------------------------------------------------------------
+def add_session_args(p) -> None:
+    """Everything a `QASession` is opened with: model, runtime options, shapes and SQuAD parameters."""
+    add_model_args(p)
+    add_backend_args(p)
+    add_shape_args(p)
+    add_squad_args(p)
+
+
+def run_options(args, cfg: PipelineConfig, batch_size: int) -> RunOptions:
+    return make_run_options(RunOptions(**backend_options(args, cfg)), batch_size=batch_size)
+
+
+def session_args(args, cfg: PipelineConfig) -> tuple[Path, Path, SquadParams, RunOptions]:
+    """(model, vocab, SQuAD parameters, run options) from the session flag group, for `QASession` or a Triton
+    repository's parameters."""
+    batch_size, seq_len = shapes(args, cfg)
+    return (model_path(args, cfg), vocab_path(args, cfg), squad_params(args, cfg, seq_len),
+            run_options(args, cfg, batch_size))

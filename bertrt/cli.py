@@ -10,6 +10,8 @@ from pathlib import Path
 from bertrt import arg_groups as ag
 from bertrt.errors import BertrtError
 from bertrt.pipeline_config import PipelineConfig, load_config
+from bertrt.session import QASession
+from bertrt.session.squad import eval_path, summary
 
 
 # --- export ---------------------------------------------------------------------------------------------------
@@ -39,25 +41,15 @@ def _run_export(args, cfg: PipelineConfig) -> int:
 
 
 # --- shared by infer / squad ----------------------------------------------------------------------------------
-def _add_answering_args(p) -> None:
-    ag.add_model_args(p)
-    ag.add_backend_args(p)
-    ag.add_shape_args(p)
-    ag.add_squad_args(p)
-
-
-def _answerer(args, cfg: PipelineConfig):
-    from bertrt import api
-
-    batch_size, seq_len = ag.shapes(args, cfg)
-    return api.QuestionAnswerer(ag.model_path(args, cfg), ag.vocab_path(args, cfg), ag.squad_params(args, cfg, seq_len),
-                                batch_size, **ag.backend_options(args, cfg))
+def _answerer(args, cfg: PipelineConfig) -> QASession:
+    model, vocab, params, options = ag.session_args(args, cfg)
+    return QASession(model, vocab, params, options=options)
 
 
 # --- infer ----------------------------------------------------------------------------------------------------
 def _add_infer(sub) -> None:
     p = sub.add_parser("infer", help="answer questions about a passage")
-    _add_answering_args(p)
+    ag.add_session_args(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--passage", help="the passage text")
     src.add_argument("--passage-file", type=Path, help="a UTF-8 text file holding the passage")
@@ -89,7 +81,7 @@ def _run_infer(args, cfg: PipelineConfig) -> int:
 # --- squad ----------------------------------------------------------------------------------------------------
 def _add_squad(sub) -> None:
     p = sub.add_parser("squad", help="run a SQuAD v1.1/v2.0 file; write predictions.json and EM/F1")
-    _add_answering_args(p)
+    ag.add_session_args(p)
     p.add_argument("--squad-json", type=Path, help="SQuAD JSON (default: the config's data.dev)")
     p.add_argument("--output", type=Path, help="predictions.json to write (default out/<config>/predictions.json)")
     p.add_argument("--limit", type=int, help="only the first N questions of the file")
@@ -100,12 +92,8 @@ def _add_squad(sub) -> None:
 
 
 def _run_squad(args, cfg: PipelineConfig) -> int:
-    from bertrt.artifacts import check_outputs
-    from bertrt.run.squad_eval import eval_path, squad_outputs, summary
-
     squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
     output = args.output or cfg.out_dir / "predictions.json"
-    check_outputs(squad_outputs(output), [squad_json, ag.model_path(args, cfg), ag.vocab_path(args, cfg)])
     with _answerer(args, cfg) as qa:
         report = qa.squad(squad_json, output, limit=args.limit,
                           null_score_diff_threshold=args.null_score_diff_threshold, progress=not args.no_progress)
@@ -185,7 +173,6 @@ def _add_perf(sub) -> None:
 
 def _run_perf(args, cfg: PipelineConfig) -> int:
     from bertrt import api
-    from bertrt.artifacts import check_outputs
     from bertrt.run.perf import format_table, perf_outputs
 
     batches, seqs = ag.shapes(args, cfg)
@@ -195,7 +182,6 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     if not args.model and not (args.random_bert and options["provider"] == "cuda"):
         raise BertrtError("no model given (--model, or --random-bert with --provider cuda)")
     output = args.output or cfg.out_dir / "perf.json"
-    check_outputs(perf_outputs(output), args.model)
     if options["provider"] == "cuda":  # device-side timing, random-weight models and torch peers (run/perf_gpu.py)
         timings = api.perf_gpu(args.model, args.random_bert, batches, seqs, output, args.warmup, args.runs,
                                args.cuda_graph, peers=not args.no_peers, vocab=cfg.get("model", "vocab"))

@@ -44,7 +44,7 @@ needs_server = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_r
 def _params(tmp: Path, model: Path, bls: bool = False, max_batch_size: int = 16) -> Path:
     import dataclasses
 
-    from bertrt.run.answering import SquadParams
+    from bertrt.session.answering import SquadParams
     from bertrt.serve.repository import Batching, write_repository
 
     return write_repository(tmp / "repo", model, VOCAB, Batching(max_batch_size, 20_000, 1),

@@ -1,4 +1,5 @@
-"""Questions over passages -> answers, through any QA backend (the core loop of `infer` and `squad`)."""
+"""Questions over passages -> answers, through any QA backend: the loop under `QASession` (infer, squad, the Triton
+model), and `SquadParams`, the pre- and post-processing settings."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from bertrt.run.backends import QABackend, check_fits
 from bertrt.run.buckets import BucketBatcher, check_buckets
-from bertrt.qa.features import Feature, collate, make_features
+from bertrt.qa.features import BadExample, Feature, collate, make_features
 from bertrt.forking import can_fork, fork_pool
 from bertrt.qa.postprocess import Answer, best_answers
 from bertrt.qa.squad_data import Example
@@ -125,8 +126,11 @@ def _features_from(examples: list[Example], tokenizer, params: SquadParams, trun
     """make_features for examples[first:first + count] (example_index stays an index into `examples`), and the
     seconds it took."""
     t0 = time.perf_counter()
-    chunk = make_features(examples[first:first + count], tokenizer, params.max_seq_length, params.doc_stride,
-                          params.max_query_length, truncate_question=truncate_question)
+    try:
+        chunk = make_features(examples[first:first + count], tokenizer, params.max_seq_length, params.doc_stride,
+                              params.max_query_length, truncate_question=truncate_question)
+    except BadExample as exc:  # its index into `examples`, not into the chunk
+        raise BadExample(str(exc), exc.example_index + first) from None
     for f in chunk:
         f.example_index += first
     return chunk, time.perf_counter() - t0
