@@ -21,11 +21,18 @@ import platform
 from pathlib import Path
 
 from bertrt.artifacts import check_outputs, tool_versions
+from bertrt.build.engine_build import BuildRequest, build
+from bertrt.calibration.quantize import quantize as _quantize
 from bertrt.errors import BertrtError
+from bertrt.export.onnx_export import export
+from bertrt.profiles import default_profile, parse_profile
 from bertrt.qa.postprocess import Answer
+from bertrt.qa.tokenizer import load_tokenizer
+from bertrt.run.compare import check_counts, compare, feature_batches, vocab_size_of
 from bertrt.run.perf import check_shapes, perf_outputs, time_backend, write_results
 from bertrt.run.perf_gpu import sweep
 from bertrt.session import QASession, RunOptions, SquadParams, TokenProbabilities, open_model
+from bertrt.surgery.pipeline import run_surgery
 
 __all__ = ["SquadParams", "RunOptions", "Answer", "TokenProbabilities", "QASession", "QuestionAnswerer",
            "export_model", "fuse", "quantize", "build_engine", "compare_models", "squad_scores", "perf", "perf_gpu",
@@ -35,23 +42,17 @@ __all__ = ["SquadParams", "RunOptions", "Answer", "TokenProbabilities", "QASessi
 def export_model(checkpoint: str | Path, output: str | Path, *, bert_config: str | Path | None = None,
                  vocab: str | Path | None = None, gelu: str | None = None, opset: int = 17) -> Path:
     """TF1 checkpoint directory or Hugging Face safetensors -> bertrt ONNX (`bertrt export`)."""
-    from bertrt.export.onnx_export import export
-
     return export(Path(checkpoint), Path(output), config=Path(bert_config) if bert_config else None,
                   vocab=Path(vocab) if vocab else None, gelu=gelu, opset=opset)
 
 
 def fuse(model: str | Path, output: str | Path, target: str = "ort", **options) -> dict:
     """Graph surgery for one target (`bertrt surgery`); returns the fusion report. Options: plugin_api, attention."""
-    from bertrt.surgery.pipeline import run_surgery
-
     return run_surgery(Path(model), Path(output), target, **options)
 
 
 def quantize(model: str | Path, output: str | Path, precision: str, **options) -> dict:
     """FP16 conversion or calibrated INT8/FP8 Q/DQ (`bertrt quantize`); returns what was done."""
-    from bertrt.calibration.quantize import quantize as _quantize
-
     return _quantize(Path(model), Path(output), precision, **options)
 
 
@@ -60,9 +61,6 @@ def build_engine(model: str | Path, output: str | Path, profiles: list[str] | No
     """TensorRT engine (+ its sidecar) from a bertrt ONNX (`bertrt build`); returns the engine record. `profiles`
     are 'batch=MIN:OPT:MAX,seq=MIN:OPT:MAX' strings (default: batch 1..batch_size at seq_len); `runtime` is
     tensorrt, tensorrt-rtx or None (the installed one); other options are `BuildRequest` fields."""
-    from bertrt.build.engine_build import BuildRequest, build
-    from bertrt.profiles import default_profile, parse_profile
-
     parsed = [parse_profile(p) for p in profiles] if profiles else [default_profile(batch_size, seq_len)]
     return build(BuildRequest(Path(model), Path(output), parsed, runtime, precision, **options))
 
@@ -75,9 +73,6 @@ def compare_models(a: str | Path, b: str | Path, squad_json: str | Path, vocab: 
                    batch_size: int = 4, seq_len: int = 384, per_layer: bool = False, **backend_options) -> list:
     """Worst absolute/relative logit errors of model `b` against reference `a` on real SQuAD features
     (`bertrt compare`); one row per compared tensor."""
-    from bertrt.run.compare import check_counts, compare, feature_batches, vocab_size_of
-    from bertrt.qa.tokenizer import load_tokenizer
-
     check_counts(num_features, batch_size)
     tokenizer = load_tokenizer(Path(vocab), expected_vocab_size=vocab_size_of(Path(a), Path(b)))
     batches = feature_batches(Path(squad_json), tokenizer, num_features, batch_size, seq_len)

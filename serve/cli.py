@@ -21,8 +21,10 @@ from pathlib import Path
 from bertrt import arg_groups as ag
 from bertrt.errors import BertrtError
 from bertrt.qa.squad_data import Example
+from bertrt.serve.client import QAClient, format_table, load
 from bertrt.serve.python_model import open_session
 from bertrt.serve.repository import MODEL_NAME, Batching, ServingMode, ServingParams, read_parameters, write_repository
+from bertrt.serve.server import Endpoints, TritonServer
 
 
 def _add_repository_args(p) -> None:
@@ -108,8 +110,6 @@ def add_serve(sub) -> None:
 
 
 def run_serve(args, cfg) -> int:
-    from bertrt.serve.server import Endpoints, TritonServer
-
     endpoints = Endpoints(args.host, args.http_port, args.grpc_port)
     with _stop_signals_interrupt(), _repository(args, cfg) as repository:
         try:
@@ -175,9 +175,6 @@ def _in_process_ms(repository: Path, passage: str, question: str, runs: int = 20
 
 def run_serve_bench(args, cfg) -> int:
     """Starts its own server on free ports of 127.0.0.1, sends only there, and checks every answer."""
-    from bertrt.serve.client import QAClient, format_table, load
-    from bertrt.serve.server import Endpoints, TritonServer
-
     if min(args.concurrency) < 1 or args.requests < 1 or args.time_limit <= 0:
         raise BertrtError("--concurrency, --requests and --time-limit must be positive")
     if args.processes is not None and not 1 <= args.processes <= 4 * (os.cpu_count() or 1):

@@ -23,7 +23,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from bertrt.errors import BertrtError
+from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, load_qa_model, ort_session_config
 from bertrt.session import RunOptions, SquadParams
+from bertrt.targets import target_of
 
 MODEL_NAME = "bertrt_qa"
 TENSOR_MODEL_NAME = "bertrt_qa_tensor"
@@ -171,8 +173,6 @@ def python_model_config(params: ServingParams, batching: Batching):
 def tensor_model_config(model_file: str, platform: str, batching: Batching):
     """The network alone (int32 [batch, seq] ids/segments/mask -> float [batch, seq] start/end logits) for Triton's
     onnxruntime (`onnxruntime_onnx`) or TensorRT (`tensorrt_plan`) backend, on the GPUs."""
-    from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES
-
     pb = _model_config_pb2()
     config = pb.ModelConfig(name=TENSOR_MODEL_NAME, platform=platform, max_batch_size=batching.max_batch_size,
                             default_model_filename=model_file)
@@ -214,9 +214,6 @@ def _tensor_platform(model: Path) -> str:
     """Which Triton backend runs the network alone; refuses what it cannot run as bertrt runs it."""
     if model.suffix in ENGINE_SUFFIXES:
         return "tensorrt_plan"
-    from bertrt.qa_contract import load_qa_model, ort_session_config
-    from bertrt.targets import target_of
-
     onnx_model, _ = load_qa_model(model, load_weights=False)
     if not target_of(onnx_model).onnxruntime:
         raise BertrtError(f"{model}: a TensorRT-plugin graph runs on TensorRT; build an engine for --bls")
@@ -230,8 +227,6 @@ def _check_model(model: Path) -> None:
     if not model.is_file():
         raise BertrtError(f"{model}: no such model file")
     if model.suffix == ".onnx":
-        from bertrt.qa_contract import load_qa_model
-
         load_qa_model(model, load_weights=False)  # the bertrt contract (inputs, outputs, stored BERT config)
     elif model.suffix not in ENGINE_SUFFIXES:
         raise BertrtError(f"{model}: unsupported model file (expected .onnx or {' or '.join(ENGINE_SUFFIXES)})")
