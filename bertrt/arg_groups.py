@@ -2,13 +2,14 @@
 spelling, help and config fallback, and every subcommand that needs it adds the same group (no subcommand defines
 these flags itself) and reads it back through the same function.
 
-- model:   --model (.onnx / .engine), --vocab
+- model:   --model (the QA model: .onnx / .engine / checkpoint), --vocab (also alone: `add_vocab_arg`)
 - backend: --provider (onnxruntime execution provider), --threads, --buckets, --cuda-graph -> `run_options`
 - shapes:  --batch-size, --seq-len (one value, or several for grids such as `perf`)
 - squad:   --doc-stride, --max-query-length, --n-best, --max-answer-length -> `squad_params`
 - session: all four (infer, squad, triton-repo, serve, serve-bench) -> `session_args`
 
-Older spellings (`--max-seq-length`, `--seq`, `--batch`) are accepted as aliases of the one flag.
+Older spellings (`--max-seq-length`, `--seq`, `--batch`) are accepted as aliases of the one flag. A flag that only
+one stage has, or that means something else there (build's `--model` is the ONNX to build), is that stage's own.
 """
 
 from __future__ import annotations
@@ -43,7 +44,12 @@ def add_model_args(p, several: bool = False, vocab: bool = True, required: bool 
     else:
         p.add_argument("--model", type=Path, help=help_)
     if vocab:
-        p.add_argument("--vocab", type=Path, help="vocab.txt (default: the config's)")
+        add_vocab_arg(p)
+
+
+def add_vocab_arg(p, purpose: str = "") -> None:
+    """--vocab alone (compare, and the calibration features of quantize/build/calibrate)."""
+    p.add_argument("--vocab", type=Path, help=f"vocab.txt{purpose} (default: the config's)")
 
 
 def default_model(cfg: PipelineConfig) -> Path:

@@ -132,7 +132,7 @@ def _add_compare(sub) -> None:
     p.add_argument("b", type=Path, help="model to check: ONNX (any target; plugin graphs run on numpy references) "
                                         "or an engine from `bertrt build`")
     p.add_argument("--squad-json", type=Path, help="SQuAD file the features come from (default: the config's dev)")
-    p.add_argument("--vocab", type=Path, help="vocab.txt (default: the config's)")
+    ag.add_vocab_arg(p)
     p.add_argument("--num-features", type=int, default=8)
     ag.add_backend_args(p)
     ag.add_shape_args(p, batch_default=4)
