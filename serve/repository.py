@@ -126,10 +126,15 @@ class ServingParams:
             return cls(model=values["model"], vocab=values["vocab"],
                        squad=_fields_from_strings(SquadParams, values),
                        options=_fields_from_strings(RunOptions, values),
-                       max_input_bytes=int(values["max_input_bytes"]), mode=ServingMode(values.get("mode", "local")))
+                       max_input_bytes=int(values["max_input_bytes"]), mode=_mode(values))
         except (KeyError, ValueError, TypeError) as exc:
             raise BertrtError(f"model config parameters incomplete or malformed ({exc}); rewrite the repository "
                               f"with this bertrt's `bertrt triton-repo`") from None
+
+
+def _mode(values: dict[str, str]) -> ServingMode:
+    # Repositories written before ServingMode said BLS by naming the tensor model.
+    return ServingMode(values.get("mode") or ("bls" if values.get("tensor_model") else "local"))
 
 
 assert not {f.name for f in fields(SquadParams)} & {f.name for f in fields(RunOptions)}, "parameter names collide"

@@ -222,6 +222,14 @@ def test_serving_params_round_trip_every_run_option():
         # as the Python backend passes them; proto3 leaves empty strings out
         parsed = {k: ({"string_value": v} if v else {}) for k, v in strings.items()}
         assert ServingParams.from_parameters(parsed) == params
+    # a repository written before ServingMode: tensor_model named the BLS model; no run options but these two
+    old = {k: {"string_value": v} for k, v in {"model": "1/model.onnx", "vocab": "1/vocab.txt", "provider": "cpu",
+                                               "batch_size": "8", "max_input_bytes": "100",
+                                               "tensor_model": "bertrt_qa_tensor"}.items()}
+    assert ServingParams.from_parameters(old).mode is ServingMode.BLS
+    del old["tensor_model"]
+    assert ServingParams.from_parameters(old) == ServingParams("1/model.onnx", "1/vocab.txt", SquadParams(),
+                                                               RunOptions(batch_size=8), 100)
     parsed["cuda_graph"] = {"string_value": "maybe"}
     with pytest.raises(BertrtError, match="parameters incomplete or malformed .*cuda_graph"):
         ServingParams.from_parameters(parsed)
