@@ -46,6 +46,10 @@ class TritonModelRunner(BaseRunner):
     def get_input_metadata_impl(self):
         return qa_input_metadata()
 
+    def warm_up(self, shapes, runs: int = 1) -> None:
+        """Nothing: a BLS request may be made only from `execute` (not while the model initializes), and the
+        tensor model's backend plans its own shapes."""
+
     def infer_impl(self, feed_dict):
         pb = self.pb_utils
         request = pb.InferenceRequest(model_name=self.model_name, requested_output_names=list(OUTPUT_NAMES),
