@@ -14,21 +14,20 @@ import json
 from pathlib import Path
 
 import numpy as np
-from polygraphy.backend.base import BaseRunner
 
 from bertrt.errors import BertrtError
-from bertrt.model_config import BertConfig
 from bertrt.engine_sidecar import EngineRecord
+from bertrt.model_config import BertConfig
 from bertrt.qa.features import BadExample
 from bertrt.qa.squad_data import Example
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, load_qa_model
-from bertrt.run.backends import ENGINE_SUFFIXES, QABackend
-from bertrt.run.runners import qa_input_metadata
+from bertrt.runtimes import QABackend, QARunner
+from bertrt.runtimes.artifact import ENGINE_SUFFIXES
 from bertrt.serve.repository import INPUTS, ServingMode, ServingParams
 from bertrt.session import QASession
 
 
-class TritonModelRunner(BaseRunner):
+class TritonModelRunner(QARunner):
     """A Polygraphy runner whose inference is a BLS call to another model of the same Triton server (the tensor
     model that Triton's onnxruntime or TensorRT backend runs)."""
 
@@ -42,9 +41,6 @@ class TritonModelRunner(BaseRunner):
 
     def deactivate_impl(self):
         pass
-
-    def get_input_metadata_impl(self):
-        return qa_input_metadata()
 
     def warm_up(self, shapes, runs: int = 1) -> None:
         """Nothing: a BLS request may be made only from `execute` (not while the model initializes), and the

@@ -54,8 +54,9 @@ class ServingMode(enum.Enum):
         if self is ServingMode.BLS and options.cuda_graph:
             raise BertrtError("CUDA graphs are the local runtime's; with --bls the tensor model's Triton backend "
                               "runs the network (leave out --cuda-graph)")
-        if options.extra_outputs:
-            raise BertrtError("a served model returns the logits only (no extra outputs)")
+        if options.extra_outputs or options.cuda_stream is not None:
+            raise BertrtError("a served model returns the logits only, on its own stream (no extra outputs, no "
+                              "CUDA stream)")
 
 
 def _encode(value) -> str:

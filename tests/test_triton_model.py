@@ -194,11 +194,13 @@ def test_execute_with_buckets_and_threads_from_the_repository(capsys, embedded_o
 
     repository = tmp_path / "repo"
     assert main(["triton-repo", "--model", str(embedded_onnx), "--vocab", str(VOCAB), "--output", str(repository),
-                 "--buckets", "384,128,256", "--threads", "1", "--batch-size", "2", "--doc-stride", "96"]) == 0
+                 "--buckets", "384,128,256", "--threads", "1", "--batch-size", "2", "--doc-stride", "96",
+                 "--runtime", "onnxruntime-bound"]) == 0
     capsys.readouterr()
     params = read_parameters(repository)
     assert (params.options.buckets, params.options.threads, params.options.batch_size) == ((128, 256, 384), 1, 2)
     assert params.squad.doc_stride == 96 and not params.options.cuda_graph
+    assert params.options.runtime == "onnxruntime-bound"
     model = _initialize(repository)
     assert "buckets 128,256,384" in model.session.description
     responses = model.execute([_request([TENSORRT_PASSAGE], [q]) for q in QUESTIONS])
@@ -214,8 +216,8 @@ def test_serving_params_round_trip_every_run_option():
     from bertrt.serve.repository import ServingMode, ServingParams
     from bertrt.session import RunOptions, SquadParams
 
-    for options in (RunOptions(), RunOptions(provider="cuda", threads=3, buckets=(128, 384), batch_size=16,
-                                             cuda_graph=True)):
+    for options in (RunOptions(), RunOptions(runtime="onnxruntime-bound", provider="cuda", threads=3,
+                                             buckets=(128, 384), batch_size=16, cuda_graph=True)):
         params = ServingParams("1/model.onnx", "1/vocab.txt", SquadParams(max_seq_length=256, doc_stride=64),
                                options, 1000, ServingMode.BLS)
         strings = params.to_parameters()

@@ -22,7 +22,7 @@ from bertrt.qa.features import make_features
 from bertrt.qa.postprocess import Answer, best_answers
 from bertrt.qa.squad_data import Example
 from bertrt.qa.tokenizer import load_tokenizer
-from bertrt.run.backends import QABackend, RunOptions, open_backend
+from bertrt.runtimes import QABackend, RunOptions, open_backend
 from bertrt.session.answering import SquadParams, answer, run_logits
 from bertrt.session.squad import run_squad
 
@@ -37,14 +37,12 @@ def run_options(options: RunOptions | None = None, **fields) -> RunOptions:
         options = dataclasses.replace(options, batch_size=DEFAULT_BATCH_SIZE)
     if options.batch_size < 1:
         raise BertrtError(f"batch size must be at least 1, got {options.batch_size}")
-    if options.threads is not None and options.threads < 1:
-        raise BertrtError(f"threads must be at least 1, got {options.threads}")
     return options
 
 
 def open_model(model: Path, options: RunOptions) -> QABackend:
     """The one call into the runtime layer: every session's model is opened here."""
-    return open_backend(model, **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)})
+    return open_backend(model, options)
 
 
 @dataclass
