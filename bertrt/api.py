@@ -1,9 +1,10 @@
 """bertrt's Python API: the functions behind the `bertrt` commands, for notebooks and scripts.
 
 Each function takes paths and plain values and raises `bertrt.errors.BertrtError` on bad input (the CLI prints that
-as one line). Each one runs the same stage function as its `bertrt` command, and every check (inputs, and outputs
-that would overwrite an input) happens inside those stage functions, so a notebook is protected as the command line
-is and the two cannot drift apart. `infer`/`squad` are `QASession` (alias `QuestionAnswerer`), as in the CLI.
+as one line). The CLI calls these same functions (`infer`/`squad` open a `QASession`, alias `QuestionAnswerer`;
+`quantize`, `build` and `calibrate` call the same stage functions from their stage's cli module), and every check
+(inputs, and outputs that would overwrite an input) happens inside the stage functions, so a notebook is protected
+as the command line is and the two cannot drift apart.
 
     from bertrt import api
     api.export_model("models/minilm-l6-h384-squad11", "out/model.onnx")

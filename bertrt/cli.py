@@ -7,11 +7,19 @@ import json
 import sys
 from pathlib import Path
 
+from bertrt import api
 from bertrt import arg_groups as ag
+from bertrt.build.cli import add_build, add_calibrate
+from bertrt.calibration.cli import add_quantize
 from bertrt.errors import BertrtError
 from bertrt.pipeline_config import PipelineConfig, load_config
+from bertrt.run.compare import format_rows
+from bertrt.run.perf import format_table, perf_outputs
+from bertrt.serve.cli import add_serve, add_serve_bench, add_triton_repo
 from bertrt.session import QASession
 from bertrt.session.squad import eval_path, summary
+from bertrt.surgery.packing import add_varseqlen
+from bertrt.surgery.pipeline import fusion_report_path
 
 
 # --- export ---------------------------------------------------------------------------------------------------
@@ -27,15 +35,13 @@ def _add_export(sub) -> None:
 
 
 def _run_export(args, cfg: PipelineConfig) -> int:
-    from bertrt.export.onnx_export import export
-
     checkpoint = Path(ag.required(ag.pick(args.checkpoint, cfg, "model", "checkpoint"), "--checkpoint"))
     output = args.output or ag.default_model(cfg)
     vocab = args.vocab
     if vocab is None and args.checkpoint is None and cfg.get("model", "vocab"):
         vocab = Path(cfg.get("model", "vocab"))
-    export(checkpoint, output, config=args.bert_config, vocab=vocab, gelu=ag.pick(args.gelu, cfg, "model", "gelu"),
-           opset=ag.pick(args.opset, cfg, "model", "opset"))
+    api.export_model(checkpoint, output, bert_config=args.bert_config, vocab=vocab,
+                     gelu=ag.pick(args.gelu, cfg, "model", "gelu"), opset=ag.pick(args.opset, cfg, "model", "opset"))
     print(f"wrote {output} (+ {output.name}.json)")
     return 0
 
@@ -116,11 +122,9 @@ def _add_surgery(sub) -> None:
 
 
 def _run_surgery(args, cfg: PipelineConfig) -> int:
-    from bertrt.surgery.pipeline import fusion_report_path, run_surgery
-
     source = args.input or ag.default_model(cfg)
     output = args.output or cfg.out_dir / f"model.{args.target}.onnx"
-    run_surgery(source, output, args.target, plugin_api=args.plugin_api, attention=args.attention)
+    api.fuse(source, output, args.target, plugin_api=args.plugin_api, attention=args.attention)
     print(f"wrote {output} (+ {output.name}.json, {fusion_report_path(output).name})")
     return 0
 
@@ -143,9 +147,6 @@ def _add_compare(sub) -> None:
 
 
 def _run_compare(args, cfg: PipelineConfig) -> int:
-    from bertrt import api
-    from bertrt.run.compare import format_rows
-
     squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
     batch_size, seq_len = ag.shapes(args, cfg)
     rows = api.compare_models(args.a, args.b, squad_json, ag.vocab_path(args, cfg), args.num_features, batch_size,
@@ -172,9 +173,6 @@ def _add_perf(sub) -> None:
 
 
 def _run_perf(args, cfg: PipelineConfig) -> int:
-    from bertrt import api
-    from bertrt.run.perf import format_table, perf_outputs
-
     batches, seqs = ag.shapes(args, cfg)
     if args.runs < 1 or args.warmup < 0:
         raise BertrtError("--runs must be positive and --warmup not negative")
@@ -206,11 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="pipeline config (default configs/minilm-l6-h384-squad11.yaml)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    from bertrt.build.cli import add_build, add_calibrate
-    from bertrt.calibration.cli import add_quantize
-    from bertrt.serve.cli import add_serve, add_serve_bench, add_triton_repo
-    from bertrt.surgery.packing import add_varseqlen
-
     for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf, add_quantize,
                 add_varseqlen, add_build, add_calibrate, add_triton_repo, add_serve, add_serve_bench):
         add(sub)
