@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,11 +97,14 @@ def parse_compute_capabilities(values: list[str] | None, trt, runtime, precision
     return tuple(chosen)
 
 
-def create_config(runtime, trt, plan: PrecisionPlan, profiles, timing_cache: Path | None,
-                  compute_capabilities: tuple[tuple[int, int], ...], calibrator=None):
-    """Polygraphy's lazy builder-config loader: CreateConfigRTX for TensorRT-RTX, CreateConfig otherwise."""
+def create_config(runtime, trt, plan: PrecisionPlan, profiles, timing_cache: bytes | None,
+                  compute_capabilities: tuple[tuple[int, int], ...], calibrator=None, progress_monitor=None):
+    """Polygraphy's lazy builder-config loader: CreateConfigRTX for TensorRT-RTX, CreateConfig otherwise. The
+    timing cache is handed over as bytes (a file object to Polygraphy), so Polygraphy neither writes to the
+    user's cache nor leaves a `.lock` file beside it: the build publishes the updated cache with the engine."""
     common = {"profiles": polygraphy_profiles(profiles),
-              "load_timing_cache": str(timing_cache) if timing_cache and timing_cache.is_file() else None}
+              "load_timing_cache": io.BytesIO(timing_cache) if timing_cache else None,
+              "progress_monitor": progress_monitor}
     if runtime.rtx:
         from polygraphy.backend.tensorrt_rtx import CreateConfigRTX
 
@@ -108,6 +112,26 @@ def create_config(runtime, trt, plan: PrecisionPlan, profiles, timing_cache: Pat
     from polygraphy.backend.trt import CreateConfig
 
     return CreateConfig(fp16=plan.fp16, int8=plan.int8, calibrator=calibrator, **common)
+
+
+def cancelling_monitor(trt, stop):
+    """A TensorRT IProgressMonitor that cancels the build (`step_complete` returning False) once `stop.requested`
+    (a stop signal arrived: bertrt.interrupts.deferred)."""
+
+    class CancelOnSignal(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            pass
+
+        def step_complete(self, phase_name, step):
+            return not stop.requested
+
+        def phase_finish(self, phase_name):
+            pass
+
+    return CancelOnSignal()
 
 
 def calibrator(trt, cache: Path, calib_json, calib_num: int, batch_size: int, seq_len: int, vocab):
