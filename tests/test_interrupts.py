@@ -1,0 +1,67 @@
+"""SIGTERM ends a stage like Ctrl-C: one line, exit 143, no temporary beside the output or in the temporary
+directory. Real `bertrt` processes on the embedded model, each stopped at the moment its temporaries exist
+(`bertrt build` is in tests/test_build_publish.py)."""
+
+from __future__ import annotations
+
+import signal
+
+from interrupt_helpers import assert_no_temporaries, start_cli, stop_when
+
+from bertrt.interrupts import Interrupted, exit_code, interrupted_message, private_tempdir
+
+
+def test_surgery_sigterm_while_saving(embedded_onnx, tmp_path):
+    """SIGTERM while the fused model (90 MB) is being written beside the output: exit 143, one line, no temporary
+    left (before, SIGTERM killed the process mid-save and left the `.model.native.onnx.*.tmp` file)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    output = out / "model.native.onnx"
+    proc = start_cli(["surgery", "--input", embedded_onnx, "--output", output, "--target", "native"],
+                     env={"TMPDIR": str(tmp_path)})
+    rc, err = stop_when(proc, lambda: any(p.name.endswith(".tmp") and p.stat().st_size > 0
+                                          for p in list(out.iterdir())), signal.SIGTERM)
+    assert rc == 143, err
+    assert err.strip() == "bertrt surgery: interrupted (SIGTERM)"
+    assert_no_temporaries(out, set())
+    assert_no_temporaries(tmp_path, {"out"})
+
+
+def test_int8_quantize_sigterm_during_onnxruntime_calibration(embedded_onnx, tmp_path):
+    """SIGTERM while onnxruntime's quantizer calibrates (its `ort.quant.*` directory exists, a few seconds into a
+    ~45 s quantize): exit 143, one line, nothing left in the temporary directory (TMPDIR points at a test folder
+    to observe it; before, `bertrt-quant.*` and `ort.quant.*`, 40-90 MB each, stayed there) nor beside the
+    output."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = start_cli(["quantize", "--input", embedded_onnx, "--output", out / "model.int8.onnx", "--precision",
+                      "int8", "--calib-num", "32"], env={"TMPDIR": str(tmp)})
+    rc, err = stop_when(proc, lambda: any(tmp.rglob("ort.quant.*")), signal.SIGTERM, delay=1.0)
+    assert rc == 143, err
+    # (onnxruntime's quantizer logs its own "please consider pre-processing" warning before; bertrt's is one line)
+    assert err.strip().splitlines()[-1] == "bertrt quantize: interrupted (SIGTERM)" and "Traceback" not in err
+    assert_no_temporaries(tmp, set())
+    assert_no_temporaries(out, set())
+
+
+def test_exit_codes_and_messages():
+    assert exit_code(KeyboardInterrupt()) == 130 and interrupted_message(KeyboardInterrupt()) == "interrupted"
+    assert exit_code(Interrupted(signal.SIGTERM)) == 143
+    assert interrupted_message(Interrupted(signal.SIGTERM)) == "interrupted (SIGTERM)"
+
+
+def test_private_tempdir_is_removed_with_what_a_library_put_there():
+    import tempfile
+
+    before = tempfile.gettempdir()
+    try:
+        with private_tempdir("bertrt-test.") as path:
+            assert tempfile.gettempdir() == str(path)
+            inner = tempfile.mkdtemp(prefix="ort.quant.")  # as onnxruntime's quantizer does
+            (path / "x").write_bytes(b"x" * 100)
+            raise Interrupted(signal.SIGTERM)
+    except Interrupted:
+        pass
+    assert not path.exists() and inner.startswith(str(path)) and tempfile.gettempdir() == before
