@@ -31,7 +31,7 @@ def _add_repository_args(p) -> None:
     p.add_argument("--batch-size", type=int, help="windows per model run")
 
 
-def _write(args, cfg, output: Path, bls: bool = False) -> Path:
+def _write(args, cfg, output: Path, bls: bool = False, force: bool = False) -> Path:
     from bertrt.run.answering import SquadParams
     from bertrt.serve.repository import Batching, write_repository
 
@@ -41,7 +41,8 @@ def _write(args, cfg, output: Path, bls: bool = False) -> Path:
     return write_repository(output, ag.model_path(args, cfg), ag.vocab_path(args, cfg), batching, squad,
                             provider=ag.pick(args.provider, cfg, "run", "provider"),
                             batch_size=ag.pick(args.batch_size, cfg, "run", "batch_size"),
-                            max_input_bytes=ag.pick(args.max_input_bytes, cfg, "serve", "max_input_bytes"), bls=bls)
+                            max_input_bytes=ag.pick(args.max_input_bytes, cfg, "serve", "max_input_bytes"), bls=bls,
+                            force=force)
 
 
 # --- triton-repo ----------------------------------------------------------------------------------------------
@@ -49,6 +50,8 @@ def add_triton_repo(sub) -> None:
     p = sub.add_parser("triton-repo", help="write a Triton model repository (model bertrt_qa)")
     _add_repository_args(p)
     p.add_argument("--output", type=Path, required=True, help="repository directory to create (new or empty)")
+    p.add_argument("--force", action="store_true", help="replace --output if it is a repository from `bertrt "
+                                                        "triton-repo` (in one step; any other directory is refused)")
     p.add_argument("--bls", action="store_true",
                    help="GPU production: the network as its own model for Triton's onnxruntime_onnx/tensorrt_plan "
                         "backend, called from bertrt_qa (BLS); not runnable with the bundled server")
@@ -56,7 +59,7 @@ def add_triton_repo(sub) -> None:
 
 
 def run_triton_repo(args, cfg) -> int:
-    output = _write(args, cfg, args.output, bls=args.bls)
+    output = _write(args, cfg, args.output, bls=args.bls, force=args.force)
     print(f"wrote {output}")
     return 0
 
