@@ -55,19 +55,40 @@ def _raise(signum, frame):
     raise Interrupted(signum)
 
 
+_installed = 0  # how many `_handlers` blocks are open in this process
+
+
 @contextlib.contextmanager
 def _handlers(handler) -> Iterator[None]:
     """Install `handler` for SIGINT and SIGTERM for the block, restoring the previous ones (main thread only:
     Python delivers signals there, and elsewhere `signal.signal` is refused)."""
+    global _installed
     if not _main_thread():
         yield
         return
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    _installed += 1
     try:
         yield
     finally:
+        _installed -= 1
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _defaults_in_forked_child() -> None:
+    """A forked child (a process pool's worker, bertrt.forking) gets Python's default dispositions back: the pool
+    ends its workers with SIGTERM, which must end them, not raise inside them (a traceback per worker), and their
+    cleanup is the parent's."""
+    global _installed
+    if _installed:
+        _installed = 0
+        with contextlib.suppress(ValueError):  # (a fork from another thread: nothing to reset there)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+os.register_at_fork(after_in_child=_defaults_in_forked_child)
 
 
 @contextlib.contextmanager

@@ -65,3 +65,16 @@ def test_private_tempdir_is_removed_with_what_a_library_put_there():
     except Interrupted:
         pass
     assert not path.exists() and inner.startswith(str(path)) and tempfile.gettempdir() == before
+
+
+def test_pool_workers_end_quietly_on_terminate():
+    """A process pool's forked workers get the default SIGTERM back: the pool ends busy workers with SIGTERM (on
+    Ctrl-C or an error mid-run), which must not raise bertrt's interrupt inside each of them (a traceback each)."""
+    import subprocess
+    import sys
+
+    code = ("import time\nfrom bertrt.interrupts import stop_signals_raise\nfrom bertrt.forking import fork_pool\n"
+            "with stop_signals_raise():\n    with fork_pool(2) as pool:\n        pool.map_async(time.sleep, [5, 5])\n"
+            "        time.sleep(0.5)\n    time.sleep(0.5)\nprint('done')\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "done" and "Traceback" not in run.stderr, run.stderr
