@@ -124,3 +124,26 @@ def test_signal_during_the_tensorrt_build_aborts_it(embedded_native, tmp_path, s
     assert not engine.exists() and not sidecar_path(engine).exists()
     assert_no_temporaries(tmp_path, {"out"})
     assert_no_temporaries(engine.parent, set())
+
+
+def test_cache_and_timing_cache_join_the_set(tmp_path):
+    """A TensorRT 10 INT8 build's calibration cache + its sidecar and the timing cache are temporaries of the same
+    set as the engine (TensorRT 10 is not installed here: the set itself is tested): an existing cache is copied in
+    for TensorRT to reuse; an interrupt publishes none of the five; success publishes all five."""
+    engine, cache, timing = tmp_path / "m.engine", tmp_path / "m.0123456789abcdef.calib.cache", tmp_path / "t.cache"
+    cache.write_bytes(b"old cache")
+    with pytest.raises(KeyboardInterrupt):
+        with engine_build._outputs(engine, cache, timing) as tmp:
+            assert set(tmp) == {"engine", "sidecar", "cache", "cache_sidecar", "timing"}
+            assert tmp["cache"].read_bytes() == b"old cache" and tmp["cache"].parent == tmp_path
+            for path in tmp.values():
+                path.write_bytes(b"new")
+            raise KeyboardInterrupt
+    assert_no_temporaries(tmp_path, {cache.name})
+    assert cache.read_bytes() == b"old cache"
+    with engine_build._outputs(engine, cache, timing) as tmp:
+        for path in tmp.values():
+            path.write_bytes(b"new")
+    assert_no_temporaries(tmp_path, {engine.name, f"{engine.name}.json", cache.name, f"{cache.name}.json",
+                                     timing.name})
+    assert cache.read_bytes() == b"new"
