@@ -7,8 +7,9 @@
   signals off and deliver them right after.
 - `deferred()`: around a foreign library's long call that swallows exceptions raised in its Python callbacks
   (TensorRT catches a KeyboardInterrupt raised inside its logger: "Exception caught in log()" and builds on), a
-  signal only sets a flag that the library's cancellation hook polls (TensorRT's IProgressMonitor), and is raised
-  as `Interrupted` when the call returns.
+  signal only sets a flag that the library's cancellation hook polls (TensorRT's IProgressMonitor), and is
+  delivered when the call returns (the CLI's handler raises `Interrupted`).
+A signal the process was started to ignore (SIGINT of a background job) stays ignored throughout.
 - `private_tempdir(prefix)`: one bertrt-owned temporary directory that `tempfile` uses for the duration (so a
   library's own temporaries, e.g. onnxruntime's `ort.quant.*`, land inside it), removed whatever happens.
 """
@@ -66,7 +67,9 @@ def _handlers(handler) -> Iterator[None]:
     if not _main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    # (a signal the process was started to ignore, e.g. SIGINT of a background job, stays ignored)
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS
+                if signal.getsignal(sig) is not signal.SIG_IGN}
     _installed += 1
     try:
         yield
@@ -132,14 +135,16 @@ class Deferred:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[Deferred]:
-    """Record SIGINT/SIGTERM instead of raising them inside the block; raise `Interrupted` when the block ends
-    (replacing whatever error the cancelled library raised), so its result is never used after a signal."""
+    """Record SIGINT/SIGTERM instead of acting on them inside the block; when the block ends, deliver the signal to
+    the handler there was before (the CLI's raises `Interrupted`, replacing whatever error the cancelled library
+    raised), so the library's result is never used after a signal."""
     state = Deferred()
     try:
         with _handlers(state._record):
             yield state
     finally:
-        state.check()
+        if state.signum is not None:
+            os.kill(os.getpid(), state.signum)
 
 
 @contextlib.contextmanager

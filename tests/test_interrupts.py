@@ -78,3 +78,35 @@ def test_pool_workers_end_quietly_on_terminate():
             "        time.sleep(0.5)\n    time.sleep(0.5)\nprint('done')\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and run.stdout.strip() == "done" and "Traceback" not in run.stderr, run.stderr
+
+
+def test_deferred_signal_is_raised_when_the_block_ends():
+    """Inside `deferred` a signal only sets the flag (a library's callback cannot swallow it); it is raised when the
+    block ends, replacing the error the cancelled library raised."""
+    import os
+
+    from bertrt.interrupts import deferred, stop_signals_raise
+
+    with stop_signals_raise():
+        try:
+            with deferred() as stop:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # Python runs signal handlers between bytecodes: give it many
+                    pass
+                assert stop.requested
+                raise RuntimeError("Invalid Engine")  # what Polygraphy raises for a cancelled build
+        except Interrupted as exc:
+            assert exc.signum == signal.SIGTERM
+        else:
+            raise AssertionError("no interrupt raised")
+
+
+def test_an_ignored_signal_stays_ignored():
+    from bertrt.interrupts import held, stop_signals_raise
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_signals_raise(), held():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
