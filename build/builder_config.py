@@ -97,13 +97,19 @@ def parse_compute_capabilities(values: list[str] | None, trt, runtime, precision
     return tuple(chosen)
 
 
+class TimingCacheBuffer(io.BytesIO):
+    """A timing cache in memory, handed to Polygraphy as a file object (which it requires to have a `mode`)."""
+
+    mode = "rb+"
+
+
 def create_config(runtime, trt, plan: PrecisionPlan, profiles, timing_cache: bytes | None,
                   compute_capabilities: tuple[tuple[int, int], ...], calibrator=None, progress_monitor=None):
     """Polygraphy's lazy builder-config loader: CreateConfigRTX for TensorRT-RTX, CreateConfig otherwise. The
-    timing cache is handed over as bytes (a file object to Polygraphy), so Polygraphy neither writes to the
-    user's cache nor leaves a `.lock` file beside it: the build publishes the updated cache with the engine."""
+    timing cache to load is handed over as bytes (a file object to Polygraphy, so it leaves no `.lock` file beside
+    the user's cache); the build publishes the updated cache with the engine."""
     common = {"profiles": polygraphy_profiles(profiles),
-              "load_timing_cache": io.BytesIO(timing_cache) if timing_cache else None,
+              "load_timing_cache": TimingCacheBuffer(timing_cache) if timing_cache else None,
               "progress_monitor": progress_monitor}
     if runtime.rtx:
         from polygraphy.backend.tensorrt_rtx import CreateConfigRTX

@@ -8,7 +8,6 @@ an interrupt (Ctrl-C, SIGTERM) during the build cancels it and publishes nothing
 from __future__ import annotations
 
 import contextlib
-import io
 import shlex
 import time
 from collections.abc import Iterator
@@ -121,8 +120,10 @@ def build(request: BuildRequest, log=print) -> EngineRecord:
                 last = request.profiles[-1]  # Polygraphy calibrates with the last profile's opt shape
                 calibrator = builder_config.calibrator(trt, tmp["cache"], request.calib_json, request.calib_num,
                                                        last.batch[1], last.seq[1], request.vocab)
-            timing = io.BytesIO() if request.timing_cache else None
-            with interrupts.deferred() as stop:
+            with contextlib.ExitStack() as files, interrupts.deferred() as stop:
+                # Polygraphy saves the timing cache into our temporary (an open file: it neither writes the
+                # user's cache nor puts a `.lock` file beside it); the previous cache goes in as bytes.
+                timing = files.enter_context(open(tmp["timing"], "wb+")) if request.timing_cache else None
                 config = builder_config.create_config(
                     runtime, trt, plan, request.profiles,
                     request.timing_cache.read_bytes() if timing is not None and request.timing_cache.is_file()
@@ -131,8 +132,6 @@ def build(request: BuildRequest, log=print) -> EngineRecord:
             build_seconds = time.perf_counter() - started - parse_seconds
             with open(tmp["engine"], "wb") as f:
                 f.write(engine)
-            if timing is not None:
-                tmp["timing"].write_bytes(timing.getvalue())
             record = EngineRecord(
                 engine_sha256=sha256_file(tmp["engine"]), runtime=runtime.name, runtime_version=version,
                 compute_capabilities=tuple(f"{a}.{b}" for a, b in caps), strongly_typed=plan.strongly_typed,

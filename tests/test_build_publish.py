@@ -147,3 +147,25 @@ def test_cache_and_timing_cache_join_the_set(tmp_path):
     assert_no_temporaries(tmp_path, {engine.name, f"{engine.name}.json", cache.name, f"{cache.name}.json",
                                      timing.name})
     assert cache.read_bytes() == b"new"
+
+
+def test_timing_cache_buffer_goes_through_polygraphy(tmp_path, monkeypatch):
+    """The timing cache is handed to Polygraphy in memory: its file helpers read and write the buffer as they do
+    in CreateConfig / EngineBytesFromNetwork, and no `.lock` file appears anywhere (TensorRT 10, which takes a
+    timing cache, is not installed here: Polygraphy's own calls on the buffer are tested)."""
+    from polygraphy import util
+
+    from bertrt.build.builder_config import TimingCacheBuffer
+
+    monkeypatch.chdir(tmp_path)
+    loaded = TimingCacheBuffer(b"previous cache")
+    with util.LockFile(loaded):  # CreateConfig's load
+        assert util.load_file(loaded, description="tactic timing cache") == b"previous cache"
+    saved_path = tmp_path / ".t.cache.1234.tmp"  # what engine_build hands EngineBytesFromNetwork: its temporary
+    with open(saved_path, "wb+") as saved, util.LockFile(saved):  # EngineBytesFromNetwork's save
+        try:
+            util.load_file(saved)  # (it first reads the previous cache there: empty)
+        except Exception:
+            pass
+        util.save_file(memoryview(b"updated cache"), saved, description="tactic timing cache")
+    assert saved_path.read_bytes() == b"updated cache" and [p.name for p in tmp_path.iterdir()] == [saved_path.name]
