@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bertrt.build import builder_config, calib_cache, network, runtime as runtimes
+from bertrt.build import builder_config, calib_cache, network
+from bertrt.runtimes import tensorrt_library as runtimes
 from bertrt.engine_sidecar import EngineRecord
 from bertrt.profiles import QAProfile, check_profiles
 
@@ -104,7 +105,7 @@ def build(request: BuildRequest, log=print) -> EngineRecord:
     from polygraphy.backend.trt import EngineBytesFromNetwork  # (after runtimes.load: it binds Polygraphy's trt)
 
     started = time.perf_counter()
-    with network.polygraphy_errors(f"{model_path}: {runtime.label} {version}"):
+    with runtimes.polygraphy_errors(f"{model_path}: {runtime.label} {version}"):
         # TensorRT swallows an exception raised in its Python callbacks (logger, progress monitor, calibrator):
         # a Ctrl-C or SIGTERM there would be lost and the build carry on. So signals only set a flag while TensorRT
         # runs; the progress monitor cancels the build on it, and `deferred` raises the interrupt when TensorRT
