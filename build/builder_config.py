@@ -15,6 +15,7 @@ from pathlib import Path
 
 import onnx
 
+from bertrt.calibration.polygraphy_data_loader import load_data
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import INPUT_NAMES, metadata
 
@@ -143,7 +144,6 @@ def cancelling_monitor(trt, stop):
 def calibrator(trt, cache: Path, calib_json, calib_num: int, batch_size: int, seq_len: int, vocab):
     """Polygraphy's Calibrator over the SQuAD-train feature batches (the data loader `polygraphy convert
     --data-loader-script calibration/polygraphy_data_loader.py` uses); it calibrates on the last profile."""
-    from bertrt.calibration.polygraphy_data_loader import load_data
     from polygraphy.backend.trt import Calibrator
 
     data = load_data(calib_json, calib_num, batch_size, seq_len, vocab)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bertrt.build import builder_config, calib_cache, network
+from bertrt.calibration import polygraphy_data_loader
 from bertrt.runtimes import tensorrt_library as runtimes
 from bertrt.engine_sidecar import EngineRecord
 from bertrt.profiles import QAProfile, check_profiles
@@ -54,8 +55,6 @@ def polygraphy_command(request: BuildRequest, runtime, plan, caps) -> str:
     if plan.fp16:
         words.append("--fp16")
     if plan.int8:
-        from bertrt.calibration import polygraphy_data_loader
-
         words += ["--int8", "--data-loader-script", polygraphy_data_loader.__file__, "--calibration-cache",
                   str(request.calib_cache)]
     if request.timing_cache:
