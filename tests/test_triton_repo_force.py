@@ -50,7 +50,7 @@ def test_force_replaces_a_bertrt_repository(model, tmp_path, capsys):
     assert write(model, repo, "--instances", "2", "--force") == 0
     assert instances(repo) == 2 and repository.is_bertrt_repository(repo)
     assert write(model, repo, "--bls", "--force") == 0  # a local repository replaced by a BLS one
-    assert repository.uses_tensor_model(repo)
+    assert repository.serving_mode(repo) is repository.ServingMode.BLS and (repo / "bertrt_qa_tensor").is_dir()
     assert_no_temporaries(tmp_path, {"repo"})
 
 
