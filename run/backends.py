@@ -258,16 +258,12 @@ def _open_onnx(path: Path, options: RunOptions) -> QABackend:
     from bertrt.run.runners import ReferenceRunner
     from bertrt.targets import target_of
 
-    from bertrt.surgery.packing import is_packed
-
     model, cfg = load_qa_model(path)
     session_config = ort_session_config(model, source=str(path))  # checked for every ONNX model, used by ort ones
-    if is_packed(model) and options.provider != "cuda":
-        raise BertrtError(f"{path}: a packing-mode (varseqlen) model runs only on onnxruntime's CUDA provider "
-                          f"(use --provider cuda)")
-    model = with_outputs(model, options.extra_outputs)
     target = target_of(model)
-    if not target.onnxruntime:
+    target.check_provider(options.provider, str(path))  # (packed: CUDA only)
+    model = with_outputs(model, options.extra_outputs)
+    if not target.runs_on("onnxruntime"):
         return QABackend(ReferenceRunner(model, [o.name for o in model.graph.output],
                                          name=f"plugin-reference:{path.name}"),
                          cfg, f"numpy plugin references: {path}")
