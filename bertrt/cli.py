@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from bertrt.surgery.pipeline import fusion_report_path, run_surgery
+from bertrt.surgery.varseqlen import add_varseqlen
+
 from bertrt import arg_groups as ag
 from bertrt.errors import BertrtError
 from bertrt.pipeline_config import PipelineConfig, load_config
@@ -133,8 +136,6 @@ def _add_surgery(sub) -> None:
 
 
 def _run_surgery(args, cfg: PipelineConfig) -> int:
-    from bertrt.surgery.pipeline import fusion_report_path, run_surgery
-
     source = args.input or ag.default_model(cfg)
     output = args.output or cfg.out_dir / f"model.{args.target}.onnx"
     target = TARGETS.get(args.target)
@@ -230,7 +231,6 @@ def build_parser() -> argparse.ArgumentParser:
     from bertrt.build.cli import add_build, add_calibrate
     from bertrt.calibration.cli import add_quantize
     from bertrt.serve.cli import add_serve, add_serve_bench, add_triton_repo
-    from bertrt.surgery.varseqlen import add_varseqlen
 
     for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf, add_quantize,
                 add_varseqlen, add_build, add_calibrate, add_triton_repo, add_serve, add_serve_bench):
