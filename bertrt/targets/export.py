@@ -7,6 +7,6 @@ from bertrt.targets.target import Target
 TARGET = Target(
     name="export",
     description="unfused export",
-    runtimes=frozenset({"onnxruntime", "tensorrt", "tensorrt-rtx"}),
+    runtimes=None,  # plain ONNX: every runtime
     precisions=("fp16", "int8", "fp8"),
 )

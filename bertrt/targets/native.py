@@ -10,7 +10,7 @@ from bertrt.targets.target import Option, Target
 TARGET = Target(
     name="native",
     description="plain ONNX that TensorRT fuses itself",
-    runtimes=frozenset({"onnxruntime", "tensorrt", "tensorrt-rtx"}),
+    runtimes=None,  # plain ONNX: every runtime
     precisions=("fp16", "int8", "fp8"),
     emit=emit_native.emit,
     options=(Option("attention", emit_native.ATTENTION_FORMS, "matmul",

@@ -10,7 +10,7 @@ from bertrt.targets.target import Target
 TARGET = Target(
     name="ort",
     description="onnxruntime contrib ops",
-    runtimes=frozenset({"onnxruntime"}),
+    runtimes=frozenset({"onnxruntime", "onnxruntime-bound"}),
     precisions=("fp16", "int8"),
     precision_refusal="no onnxruntime execution provider runs FP8 GEMMs and TensorRT does not take contrib ops; "
                       "quantize the native target instead",

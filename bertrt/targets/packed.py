@@ -12,7 +12,7 @@ from bertrt.targets.target import Target
 TARGET = Target(
     name="packed",
     description="packing mode (onnxruntime, variable sequence length)",
-    runtimes=frozenset({"onnxruntime"}),
+    runtimes=frozenset({"onnxruntime", "onnxruntime-bound"}),
     precisions=(),
     precision_refusal="quantize calibrates on the CPU, which has no kernels for the packed ops; quantize the `ort` "
                       "model (--precision fp16), then run `bertrt varseqlen` on it",

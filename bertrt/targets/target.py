@@ -4,8 +4,9 @@ Why a value and not a class per target: every stage only asks questions (which r
 options, why not), so the answers are data plus a few methods that phrase the one-line refusals. A target module
 builds one `Target` and the registry (`__init__.py`) lists it.
 
-Direction of "who runs what": the target declares its runtimes (`runtimes`, a frozenset of runtime names). A new
-runtime that runs the `native` graph is one word added in native.py; `Target.runs_on(name)` answers.
+Direction of "who runs what": the target declares its runtimes (`runtimes`, a frozenset of runtime names), and a
+plain-ONNX target (export, native) declares none: every runtime runs it, so a new runtime (OpenVINO) needs no edit
+here; one that runs a foreign-op form too is one word added in that target's module. `Target.runs_on(name)` answers.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ class Option:
 class Target:
     name: str  # in model metadata (`bertrt.target`), sidecars, engine records and on the command line
     description: str
-    runtimes: frozenset[str]  # runtime names that run the graph: onnxruntime, tensorrt, tensorrt-rtx, plugin-reference
+    # Runtime names that run the graph (bertrt.runtimes names, and the TensorRT parsers `tensorrt`, `tensorrt-rtx`);
+    # None: plain ONNX, which every runtime runs.
+    runtimes: frozenset[str] | None
     precisions: tuple[str, ...] = ()  # what `bertrt quantize` makes of it (fp16, int8, fp8)
     precision_refusal: str = ""  # why the other precisions are refused (ends the one-line refusal)
     emit: Emitter | None = None  # `bertrt surgery` makes it from an unfused export with this (None: it does not)
@@ -57,7 +60,8 @@ class Target:
 
     # --- runtimes -------------------------------------------------------------------------------------------------
     def runs_on(self, runtime: str) -> bool:
-        return runtime in self.runtimes
+        """Whether the named runtime runs a graph of this target (asked by the runtime registry and the build)."""
+        return self.runtimes is None or runtime in self.runtimes
 
     def foreign_ops(self, model: onnx.ModelProto) -> list[str]:
         """The distinct op types of this target's domain in `model` (what a runtime would have to provide)."""
