@@ -17,7 +17,7 @@ from bertrt.calibration.quantize import quantize
 from bertrt.cli import build_parser
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import load_qa_model, metadata, stamp
-from bertrt.run.backends import open_backend
+from bertrt.runtimes import open_backend
 from bertrt.surgery.pipeline import run_surgery
 from bertrt.surgery.varseqlen import convert
 from bertrt.targets import META_TARGET, TARGETS, get_target, register, surgery_targets, target_of
