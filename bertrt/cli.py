@@ -12,6 +12,7 @@ from bertrt import arg_groups as ag
 from bertrt.build.cli import add_build, add_calibrate
 from bertrt.calibration.cli import add_quantize
 from bertrt.errors import BertrtError
+from bertrt.interrupts import exit_code, interrupted_message, stop_signals_raise
 from bertrt.pipeline_config import PipelineConfig, load_config
 from bertrt.run.compare import format_rows
 from bertrt.run.perf import format_table, perf_outputs
@@ -214,17 +215,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args, load_config(args.config))
+        with stop_signals_raise():  # SIGTERM cleans up like Ctrl-C: every stage's temporaries are removed
+            return args.run(args, load_config(args.config))
     except BertrtError as exc:
         if args.debug:
             raise
         print(f"bertrt {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # outputs are published atomically: nothing half-written is left behind
+    except KeyboardInterrupt as exc:  # outputs are published atomically: nothing half-written is left behind
         if args.debug:
             raise
-        print(f"bertrt {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"bertrt {args.command}: {interrupted_message(exc)}", file=sys.stderr)
+        return exit_code(exc)  # 130 for SIGINT, 143 for SIGTERM
     except OSError as exc:  # the environment (disk full, permissions) rather than bertrt: still one line
         if args.debug:
             raise
