@@ -99,6 +99,8 @@ def _add_endpoint_args(p) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, help="serve Triton's Prometheus metrics at http://HOST:PORT/metrics, "
+                                                    "on --host like the other ports (default: metrics off)")
 
 
 @contextlib.contextmanager
@@ -136,13 +138,16 @@ def add_serve(sub) -> None:
 
 
 def run_serve(args, cfg) -> int:
-    endpoints = Endpoints(args.host, args.http_port, args.grpc_port)
+    endpoints = Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port)
     with _stop_signals_interrupt(), _repository(args, cfg) as repository:
         try:
             with TritonServer(repository, endpoints, log_file=args.log_file) as server:
                 print(f"Triton serving bertrt_qa from {repository}\n"
                       f"  HTTP  http://{endpoints.host}:{endpoints.http_port}/v2/models/bertrt_qa/infer\n"
                       f"  gRPC  {endpoints.host}:{endpoints.grpc_port}\n"
+                      f"  health  http://{endpoints.host}:{endpoints.http_port}/v2/health/ready (and /live)\n"
+                      + (f"  metrics http://{endpoints.host}:{endpoints.metrics_port}/metrics\n"
+                         if endpoints.metrics_port is not None else "") +
                       f"ready (Ctrl-C or SIGTERM stops it)", flush=True)
                 while server.process.poll() is None:
                     server.process.wait()
