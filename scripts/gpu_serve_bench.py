@@ -82,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--multi-gpu-instances", type=int, default=int(os.environ.get("GSB_MULTI_INSTANCES", 4)),
                    help="instances per GPU in the two-GPU run")
     p.add_argument("--multi-gpu-max-batch", type=int, default=int(os.environ.get("GSB_MULTI_MAX_BATCH", 128)))
-    p.add_argument("--budget-s", type=float, default=float(os.environ.get("GSB_BUDGET_S", 500)),
+    p.add_argument("--budget-s", type=float, default=float(os.environ.get("GSB_BUDGET_S", 420)),
                    help="stop starting new configurations after this many seconds")
     args = p.parse_args(argv)
     if args.provider == "cpu":
