@@ -117,3 +117,13 @@ def test_gpu_count_without_a_gpu_is_zero(monkeypatch):
     monkeypatch.setattr(gpus, "_cuda_device_count", lambda: None)
     monkeypatch.setattr(gpus.shutil, "which", lambda name: None)
     assert gpus.gpu_count() == 0
+
+
+def test_config_serve_keys_override_the_providers_defaults(embedded_onnx, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("serve:\n  instances: 3\n  max_batch_size: 32\n")
+    assert main(["--config", str(config), "triton-repo", "--model", str(embedded_onnx), "--vocab", str(VOCAB),
+                 "--output", str(tmp_path / "repo"), "--provider", "cuda", "--max-batch-size", "48"]) == 0
+    qa = read_config(tmp_path / "repo" / "bertrt_qa" / "config.pbtxt")
+    assert (qa.instance_group[0].count, qa.max_batch_size) == (3, 48)  # config over default, flag over config
+    assert qa.dynamic_batching.max_queue_delay_microseconds == DEFAULT_BATCHING["cuda"].max_queue_delay_us
