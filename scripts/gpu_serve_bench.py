@@ -67,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--buckets", default=os.environ.get("GSB_BUCKETS", ",".join(map(str, DEFAULT_BUCKETS))))
     p.add_argument("--batch-size", type=int, default=int(os.environ.get("GSB_BATCH_SIZE", 16)),
                    help="windows per model run (every run is padded to it: small keeps c1 fast)")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("GSB_THREADS", 0)) or None,
+                   help="onnxruntime intra-op threads per instance (default with cuda: 1, so that idle pool threads "
+                        "of several instances do not spin on the server's cores; with cpu: all)")
     p.add_argument("--instances", type=int, nargs="+", default=[int(v) for v in _env_list("GSB_INSTANCES", "1 2 4")],
                    help="instance counts to measure (per GPU)")
     p.add_argument("--max-batch-sizes", type=int, nargs="+",
@@ -87,6 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.provider == "cpu":
         args.cuda_graph = False
+    elif args.threads is None:
+        args.threads = 1
     return args
 
 
@@ -135,7 +140,7 @@ def _mean_batch(before: dict[int, int], after: dict[int, int]) -> float | None:
 def run_config(args, name: str, batching: Batching, server_cores, client_cores, work: Path) -> list[dict]:
     """One server configuration: start, warm up, every concurrency level; rows of the table."""
     options = RunOptions(provider=args.provider, buckets=parse_buckets(args.buckets) if args.buckets else None,
-                         batch_size=args.batch_size, cuda_graph=args.cuda_graph)
+                         batch_size=args.batch_size, cuda_graph=args.cuda_graph, threads=args.threads)
     params = ServingParams(model="", vocab="", squad=SquadParams(), options=options, max_input_bytes=100_000)
     repository = write_repository(work / name / "repository", args.model, args.vocab, batching, params)
     endpoints = Endpoints("127.0.0.1", free_port(), free_port())
