@@ -206,6 +206,47 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     return 0
 
 
+# --- data -----------------------------------------------------------------------------------------------------
+def _add_data(sub) -> None:
+    from bertrt.qa.download import BASE_URL, FILES
+
+    p = sub.add_parser("data", help="fetch other SQuAD files (v2.0 dev, v1.1 train, ...) with pinned SHA-256",
+                       description="Download SQuAD files from their public address into a directory, each checked "
+                                   "against its pinned SHA-256 before it is published. SQuAD v1.1 dev ships with "
+                                   "bertrt (the default data.dev) and needs no download.")
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"which files: {', '.join(FILES)} (none: list them)")
+    p.add_argument("--output-dir", type=Path, default=Path("data/squad"), help="where to write (default: %(default)s)")
+    p.add_argument("--base-url", default=BASE_URL, help="a mirror holding the same files (default: %(default)s)")
+    p.add_argument("--sha256", help="expected SHA-256 instead of the pinned one (one NAME only; a mirror's own file)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object per file")
+    p.set_defaults(run=_run_data)
+
+
+def _run_data(args, cfg: PipelineConfig) -> int:
+    from bertrt.qa.download import FILES, fetch
+
+    if not args.names:
+        rows = [{"name": f.name, "file": f.filename, "bytes": f.size, "sha256": f.sha256, "what": f.what}
+                for f in FILES.values()]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for r in rows:
+                print(f"{r['name']:<11} {r['bytes'] / 1e6:6.1f} MB  {r['what']}")
+        return 0
+    if args.sha256 and len(args.names) != 1:
+        raise BertrtError("--sha256 pins one file: give exactly one NAME with it")
+    for name in args.names:
+        path, downloaded = fetch(name, args.output_dir, base_url=args.base_url, sha256=args.sha256,
+                                 progress=not args.no_progress)
+        if args.json:
+            print(json.dumps({"name": name, "path": str(path), "downloaded": downloaded}))
+        else:
+            print(f"{'wrote' if downloaded else 'up to date:'} {path} (sha256 checked)")
+    return 0
+
+
 class _OneLineErrors(argparse.ArgumentParser):
     """argparse prints the usage and then the error; bertrt's contract is one line on stderr and exit code 2
     (`--help` still shows the usage). Subcommand parsers are made of the same class."""
@@ -225,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bertrt.surgery.packing import add_varseqlen
 
     for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf, add_quantize,
-                add_varseqlen, add_build, add_calibrate, add_triton_repo, add_serve, add_serve_bench):
+                add_varseqlen, add_build, add_calibrate, add_triton_repo, add_serve, add_serve_bench, _add_data):
         add(sub)
     return parser
 
