@@ -10,6 +10,7 @@ from pathlib import Path
 from bertrt import arg_groups as ag
 from bertrt.errors import BertrtError
 from bertrt.pipeline_config import PipelineConfig, load_config
+from bertrt.qa.download import BASE_URL, FILES, fetch
 
 
 # --- export ---------------------------------------------------------------------------------------------------
@@ -208,8 +209,6 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
 
 # --- data -----------------------------------------------------------------------------------------------------
 def _add_data(sub) -> None:
-    from bertrt.qa.download import BASE_URL, FILES
-
     p = sub.add_parser("data", help="fetch other SQuAD files (v2.0 dev, v1.1 train, ...) with pinned SHA-256",
                        description="Download SQuAD files from their public address into a directory, each checked "
                                    "against its pinned SHA-256 before it is published. SQuAD v1.1 dev ships with "
@@ -224,8 +223,6 @@ def _add_data(sub) -> None:
 
 
 def _run_data(args, cfg: PipelineConfig) -> int:
-    from bertrt.qa.download import FILES, fetch
-
     if not args.names:
         rows = [{"name": f.name, "file": f.filename, "bytes": f.size, "sha256": f.sha256, "what": f.what}
                 for f in FILES.values()]

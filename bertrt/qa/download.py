@@ -13,6 +13,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from bertrt.artifacts import atomic_output, sha256_file
 from bertrt.errors import BertrtError
 
@@ -76,6 +78,4 @@ def fetch(name: str, directory: str | Path, *, base_url: str = BASE_URL, sha256:
 
 
 def _bar(total: int | None, desc: str, enabled: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not enabled, leave=False)
