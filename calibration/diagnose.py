@@ -15,6 +15,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from bertrt.calibration import calib_data
+from bertrt.qa.features import make_features
+from bertrt.qa.squad_data import load_squad
+from bertrt.qa.tokenizer import load_tokenizer
+from bertrt.resources import squad_dev
+
 
 def _fake_quant(x: np.ndarray, scale: np.ndarray, qmax: float, fp8: bool) -> np.ndarray:
     y = np.clip(x / scale, -qmax, qmax)
@@ -70,19 +76,17 @@ def activation_errors(fp32: onnx.ModelProto, qdq: onnx.ModelProto, feeds: list[d
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bertrt.calibration import calib_data
-    from bertrt.qa.features import make_features
-    from bertrt.qa.squad_data import load_squad
-    from bertrt.qa.tokenizer import load_tokenizer
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--fp32", type=Path, required=True)
-    p.add_argument("--qdq", type=Path, required=True)
-    p.add_argument("--squad-json", type=Path, required=True, help="questions to measure on (e.g. dev)")
-    p.add_argument("--questions", type=int, default=16)
+    p.add_argument("--fp32", type=Path, required=True, help="the float model")
+    p.add_argument("--qdq", type=Path, required=True, help="its Q/DQ model from bertrt quantize")
+    p.add_argument("--squad-json", type=Path, default=squad_dev(),
+                   help="questions to measure on (default: the shipped SQuAD v1.1 dev)")
+    p.add_argument("--vocab", type=Path, default=calib_data.DEFAULT_VOCAB,
+                   help="vocab.txt (default: the embedded model's)")
+    p.add_argument("--questions", type=int, default=16, help="how many questions (default: %(default)s)")
     args = p.parse_args(argv)
     examples, _ = load_squad(args.squad_json)
-    feats = make_features(examples[:args.questions], load_tokenizer(calib_data.DEFAULT_VOCAB))
+    feats = make_features(examples[:args.questions], load_tokenizer(args.vocab))
     feeds = list(calib_data.feed_batches(feats, 8))
     rows = activation_errors(onnx.load(str(args.fp32)), onnx.load(str(args.qdq)), feeds)
     for r in sorted(rows, key=lambda r: -r["rel_err"]):

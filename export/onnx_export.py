@@ -16,6 +16,7 @@ from bertrt.artifacts import atomic_outputs, check_outputs, sidecar_path, sideca
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, stamp
+from bertrt.extras import require
 
 MIN_OPSET = 17  # LayerNormalization (used by later surgery targets) needs 17
 # TensorFlow's C++ info logs (device discovery, grappler sessions) would bury bertrt's own output.
@@ -64,8 +65,7 @@ def source_files(source: Source) -> list[Path]:
 
 def max_opset() -> int:
     """The newest opset both tf2onnx and the installed onnx know."""
-    from tf2onnx import constants
-
+    constants = require("tf2onnx.constants", "export")
     return min(max(constants.OPSET_TO_IR_VERSION), onnx.defs.onnx_opset_version())
 
 
@@ -84,8 +84,7 @@ def _without_global_pool_rewrite() -> Iterator[None]:
     """tf2onnx rewrites a ReduceMean over the last axis of a rank-3 tensor into GlobalAveragePool, which hides
     every LayerNorm from the surgery matchers and from TensorRT's own normalization fusion. Its public API has no
     switch for one optimizer, so take it out of tf2onnx's optimizer table for the duration of our conversion."""
-    from tf2onnx import optimizer
-
+    optimizer = require("tf2onnx.optimizer", "export")
     saved = optimizer._optimizers.pop("global_pool_optimizer", None)  # noqa: SLF001 (no public switch)
     try:
         yield
@@ -112,8 +111,7 @@ def _tidy(model: onnx.ModelProto) -> None:
 
 
 def convert_to_onnx(qa_function, opset: int) -> onnx.ModelProto:
-    import tf2onnx
-
+    tf2onnx = require("tf2onnx", "export")
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     with _without_global_pool_rewrite():
         model, _ = tf2onnx.convert.from_function(qa_function, input_signature=qa_function.input_signature,

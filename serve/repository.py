@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from bertrt.errors import BertrtError
+from bertrt.extras import require
 
 MODEL_NAME = "bertrt_qa"
 TENSOR_MODEL_NAME = "bertrt_qa_tensor"
@@ -75,9 +76,7 @@ class Batching:
 
 
 def _model_config_pb2():
-    from tritonclient.grpc import model_config_pb2
-
-    return model_config_pb2
+    return require("tritonclient.grpc.model_config_pb2", "serve")
 
 
 def python_model_config(params: ServingParams, batching: Batching):
