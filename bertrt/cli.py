@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 
+import onnxruntime as ort
+
+from bertrt import __version__
 from bertrt import arg_groups as ag
 from bertrt.errors import BertrtError
 from bertrt.pipeline_config import PipelineConfig, load_config
 from bertrt.qa.download import BASE_URL, FILES, fetch
+from bertrt.resources import default_config
 
 
 # --- export ---------------------------------------------------------------------------------------------------
@@ -172,7 +178,7 @@ def _run_compare(args, cfg: PipelineConfig) -> int:
 # --- perf -----------------------------------------------------------------------------------------------------
 def _add_perf(sub) -> None:
     p = sub.add_parser("perf", help="latency of one or more models over batch x sequence (same process)")
-    ag.add_model_args(p, several=True, vocab=False, required=False)
+    ag.add_model_args(p, several=True, required=False)  # --vocab: the tokenizer of --random-bert models
     ag.add_backend_args(p)
     ag.add_shape_args(p, several=True, batch_default=[1, 8], seq_default=[128, 384])
     p.add_argument("--random-bert", choices=["base", "large"], action="append", default=[],
@@ -199,7 +205,7 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     check_outputs(perf_outputs(output), args.model)
     if options["provider"] == "cuda":  # device-side timing, random-weight models and torch peers (run/perf_gpu.py)
         timings = api.perf_gpu(args.model, args.random_bert, batches, seqs, output, args.warmup, args.runs,
-                               args.cuda_graph, peers=not args.no_peers, vocab=cfg.get("model", "vocab"))
+                               args.cuda_graph, peers=not args.no_peers, vocab=ag.vocab_path(args, cfg))
     else:
         timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs, **options)
     print(format_table(timings))
@@ -252,10 +258,20 @@ class _OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _add_global_flags(p, default) -> None:
+    """--config, --debug, -v: accepted before the subcommand and after it. On a subcommand their default is
+    SUPPRESS, so a flag given before the subcommand is not reset by the subcommand's parser."""
+    p.add_argument("--config", type=Path, default=default(None),
+                   help=f"pipeline config (default: {default_config()})")
+    p.add_argument("--debug", action="store_true", default=default(False), help="show the traceback of an error")
+    p.add_argument("-v", "--verbose", action="store_true", default=default(False),
+                   help="show third-party logs (TensorFlow, onnxruntime warnings), quiet by default")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineErrors(prog="bertrt", description=__doc__)
-    parser.add_argument("--config", type=Path, help="pipeline config (default configs/minilm-l6-h384-squad11.yaml)")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser.add_argument("--version", action="version", version=f"bertrt {__version__}")
+    _add_global_flags(parser, lambda value: value)
     sub = parser.add_subparsers(dest="command", required=True)
     from bertrt.build.cli import add_build, add_calibrate
     from bertrt.calibration.cli import add_quantize
@@ -265,12 +281,25 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf, add_quantize,
                 add_varseqlen, add_build, add_calibrate, add_triton_repo, add_serve, add_serve_bench, _add_data):
         add(sub)
+    for command in sub.choices.values():
+        _add_global_flags(command, lambda value: argparse.SUPPRESS)
     return parser
+
+
+def _quiet_third_party(verbose: bool) -> None:
+    """TensorFlow's C++ and Python logs and onnxruntime's warnings are noise for a user unless asked for (-v)."""
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # read when TensorFlow is first imported
+    for name in ("tensorflow", "tf2onnx", "absl", "h5py", "polygraphy"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    ort.set_default_logger_severity(3)  # errors only (the default, 2, prints graph-optimization warnings)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_third_party(args.verbose)
     try:
         return args.run(args, load_config(args.config))
     except BertrtError as exc:
