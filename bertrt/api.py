@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bertrt.errors import BertrtError
+from bertrt.output import bar
 from bertrt.run.answering import SquadParams, answer, run_logits
 from bertrt.qa.postprocess import Answer
 from bertrt.qa.squad_data import Example
@@ -148,16 +149,23 @@ class QuestionAnswerer:
                                   probs[:, 1], best, (first, last))
 
 
-def compare_models(a: str | Path, b: str | Path, squad_json: str | Path, vocab: str | Path, num_features: int = 8,
-                   batch_size: int = 4, seq_len: int = 384, per_layer: bool = False, **backend_options) -> list:
-    """Worst absolute/relative logit errors of model `b` against reference `a` on real SQuAD features
-    (`bertrt compare`); one row per compared tensor."""
-    from bertrt.run.compare import check_counts, compare, feature_batches, vocab_size_of
+def compare_models(a: str | Path, b: str | Path, squad_json: str | Path | None = None,
+                   vocab: str | Path | None = None, num_features: int = 8, batch_size: int = 4, seq_len: int = 384,
+                   per_layer: bool = False, synthetic: bool = False, **backend_options) -> list:
+    """Worst absolute/relative logit errors of model `b` against reference `a` (`bertrt compare`); one row per
+    compared tensor. Inputs: real SQuAD features of `squad_json` (default: the shipped SQuAD v1.1 dev) tokenized
+    with `vocab` (default: the embedded model's), or with `synthetic` random token ids (Polygraphy's data loader)."""
+    from bertrt.run.compare import check_counts, compare, feature_batches, synthetic_batches, vocab_size_of
     from bertrt.qa.tokenizer import load_tokenizer
+    from bertrt.resources import embedded_vocab, squad_dev
 
     check_counts(num_features, batch_size)
-    tokenizer = load_tokenizer(Path(vocab), expected_vocab_size=vocab_size_of(Path(a), Path(b)))
-    batches = feature_batches(Path(squad_json), tokenizer, num_features, batch_size, seq_len)
+    vocab_size = vocab_size_of(Path(a), Path(b))
+    if synthetic:
+        batches = synthetic_batches(vocab_size, num_features, batch_size, seq_len)
+    else:
+        tokenizer = load_tokenizer(Path(vocab or embedded_vocab()), expected_vocab_size=vocab_size)
+        batches = feature_batches(Path(squad_json or squad_dev()), tokenizer, num_features, batch_size, seq_len)
     return compare(Path(a), Path(b), batches, per_layer=per_layer, backend_options=backend_options)
 
 
@@ -171,7 +179,7 @@ def squad_scores(model: str | Path, squad_json: str | Path, vocab: str | Path, o
 
 def perf(models: list[str | Path], batches: list[int], seqs: list[int], output: str | Path, warmup: int = 3,
          runs: int = 20, provider: str = "cpu", threads: int | None = None, buckets: tuple[int, ...] | None = None,
-         cuda_graph: bool = False) -> list:
+         cuda_graph: bool = False, progress: bool = False) -> list:
     """Latency of each model over batch x seq (`bertrt perf`), all in one process with models interleaved per
     shape so that drift of the machine affects every model alike; writes `output` JSON and a CSV beside it."""
     import contextlib
@@ -191,10 +199,13 @@ def perf(models: list[str | Path], batches: list[int], seqs: list[int], output: 
     timings = []
     with contextlib.ExitStack() as stack:
         backends = [(path, stack.enter_context(backend)) for path, backend in opened]
+        progress_bar = stack.enter_context(bar(len(batches) * len(seqs) * len(backends), "perf", progress, "shape"))
         for batch in batches:
             for seq in seqs:
                 for path, backend in backends:
+                    progress_bar.set_postfix_str(f"{path.name} batch {batch} seq {seq}")
                     timings.append(time_backend(backend, path.name, batch, seq, warmup, runs))
+                    progress_bar.update(1)
     write_results(timings, Path(output), {"provider": provider, "clock": "host", **_machine()})
     return timings
 

@@ -7,13 +7,16 @@ import json
 import logging
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import onnxruntime as ort
 
 from bertrt import __version__
 from bertrt import arg_groups as ag
+from bertrt.artifacts import sidecar_path
 from bertrt.errors import BertrtError
+from bertrt.output import add_json_flag, add_progress_flag, beside, emit
 from bertrt.pipeline_config import PipelineConfig, load_config
 from bertrt.qa.download import BASE_URL, FILES, fetch
 from bertrt.resources import default_config
@@ -22,12 +25,16 @@ from bertrt.resources import default_config
 # --- export ---------------------------------------------------------------------------------------------------
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="TF1 checkpoint or HF safetensors -> ONNX (fp32, dynamic batch/seq)")
-    p.add_argument("--checkpoint", type=Path, help="TF checkpoint dir, or HF model.safetensors (or its dir)")
+    p.add_argument("--checkpoint", type=Path, help="TF checkpoint dir, or HF model.safetensors (or its dir) (default: "
+                                                   "the config's model.checkpoint, the embedded model)")
     p.add_argument("--output", type=Path, help="ONNX file to write (default out/<config>/model.onnx)")
     p.add_argument("--bert-config", type=Path, help="bert_config.json / config.json (default: beside the checkpoint)")
     p.add_argument("--vocab", type=Path, help="vocab.txt, checked against the config (default: beside the checkpoint)")
     p.add_argument("--gelu", choices=["erf", "tanh"], help="GELU form (default: from hidden_act; 'gelu' = erf)")
-    p.add_argument("--opset", type=int, help="ONNX opset (>= 17)")
+    p.add_argument("--opset", type=int, help="ONNX opset: 17 up to the newest the installed tf2onnx converts (18 with "
+                                             "tf2onnx 1.17; higher is refused) (default: the config's model.opset, 17)")
+    add_progress_flag(p)
+    add_json_flag(p)
     p.set_defaults(run=_run_export)
 
 
@@ -40,8 +47,8 @@ def _run_export(args, cfg: PipelineConfig) -> int:
     if vocab is None and args.checkpoint is None and cfg.get("model", "vocab"):
         vocab = Path(cfg.get("model", "vocab"))
     export(checkpoint, output, config=args.bert_config, vocab=vocab, gelu=ag.pick(args.gelu, cfg, "model", "gelu"),
-           opset=ag.pick(args.opset, cfg, "model", "opset"))
-    print(f"wrote {output} (+ {output.name}.json)")
+           opset=ag.pick(args.opset, cfg, "model", "opset"), progress=not args.no_progress and not args.json)
+    emit(args, {"output": str(output), "sidecar": str(sidecar_path(output))}, f"wrote {output} (+ {output.name}.json)")
     return 0
 
 
@@ -97,12 +104,16 @@ def _run_infer(args, cfg: PipelineConfig) -> int:
 def _add_squad(sub) -> None:
     p = sub.add_parser("squad", help="run a SQuAD v1.1/v2.0 file; write predictions.json and EM/F1")
     _add_answering_args(p)
-    p.add_argument("--squad-json", type=Path, help="SQuAD JSON (default: the config's data.dev)")
-    p.add_argument("--output", type=Path, help="predictions.json to write (default out/<config>/predictions.json)")
-    p.add_argument("--limit", type=int, help="only the first N questions of the file")
+    p.add_argument("--squad-json", type=Path, help="SQuAD JSON, .json or .json.gz (default: the config's data.dev, "
+                                                   "the shipped SQuAD v1.1 dev)")
+    p.add_argument("--output", type=Path, help="predictions JSON to write (default: <model stem>.predictions.json "
+                                               "beside the model; + .eval.json with the scores)")
+    p.add_argument("--limit", type=int, help="only the first N questions of the file (default: all)")
     p.add_argument("--null-score-diff-threshold", type=float, default=0.0,
-                   help="SQuAD v2: predict no answer when null score - best span score exceeds this")
-    p.add_argument("--no-progress", action="store_true")
+                   help="SQuAD v2: predict no answer when null score - best span score exceeds this "
+                        "(default: %(default)s)")
+    add_progress_flag(p)
+    add_json_flag(p)
     p.set_defaults(run=_run_squad)
 
 
@@ -111,53 +122,67 @@ def _run_squad(args, cfg: PipelineConfig) -> int:
     from bertrt.run.squad_eval import eval_path, squad_outputs, summary
 
     squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
-    output = args.output or cfg.out_dir / "predictions.json"
+    output = args.output or beside(ag.model_path(args, cfg), "predictions.json")
     check_outputs(squad_outputs(output), [squad_json, ag.model_path(args, cfg), ag.vocab_path(args, cfg)])
     with _answerer(args, cfg) as qa:
         report = qa.squad(squad_json, output, limit=args.limit,
-                          null_score_diff_threshold=args.null_score_diff_threshold, progress=not args.no_progress)
-    print(summary(report))
-    print(f"wrote {output} and {eval_path(output)}")
+                          null_score_diff_threshold=args.null_score_diff_threshold,
+                          progress=not args.no_progress and not args.json)
+    emit(args, {**report, "output": str(output), "eval": str(eval_path(output))},
+         f"{summary(report)}\nwrote {output} and {eval_path(output)}")
     return 0
 
 
 # --- surgery --------------------------------------------------------------------------------------------------
 def _add_surgery(sub) -> None:
     p = sub.add_parser("surgery", help="fuse BERT blocks for a target: plugins | native | ort")
-    p.add_argument("--input", type=Path, help="ONNX from bertrt export or torch.onnx.export (default: the export)")
-    p.add_argument("--output", type=Path, help="fused ONNX (default out/<config>/model.<target>.onnx)")
+    p.add_argument("--input", type=Path, help="ONNX from bertrt export or torch.onnx.export (default: the export, "
+                                              "out/<config>/model.onnx)")
+    p.add_argument("--output", type=Path, help="fused ONNX (default: <input stem>.<target>.onnx beside the input)")
     p.add_argument("--target", required=True, help="plugins | native | ort")
-    p.add_argument("--plugin-api", default="v3", help="plugins target: v2 (IPluginV2, deprecated) or v3 (IPluginV3)")
+    p.add_argument("--plugin-api", default="v3", help="plugins target: v2 (IPluginV2, deprecated) or v3 (IPluginV3) "
+                                                      "(default: %(default)s)")
     p.add_argument("--attention", default="matmul",
                    help="native target: matmul (opset 17 MatMul-Softmax-MatMul, TensorRT 10/11) or onnx-attention "
-                        "(opset 23 Attention -> IAttention, TensorRT >= 10.14)")
+                        "(opset 23 Attention -> IAttention, TensorRT >= 10.14) (default: %(default)s)")
+    add_json_flag(p)
     p.set_defaults(run=_run_surgery)
 
 
 def _run_surgery(args, cfg: PipelineConfig) -> int:
     from bertrt.surgery.pipeline import fusion_report_path, run_surgery
+    from bertrt.surgery.report import format_report
 
     source = args.input or ag.default_model(cfg)
-    output = args.output or cfg.out_dir / f"model.{args.target}.onnx"
-    run_surgery(source, output, args.target, plugin_api=args.plugin_api, attention=args.attention)
-    print(f"wrote {output} (+ {output.name}.json, {fusion_report_path(output).name})")
+    output = args.output or beside(source, f"{args.target}.onnx")
+    report = run_surgery(source, output, args.target, plugin_api=args.plugin_api, attention=args.attention)
+    emit(args, {**report, "output": str(output), "fusion_report": str(fusion_report_path(output))},
+         f"{format_report(report)}\nwrote {output} (+ {output.name}.json, {fusion_report_path(output).name})")
     return 0
 
 
 # --- compare --------------------------------------------------------------------------------------------------
 def _add_compare(sub) -> None:
-    p = sub.add_parser("compare", help="worst logit errors of model B against model A on real SQuAD features")
+    p = sub.add_parser("compare", help="worst logit errors of model B against model A on real SQuAD features "
+                                       "(or synthetic inputs)")
     p.add_argument("a", type=Path, help="reference: TF checkpoint dir / .safetensors, ONNX, or engine")
     p.add_argument("b", type=Path, help="model to check: ONNX (any target; plugin graphs run on numpy references) "
                                         "or an engine from `bertrt build`")
-    p.add_argument("--squad-json", type=Path, help="SQuAD file the features come from (default: the config's dev)")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--squad-json", type=Path, help="SQuAD file the features come from (default: the config's "
+                                                      "data.dev, the shipped SQuAD v1.1 dev)")
+    data.add_argument("--synthetic", action="store_true",
+                      help="random token ids from Polygraphy's data loader instead of SQuAD features (no data file, "
+                           "no vocab; parity only)")
     p.add_argument("--vocab", type=Path, help="vocab.txt (default: the config's)")
-    p.add_argument("--num-features", type=int, default=8)
+    p.add_argument("--num-features", type=int, default=8, help="features compared (default: %(default)s)")
     ag.add_backend_args(p)
     ag.add_shape_args(p, batch_default=4)
-    p.add_argument("--atol", type=float, default=1e-4, help="exit code 1 when a worst abs error exceeds this")
+    p.add_argument("--atol", type=float, default=1e-4,
+                   help="exit code 1 when a worst abs error exceeds this (default: %(default)g)")
     p.add_argument("--per-layer", action="store_true",
                    help="also compare the embedding and every encoder layer's output (needs an unfused export)")
+    add_json_flag(p)
     p.set_defaults(run=_run_compare)
 
 
@@ -165,28 +190,45 @@ def _run_compare(args, cfg: PipelineConfig) -> int:
     from bertrt import api
     from bertrt.run.compare import format_rows
 
-    squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
     batch_size, seq_len = ag.shapes(args, cfg)
-    rows = api.compare_models(args.a, args.b, squad_json, ag.vocab_path(args, cfg), args.num_features, batch_size,
-                              seq_len, per_layer=args.per_layer, **ag.backend_options(args, cfg))
-    print(f"B = {args.b} against A = {args.a}: {args.num_features} SQuAD features, seq {seq_len}, "
-          f"padded positions excluded")
-    print(format_rows(rows, args.atol))
-    return 1 if any(r.worst_abs > args.atol for r in rows) else 0
+    if args.synthetic:
+        squad_json, vocab, inputs = None, None, "synthetic features (Polygraphy data loader)"
+    else:
+        squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
+        vocab, inputs = ag.vocab_path(args, cfg), f"SQuAD features of {squad_json.name}"
+    rows = api.compare_models(args.a, args.b, squad_json, vocab, args.num_features, batch_size, seq_len,
+                              per_layer=args.per_layer, synthetic=args.synthetic, **ag.backend_options(args, cfg))
+    failed = any(r.worst_abs > args.atol for r in rows)
+    emit(args, {"a": str(args.a), "b": str(args.b), "inputs": inputs, "num_features": args.num_features,
+                "seq_len": seq_len, "atol": args.atol, "passed": not failed,
+                "rows": [{"tensor": r.tensor, "worst_abs": float(r.worst_abs), "worst_rel": float(r.worst_rel),
+                          "where": [int(i) for i in r.where]} for r in rows]},
+         f"B = {args.b} against A = {args.a}: {args.num_features} {inputs}, seq {seq_len}, padded positions "
+         f"excluded\n{format_rows(rows, args.atol)}")
+    return 1 if failed else 0
 
 
 # --- perf -----------------------------------------------------------------------------------------------------
 def _add_perf(sub) -> None:
     p = sub.add_parser("perf", help="latency of one or more models over batch x sequence (same process)")
-    ag.add_model_args(p, several=True, required=False)  # --vocab: the tokenizer of --random-bert models
+    p.add_argument("--model", type=Path, action="append", default=[],
+                   help="QA model (.onnx, or .engine from bertrt build); repeat to compare (no default)")
+    p.add_argument("--vocab", type=Path, help="vocab.txt of --random-bert models (default: the config's)")
     ag.add_backend_args(p)
-    ag.add_shape_args(p, several=True, batch_default=[1, 8], seq_default=[128, 384])
+    p.add_argument("--batch-size", "--batch", dest="batch_size", type=int, nargs="+", default=[1, 8],
+                   help="batch sizes (default: 1 8)")
+    p.add_argument("--seq-len", "--max-seq-length", "--seq", dest="seq_len", type=int, nargs="+", default=[128, 384],
+                   help="padded sequence lengths (default: 128 384)")
     p.add_argument("--random-bert", choices=["base", "large"], action="append", default=[],
-                   help="--provider cuda: also a random-weight BERT-Base/Large built from its config (needs torch)")
+                   help="--provider cuda: also a random-weight BERT-Base/Large built from its config (needs the "
+                        "'torch' extra)")
     p.add_argument("--no-peers", action="store_true", help="--provider cuda: skip the torch eager/CUDA graph peers")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--output", type=Path, help="perf JSON (+ .csv and .png beside it; default out/<config>/perf.json)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs per shape (default: %(default)s)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per shape (default: %(default)s)")
+    p.add_argument("--output", type=Path, help="perf JSON (+ .csv and .png beside it; default: <first model "
+                                               "stem>.perf.json beside the first model)")
+    add_progress_flag(p)
+    add_json_flag(p)
     p.set_defaults(run=_run_perf)
 
 
@@ -201,15 +243,16 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     options = ag.backend_options(args, cfg)
     if not args.model and not (args.random_bert and options["provider"] == "cuda"):
         raise BertrtError("no model given (--model, or --random-bert with --provider cuda)")
-    output = args.output or cfg.out_dir / "perf.json"
+    output = args.output or (beside(args.model[0], "perf.json") if args.model else cfg.out_dir / "perf.json")
     check_outputs(perf_outputs(output), args.model)
     if options["provider"] == "cuda":  # device-side timing, random-weight models and torch peers (run/perf_gpu.py)
         timings = api.perf_gpu(args.model, args.random_bert, batches, seqs, output, args.warmup, args.runs,
                                args.cuda_graph, peers=not args.no_peers, vocab=ag.vocab_path(args, cfg))
     else:
-        timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs, **options)
-    print(format_table(timings))
-    print(f"wrote {', '.join(map(str, perf_outputs(output)))}")
+        timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs,
+                           progress=not args.no_progress and not args.json, **options)
+    emit(args, {"timings": [asdict(t) for t in timings], "outputs": [str(p) for p in perf_outputs(output)]},
+         f"{format_table(timings)}\nwrote {', '.join(map(str, perf_outputs(output)))}")
     return 0
 
 

@@ -19,7 +19,8 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
      ("bertrt.errors", "bertrt.model_config", "bertrt.qa_contract", "bertrt.artifacts", "bertrt.pipeline_config",
       "bertrt.forking", "bertrt.profiles", "bertrt.engine_sidecar", "bertrt.layers", "bertrt.inputs",
       "bertrt.messages", "bertrt.resources", "bertrt.signals", "bertrt.extras",
-      "bertrt.configs", "bertrt.models")),  # the last two: shipped files (configs, the embedded model's vocab)
+      "bertrt.output",  # how commands report: text or --json, progress bars, default names beside the input
+      "bertrt.configs", "bertrt.models")),  # shipped files: configs, the embedded model's vocab
     ("qa", "QA data: tokenization, SQuAD examples, windows, answers, metrics", ("bertrt.qa",)),
     ("families", "model families: inputs, positions, weights, tokenizer of each", ("bertrt.families",)),
     ("graph", "graph forms: the surgery that makes them and the target registry", ("bertrt.surgery", "bertrt.targets")),

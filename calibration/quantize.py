@@ -59,12 +59,13 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
              calib_num: int = calib_data.DEFAULT_CALIB_NUM, calib_method: str = "max",
              vocab: str | Path | None = None, exclude: tuple[str, ...] | None = None,
              keep_fp32: tuple[str, ...] | None = None, batch_size: int = 8, percentile: float = 99.99,
-             float_precision: str | None = None, seq_len: int | None = None) -> dict:
+             float_precision: str | None = None, seq_len: int | None = None, progress: bool = False) -> dict:
     """Write `output` (atomically, with a sidecar) at `precision`; return a report dict.
 
     int8/fp8 only: `exclude` (GEMM groups kept in float) and `float_precision` (fp16|fp32, the type of what is not
     quantized) default to DEFAULT_EXCLUDE / DEFAULT_FLOAT; `keep_fp32` applies to every FP16 conversion.
-    `seq_len`: calibration sequence length, default 384 clamped to the model's positions (calib_data.calib_seq_len)."""
+    `seq_len`: calibration sequence length, default 384 clamped to the model's positions (calib_data.calib_seq_len).
+    `progress`: a bar over the calibration batches on stderr (a terminal only)."""
     input, output = Path(input), Path(output)
     check_outputs([output, sidecar_path(output)], [input, calib_json or calib_data.DEFAULT_CALIB_JSON, vocab])
     if precision not in PRECISIONS:
@@ -108,7 +109,8 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
     else:
         from bertrt.calibration.qdq import int8_to_fp8, qdq_summary, quantize_int8
 
-        out, info = quantize_int8(model, feeds, calib_method, exclude=exclude, percentile=percentile)
+        out, info = quantize_int8(model, feeds, calib_method, exclude=exclude, percentile=percentile,
+                                  progress=progress)
         if precision == "fp8":
             out = int8_to_fp8(out, model)
             # onnxruntime fuses DQ -> MatMul -> Q into QLinearMatMul, which has no float8 kernel: FP8 runs on its CPU
