@@ -16,6 +16,8 @@ from bertrt import __version__
 from bertrt import arg_groups as ag
 from bertrt.artifacts import sidecar_path
 from bertrt.errors import BertrtError
+from bertrt.optimize import OptimizeRequest, optimize
+from bertrt.optimize import format_report as format_optimize
 from bertrt.output import add_json_flag, add_progress_flag, beside, emit
 from bertrt.pipeline_config import PipelineConfig, load_config
 from bertrt.qa.download import BASE_URL, FILES, fetch
@@ -256,6 +258,47 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     return 0
 
 
+# --- optimize -------------------------------------------------------------------------------------------------
+def _add_optimize(sub) -> None:
+    p = sub.add_parser("optimize", help="the whole pipeline: export, surgery, precision, optional engine, with a "
+                                        "parity/accuracy report and the commands it ran",
+                       description="Checkpoint -> every artifact in --output-dir (model.onnx, model.<target>.onnx, "
+                                   "model.<target>.<precision>.onnx, optionally the engine), then compare against "
+                                   "the export and a SQuAD subset (the shipped dev set) for the export and the final "
+                                   "model; writes optimize.json (the report) and commands.sh (the same steps as "
+                                   "bertrt commands).")
+    p.add_argument("--checkpoint", type=Path, help="TF checkpoint dir, or HF model.safetensors (or its dir) (default: "
+                                                   "the config's model.checkpoint, the embedded model)")
+    p.add_argument("--output-dir", type=Path, required=True, help="folder for every artifact and the report")
+    p.add_argument("--target", default="native", help="surgery target: plugins | native | ort (default: %(default)s)")
+    p.add_argument("--precision", default="int8", choices=["fp32", "fp16", "int8", "fp8"],
+                   help="precision stage; fp32 skips it (default: %(default)s)")
+    p.add_argument("--build", action="store_true", help="also build a TensorRT engine (needs the 'tensorrt' or "
+                                                        "'rtx' extra) and check that instead of the ONNX")
+    p.add_argument("--runtime", choices=["tensorrt", "tensorrt-rtx"], help="engine runtime (default: the installed)")
+    p.add_argument("--vocab", type=Path, help="vocab.txt (default: beside the checkpoint, else the embedded model's)")
+    p.add_argument("--squad-json", type=Path, help="SQuAD file of the accuracy check (default: the config's data.dev, "
+                                                   "the shipped SQuAD v1.1 dev)")
+    p.add_argument("--squad-limit", type=int, default=100, help="questions of the accuracy check (default: "
+                                                                "%(default)s)")
+    p.add_argument("--calib-num", type=int, default=256, help="int8/fp8 calibration features (default: %(default)s)")
+    add_progress_flag(p)
+    add_json_flag(p)
+    p.set_defaults(run=_run_optimize)
+
+
+def _run_optimize(args, cfg: PipelineConfig) -> int:
+    checkpoint = Path(ag.required(ag.pick(args.checkpoint, cfg, "model", "checkpoint"), "--checkpoint"))
+    squad_json = ag.pick(args.squad_json, cfg, "data", "dev")
+    report = optimize(OptimizeRequest(checkpoint, args.output_dir, args.target, args.precision, args.build,
+                                      args.runtime, args.vocab, Path(squad_json) if squad_json else None,
+                                      args.squad_limit, calib_num=args.calib_num,
+                                      progress=not args.no_progress and not args.json))
+    emit(args, report, f"{format_optimize(report)}\nwrote {args.output_dir}/{{optimize.json, commands.sh}} and the "
+                       f"artifacts")
+    return 0
+
+
 # --- data -----------------------------------------------------------------------------------------------------
 def _add_data(sub) -> None:
     p = sub.add_parser("data", help="fetch other SQuAD files (v2.0 dev, v1.1 train, ...) with pinned SHA-256",
@@ -322,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     from bertrt.surgery.packing import add_varseqlen
 
     for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf, add_quantize,
-                add_varseqlen, add_build, add_calibrate, add_triton_repo, add_serve, add_serve_bench, _add_data):
+                add_varseqlen, add_build, add_calibrate, add_triton_repo, add_serve, add_serve_bench, _add_data,
+                _add_optimize):
         add(sub)
     for command in sub.choices.values():
         _add_global_flags(command, lambda value: argparse.SUPPRESS)
@@ -337,6 +381,12 @@ def _quiet_third_party(verbose: bool) -> None:
     for name in ("tensorflow", "tf2onnx", "absl", "h5py", "polygraphy"):
         logging.getLogger(name).setLevel(logging.ERROR)
     ort.set_default_logger_severity(3)  # errors only (the default, 2, prints graph-optimization warnings)
+    # onnxruntime.quantization warns on the root logger ("Please consider pre-processing before quantization").
+    logging.getLogger().addFilter(_not_onnxruntime_warning)
+
+
+def _not_onnxruntime_warning(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
 
 
 def main(argv: list[str] | None = None) -> int:

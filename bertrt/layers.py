@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("stages", "export, calibration, build, run, serve",
      ("bertrt.export", "bertrt.calibration", "bertrt.build", "bertrt.run", "bertrt.serve", "bertrt.data")),
     ("interface", "the command line and the Python API", ("bertrt.cli", "bertrt.api", "bertrt.arg_groups",
-                                                          "bertrt.__main__")),
+                                                          "bertrt.__main__", "bertrt.optimize")),
 )
 LAYER_NAMES = tuple(name for name, _, _ in LAYERS)
 

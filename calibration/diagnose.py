@@ -41,10 +41,23 @@ def activation_errors(fp32: onnx.ModelProto, qdq: onnx.ModelProto, feeds: list[d
             consumers.setdefault(x, []).append(n)
     qs = [n for n in qdq.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
     m = onnx.ModelProto.FromString(fp32.SerializeToString())
+    # With FP16 float parts (the INT8 default) a Q reads a Cast of the float tensor: follow Casts back to the
+    # tensor the FP32 model has; a Q with no such tensor is left out.
+    producer = {o: n for n in qdq.graph.node for o in n.output}
+    known = {o for n in m.graph.node for o in n.output} | {i.name for i in m.graph.input}
+
+    def source(name: str) -> str | None:
+        while name not in known and name in producer and producer[name].op_type == "Cast":
+            name = producer[name].input[0]
+        return name if name in known else None
+
+    sources = {q.name: source(q.input[0]) for q in qs}
+    qs = [q for q in qs if sources[q.name] is not None]
     have = {o.name for o in m.graph.output}
     for q in qs:
-        if q.input[0] not in have:
-            m.graph.output.add(name=q.input[0])
+        if sources[q.name] not in have:
+            have.add(sources[q.name])
+            m.graph.output.add(name=sources[q.name])
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -54,7 +67,7 @@ def activation_errors(fp32: onnx.ModelProto, qdq: onnx.ModelProto, feeds: list[d
         values = dict(zip(names, sess.run(None, feed)))
         mask = feed["input_mask"].astype(bool)
         for q in qs:
-            x = values[q.input[0]].astype(np.float32)
+            x = values[sources[q.name]].astype(np.float32)
             zp = inits[q.input[2]]
             fp8 = zp.data_type == onnx.TensorProto.FLOAT8E4M3FN
             scale = numpy_helper.to_array(inits[q.input[1]]).astype(np.float32)

@@ -5,6 +5,8 @@ key=value ...` prints STAMP, and rewrites it (so it is newer than ARTIFACT and m
 - ARTIFACT's sidecar (<artifact>.json) records another value for one of them (something else made the file:
   the notebook, a hand-run bertrt command).
 
+A rewritten stamp whose values the sidecar records exactly is dated just before ARTIFACT (nothing to rebuild).
+
 An empty value means "bertrt's default" and is not compared with the sidecar. Standard library only (it runs every
 time make reads the Makefile)."""
 
@@ -34,14 +36,17 @@ def main(argv: list[str]) -> int:
     params = dict(p.split("=", 1) for p in pairs)
     content = "".join(f"{k}={v}\n" for k, v in sorted(params.items()))
     recorded = _recorded(artifact)
-    stale = any(v and k in recorded and not _same(v, recorded[k]) for k, v in params.items())
+    given = {k: v for k, v in params.items() if v}
+    stale = any(k in recorded and not _same(v, recorded[k]) for k, v in given.items())
+    agrees = artifact.exists() and all(k in recorded and _same(v, recorded[k]) for k, v in given.items())
     if stale or not stamp.is_file() or stamp.read_text() != content:
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(content)
-        if stale:  # the stamp must be newer than the artifact even on a coarse-clock filesystem
-            mtime = artifact.stat().st_mtime + 1 if artifact.exists() else None
-            if mtime is not None:
-                os.utime(stamp, (mtime, mtime))
+        if artifact.exists() and (stale or agrees):
+            # Stale: newer than the artifact (rebuild), also on a coarse-clock filesystem. Agrees (the artifact was
+            # made with exactly these values, e.g. before the stamp existed): older, so nothing is rebuilt for it.
+            mtime = artifact.stat().st_mtime + (1 if stale else -1)
+            os.utime(stamp, (mtime, mtime))
     print(stamp)
     return 0
 

@@ -57,8 +57,16 @@ def test_error_hint_names_a_flag_that_works(monkeypatch, capsys):
 def test_third_party_logs_quiet_unless_verbose(monkeypatch, flags, quiet):
     calls = []
     monkeypatch.setattr(cli.ort, "set_default_logger_severity", calls.append)
+    import logging
+
+    monkeypatch.setattr(logging.getLogger(), "filters", [])
     assert cli.main(["data", *flags]) == 0
     assert calls == ([3] if quiet else [])
+    # onnxruntime.quantization's warnings on the root logger are dropped unless -v; errors always pass.
+    warning = logging.LogRecord("root", logging.WARNING, "/x/onnxruntime/quantization/quant_utils.py", 1,
+                                "Please consider pre-processing before quantization", None, None)
+    error = logging.LogRecord("root", logging.ERROR, "/x/onnxruntime/q.py", 1, "bad", None, None)
+    assert bool(logging.getLogger().filter(warning)) is not quiet and logging.getLogger().filter(error)
 
 
 def test_default_config_from_any_directory(tmp_path, monkeypatch):
