@@ -67,7 +67,7 @@ def _answerer(args, cfg: PipelineConfig):
 
     batch_size, seq_len = ag.shapes(args, cfg)
     return api.QuestionAnswerer(ag.model_path(args, cfg), ag.vocab_path(args, cfg), ag.squad_params(args, cfg, seq_len),
-                                batch_size, **ag.backend_options(args, cfg))
+                                batch_size, options=ag.backend_options(args, cfg))
 
 
 # --- infer ----------------------------------------------------------------------------------------------------
@@ -199,7 +199,8 @@ def _run_compare(args, cfg: PipelineConfig) -> int:
         squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
         vocab, inputs = ag.vocab_path(args, cfg), f"SQuAD features of {squad_json.name}"
     rows = api.compare_models(args.a, args.b, squad_json, vocab, args.num_features, batch_size, seq_len,
-                              per_layer=args.per_layer, synthetic=args.synthetic, **ag.backend_options(args, cfg))
+                              per_layer=args.per_layer, options=ag.backend_options(args, cfg),
+                              synthetic=args.synthetic)
     failed = any(r.worst_abs > args.atol for r in rows)
     emit(args, {"a": str(args.a), "b": str(args.b), "inputs": inputs, "num_features": args.num_features,
                 "seq_len": seq_len, "atol": args.atol, "passed": not failed,
@@ -243,16 +244,17 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     if args.runs < 1 or args.warmup < 0:
         raise BertrtError("--runs must be positive and --warmup not negative")
     options = ag.backend_options(args, cfg)
-    if not args.model and not (args.random_bert and options["provider"] == "cuda"):
+    if not args.model and not (args.random_bert and options.provider == "cuda"):
         raise BertrtError("no model given (--model, or --random-bert with --provider cuda)")
     output = args.output or (beside(args.model[0], "perf.json") if args.model else cfg.out_dir / "perf.json")
     check_outputs(perf_outputs(output), args.model)
-    if options["provider"] == "cuda":  # device-side timing, random-weight models and torch peers (run/perf_gpu.py)
+    if options.provider == "cuda":  # device-side timing, random-weight models and torch peers (run/perf_gpu.py)
         timings = api.perf_gpu(args.model, args.random_bert, batches, seqs, output, args.warmup, args.runs,
-                               args.cuda_graph, peers=not args.no_peers, vocab=ag.vocab_path(args, cfg))
+                               args.cuda_graph, peers=not args.no_peers, vocab=ag.vocab_path(args, cfg),
+                               options=options)
     else:
-        timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs,
-                           progress=not args.no_progress and not args.json, **options)
+        timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs, options=options,
+                           progress=not args.no_progress and not args.json)
     emit(args, {"timings": [asdict(t) for t in timings], "outputs": [str(p) for p in perf_outputs(output)]},
          f"{format_table(timings)}\nwrote {', '.join(map(str, perf_outputs(output)))}")
     return 0
