@@ -20,6 +20,7 @@ import numpy as np
 
 from bertrt.errors import BertrtError
 from bertrt.output import bar
+from bertrt.resources import embedded_vocab, squad_dev
 from bertrt.run.answering import SquadParams, answer, run_logits
 from bertrt.qa.postprocess import Answer
 from bertrt.qa.squad_data import Example
@@ -160,7 +161,6 @@ def compare_models(a: str | Path, b: str | Path, squad_json: str | Path | None =
     Both models run with `options` (RunOptions fields as keywords also work)."""
     from bertrt.run.compare import check_counts, compare, feature_batches, synthetic_batches, vocab_size_of
     from bertrt.qa.tokenizer import load_tokenizer
-    from bertrt.resources import embedded_vocab, squad_dev
 
     check_counts(num_features, batch_size)
     vocab_size = vocab_size_of(Path(a), Path(b))

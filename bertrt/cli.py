@@ -22,6 +22,7 @@ from bertrt.output import add_json_flag, add_progress_flag, beside, emit
 from bertrt.pipeline_config import PipelineConfig, load_config
 from bertrt.qa.download import BASE_URL, FILES, fetch
 from bertrt.resources import default_config
+from bertrt.surgery.report import format_report
 
 
 # --- export ---------------------------------------------------------------------------------------------------
@@ -153,7 +154,6 @@ def _add_surgery(sub) -> None:
 
 def _run_surgery(args, cfg: PipelineConfig) -> int:
     from bertrt.surgery.pipeline import fusion_report_path, run_surgery
-    from bertrt.surgery.report import format_report
 
     source = args.input or ag.default_model(cfg)
     output = args.output or beside(source, f"{args.target}.onnx")
