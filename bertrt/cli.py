@@ -45,6 +45,11 @@ def _run_export(args, cfg: PipelineConfig) -> int:
     from bertrt.export.onnx_export import export
 
     checkpoint = Path(ag.required(ag.pick(args.checkpoint, cfg, "model", "checkpoint"), "--checkpoint"))
+    if args.checkpoint is None and checkpoint.is_dir() and not any(checkpoint.glob("*.index")) \
+            and not any(checkpoint.glob("*.safetensors")):
+        # The wheel carries the embedded model's vocab and config, not its 44 MB checkpoint.
+        raise BertrtError(f"{checkpoint}: the installed package has no checkpoint of the embedded model (a clone has "
+                          f"it in models/): give --checkpoint")
     output = args.output or ag.default_model(cfg)
     vocab = args.vocab
     if vocab is None and args.checkpoint is None and cfg.get("model", "vocab"):

@@ -36,7 +36,10 @@ run bertrt --version
 run python -m bertrt --version
 run bertrt --help > /dev/null
 run bertrt data
-# The checkpoint is not in the wheel (44 MB): take it from the checkout; everything else is the package's.
+# The checkpoint is not in the wheel (44 MB): without --checkpoint, one line says so (exit 2); take it from the
+# checkout; everything else is the package's.
+set +e; bertrt export --output none.onnx 2> export.err; code=$?; set -e
+[ "$code" = 2 ] && grep -q "give --checkpoint" export.err || { cat export.err >&2; exit 1; }
 run bertrt export --checkpoint "$ROOT/models/minilm-l6-h384-squad11" --output model.onnx --no-progress
 run bertrt infer --model model.onnx --passage "TensorRT is a high performance deep learning inference platform." \
     --question "What is TensorRT?"
