@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import onnxruntime as ort
+from polygraphy.logger import G_LOGGER
 
 from bertrt import __version__
 from bertrt import arg_groups as ag
@@ -388,6 +389,7 @@ def _quiet_third_party(verbose: bool) -> None:
     for name in ("tensorflow", "tf2onnx", "absl", "h5py", "polygraphy"):
         logging.getLogger(name).setLevel(logging.ERROR)
     ort.set_default_logger_severity(3)  # errors only (the default, 2, prints graph-optimization warnings)
+    G_LOGGER.module_severity = G_LOGGER.ERROR  # Polygraphy's [I]/[W] lines (stages that want more set it)
     # onnxruntime.quantization warns on the root logger ("Please consider pre-processing before quantization").
     logging.getLogger().addFilter(_not_onnxruntime_warning)
 
