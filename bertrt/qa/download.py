@@ -78,4 +78,4 @@ def fetch(name: str, directory: str | Path, *, base_url: str = BASE_URL, sha256:
 
 
 def _bar(total: int | None, desc: str, enabled: bool):
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not enabled, leave=False)
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=None if enabled else True, leave=False)
