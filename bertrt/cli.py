@@ -13,16 +13,26 @@ from pathlib import Path
 import onnxruntime as ort
 from polygraphy.logger import G_LOGGER
 
-from bertrt import __version__
+from bertrt import __version__, api
 from bertrt import arg_groups as ag
 from bertrt.artifacts import sidecar_path
+from bertrt.build.cli import add_build, add_calibrate
+from bertrt.calibration.cli import add_quantize
 from bertrt.errors import BertrtError
+from bertrt.interrupts import exit_code, interrupted_message, stop_signals_raise
 from bertrt.optimize import OptimizeRequest, optimize
 from bertrt.optimize import format_report as format_optimize
 from bertrt.output import add_json_flag, add_progress_flag, beside, emit
 from bertrt.pipeline_config import PipelineConfig, load_config
 from bertrt.qa.download import BASE_URL, FILES, fetch
 from bertrt.resources import default_config
+from bertrt.run.compare import format_rows
+from bertrt.run.perf import format_table, perf_outputs
+from bertrt.serve.cli import add_serve, add_serve_bench, add_triton_repo
+from bertrt.session import QASession
+from bertrt.session.squad import eval_path, summary
+from bertrt.surgery.packing import add_varseqlen
+from bertrt.surgery.pipeline import fusion_report_path
 from bertrt.surgery.report import format_report
 
 
@@ -43,8 +53,6 @@ def _add_export(sub) -> None:
 
 
 def _run_export(args, cfg: PipelineConfig) -> int:
-    from bertrt.export.onnx_export import export
-
     checkpoint = Path(ag.required(ag.pick(args.checkpoint, cfg, "model", "checkpoint"), "--checkpoint"))
     if args.checkpoint is None and checkpoint.is_dir() and not any(checkpoint.glob("*.index")) \
             and not any(checkpoint.glob("*.safetensors")):
@@ -55,32 +63,23 @@ def _run_export(args, cfg: PipelineConfig) -> int:
     vocab = args.vocab
     if vocab is None and args.checkpoint is None and cfg.get("model", "vocab"):
         vocab = Path(cfg.get("model", "vocab"))
-    export(checkpoint, output, config=args.bert_config, vocab=vocab, gelu=ag.pick(args.gelu, cfg, "model", "gelu"),
-           opset=ag.pick(args.opset, cfg, "model", "opset"), progress=not args.no_progress and not args.json)
+    api.export_model(checkpoint, output, bert_config=args.bert_config, vocab=vocab,
+                     gelu=ag.pick(args.gelu, cfg, "model", "gelu"), opset=ag.pick(args.opset, cfg, "model", "opset"),
+                     progress=not args.no_progress and not args.json)
     emit(args, {"output": str(output), "sidecar": str(sidecar_path(output))}, f"wrote {output} (+ {output.name}.json)")
     return 0
 
 
 # --- shared by infer / squad ----------------------------------------------------------------------------------
-def _add_answering_args(p) -> None:
-    ag.add_model_args(p)
-    ag.add_backend_args(p)
-    ag.add_shape_args(p)
-    ag.add_squad_args(p)
-
-
-def _answerer(args, cfg: PipelineConfig):
-    from bertrt import api
-
-    batch_size, seq_len = ag.shapes(args, cfg)
-    return api.QuestionAnswerer(ag.model_path(args, cfg), ag.vocab_path(args, cfg), ag.squad_params(args, cfg, seq_len),
-                                batch_size, options=ag.backend_options(args, cfg))
+def _answerer(args, cfg: PipelineConfig) -> QASession:
+    model, vocab, params, options = ag.session_args(args, cfg)
+    return QASession(model, vocab, params, options=options)
 
 
 # --- infer ----------------------------------------------------------------------------------------------------
 def _add_infer(sub) -> None:
     p = sub.add_parser("infer", help="answer questions about a passage")
-    _add_answering_args(p)
+    ag.add_session_args(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--passage", help="the passage text")
     src.add_argument("--passage-file", type=Path, help="a UTF-8 text file holding the passage")
@@ -112,7 +111,7 @@ def _run_infer(args, cfg: PipelineConfig) -> int:
 # --- squad ----------------------------------------------------------------------------------------------------
 def _add_squad(sub) -> None:
     p = sub.add_parser("squad", help="run a SQuAD v1.1/v2.0 file; write predictions.json and EM/F1")
-    _add_answering_args(p)
+    ag.add_session_args(p)
     p.add_argument("--squad-json", type=Path, help="SQuAD JSON, .json or .json.gz (default: the config's data.dev, "
                                                    "the shipped SQuAD v1.1 dev)")
     p.add_argument("--output", type=Path, help="predictions JSON to write (default: <model stem>.predictions.json "
@@ -127,12 +126,8 @@ def _add_squad(sub) -> None:
 
 
 def _run_squad(args, cfg: PipelineConfig) -> int:
-    from bertrt.artifacts import check_outputs
-    from bertrt.run.squad_eval import eval_path, squad_outputs, summary
-
     squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
     output = args.output or beside(ag.model_path(args, cfg), "predictions.json")
-    check_outputs(squad_outputs(output), [squad_json, ag.model_path(args, cfg), ag.vocab_path(args, cfg)])
     with _answerer(args, cfg) as qa:
         report = qa.squad(squad_json, output, limit=args.limit,
                           null_score_diff_threshold=args.null_score_diff_threshold,
@@ -159,11 +154,9 @@ def _add_surgery(sub) -> None:
 
 
 def _run_surgery(args, cfg: PipelineConfig) -> int:
-    from bertrt.surgery.pipeline import fusion_report_path, run_surgery
-
     source = args.input or ag.default_model(cfg)
     output = args.output or beside(source, f"{args.target}.onnx")
-    report = run_surgery(source, output, args.target, plugin_api=args.plugin_api, attention=args.attention)
+    report = api.fuse(source, output, args.target, plugin_api=args.plugin_api, attention=args.attention)
     emit(args, {**report, "output": str(output), "fusion_report": str(fusion_report_path(output))},
          f"{format_report(report)}\nwrote {output} (+ {output.name}.json, {fusion_report_path(output).name})")
     return 0
@@ -182,7 +175,7 @@ def _add_compare(sub) -> None:
     data.add_argument("--synthetic", action="store_true",
                       help="random token ids from Polygraphy's data loader instead of SQuAD features (no data file, "
                            "no vocab; parity only)")
-    p.add_argument("--vocab", type=Path, help="vocab.txt (default: the config's)")
+    ag.add_vocab_arg(p)
     p.add_argument("--num-features", type=int, default=8, help="features compared (default: %(default)s)")
     ag.add_backend_args(p)
     ag.add_shape_args(p, batch_default=4)
@@ -195,9 +188,6 @@ def _add_compare(sub) -> None:
 
 
 def _run_compare(args, cfg: PipelineConfig) -> int:
-    from bertrt import api
-    from bertrt.run.compare import format_rows
-
     batch_size, seq_len = ag.shapes(args, cfg)
     if args.synthetic:
         squad_json, vocab, inputs = None, None, "synthetic features (Polygraphy data loader)"
@@ -242,10 +232,6 @@ def _add_perf(sub) -> None:
 
 
 def _run_perf(args, cfg: PipelineConfig) -> int:
-    from bertrt import api
-    from bertrt.artifacts import check_outputs
-    from bertrt.run.perf import format_table, perf_outputs
-
     batches, seqs = ag.shapes(args, cfg)
     if args.runs < 1 or args.warmup < 0:
         raise BertrtError("--runs must be positive and --warmup not negative")
@@ -253,7 +239,6 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     if not args.model and not (args.random_bert and options.provider == "cuda"):
         raise BertrtError("no model given (--model, or --random-bert with --provider cuda)")
     output = args.output or (beside(args.model[0], "perf.json") if args.model else cfg.out_dir / "perf.json")
-    check_outputs(perf_outputs(output), args.model)
     if options.provider == "cuda":  # device-side timing, random-weight models and torch peers (run/perf_gpu.py)
         timings = api.perf_gpu(args.model, args.random_bert, batches, seqs, output, args.warmup, args.runs,
                                args.cuda_graph, peers=not args.no_peers, vocab=ag.vocab_path(args, cfg),
@@ -367,11 +352,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bertrt {__version__}")
     _add_global_flags(parser, lambda value: value)
     sub = parser.add_subparsers(dest="command", required=True)
-    from bertrt.build.cli import add_build, add_calibrate
-    from bertrt.calibration.cli import add_quantize
-    from bertrt.serve.cli import add_serve, add_serve_bench, add_triton_repo
-    from bertrt.surgery.packing import add_varseqlen
-
     for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf, add_quantize,
                 add_varseqlen, add_build, add_calibrate, add_triton_repo, add_serve, add_serve_bench, _add_data,
                 _add_optimize):
@@ -403,17 +383,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _quiet_third_party(args.verbose)
     try:
-        return args.run(args, load_config(args.config))
+        with stop_signals_raise():  # SIGTERM cleans up like Ctrl-C: every stage's temporaries are removed
+            return args.run(args, load_config(args.config))
     except BertrtError as exc:
         if args.debug:
             raise
         print(f"bertrt {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # outputs are published atomically: nothing half-written is left behind
+    except KeyboardInterrupt as exc:  # outputs are published atomically: nothing half-written is left behind
         if args.debug:
             raise
-        print(f"bertrt {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"bertrt {args.command}: {interrupted_message(exc)}", file=sys.stderr)
+        return exit_code(exc)  # 130 for SIGINT, 143 for SIGTERM
     except OSError as exc:  # the environment (disk full, permissions) rather than bertrt: still one line
         if args.debug:
             raise
