@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bertrt import arg_groups as ag
 from bertrt.calibration import calib_data
+from bertrt.calibration.quantize import quantize
 from bertrt.output import add_json_flag, add_progress_flag, beside, emit
 
 
@@ -48,8 +49,6 @@ def add_quantize(sub) -> None:
 
 
 def run_quantize(args, cfg) -> int:
-    from bertrt.calibration.quantize import quantize
-
     exclude = None  # the precision's default
     if args.int8_exclude is not None:
         exclude = tuple(x for x in args.int8_exclude.split(",") if x and x != "none")
