@@ -87,3 +87,14 @@ def test_config_paths_are_relative_to_the_config(tmp_path, monkeypatch):
     cfg = load_config(tmp_path / "conf" / "c.yaml")
     assert Path(cfg.get("model", "vocab")).absolute() == tmp_path / "v" / "vocab.txt"
     assert cfg.get("data", "dev") == "/abs/dev.json"
+
+
+def test_perf_random_bert_vocab_is_the_packaged_one(monkeypatch, tmp_path):
+    """`perf --provider cuda --random-bert` from any directory: its tokenizer's vocab is the package's file (it was a
+    path into site-packages that did not exist); the GPU sweep itself is stubbed (no GPU here)."""
+    got = {}
+    monkeypatch.setattr(cli.api, "perf_gpu", lambda *args, **kwargs: got.update(kwargs) or [])
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["perf", "--provider", "cuda", "--random-bert", "base", "--no-progress",
+                     "--output", str(tmp_path / "perf.json")]) == 0
+    assert Path(got["vocab"]).resolve() == embedded_vocab().resolve() and embedded_vocab().is_file()
