@@ -4,8 +4,10 @@ artifact, the parity/accuracy report, and commands.sh whose commands remake the 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shlex
+from pathlib import Path
 
 from conftest import EMBEDDED
 from test_cli import run_cli
@@ -18,16 +20,25 @@ def sha(path) -> str:
 
 
 def test_optimize_embedded_fp16(capsys, tmp_path):
+    """With TensorRT-RTX installed, --build too: the engine is built (RTX needs no GPU to build); where it cannot
+    run (no GPU) the report says so and the checks are of the ONNX it was built from."""
+    build = importlib.util.find_spec("tensorrt_rtx") is not None
     out = tmp_path / "opt"
     code, stdout, err = run_cli(capsys, "optimize", "--checkpoint", EMBEDDED, "--output-dir", out, "--target",
-                                "native", "--precision", "fp16", "--squad-limit", 10, "--no-progress")
+                                "native", "--precision", "fp16", "--squad-limit", 10, "--no-progress",
+                                *(["--build", "--runtime", "tensorrt-rtx"] if build else []))
     assert code == 0, err
     for name in ("model.onnx", "model.native.onnx", "model.native.fp16.onnx", "optimize.json", "commands.sh",
-                 "model.predictions.json", "model.native.fp16.predictions.json"):
+                 "model.predictions.json", *(["model.native.fp16.engine"] if build else [])):
         assert (out / name).is_file(), name
     report = json.loads((out / "optimize.json").read_text())
     assert report["artifacts"]["final"] == str(out / "model.native.fp16.onnx")
-    assert [s["step"] for s in report["steps"]] == ["export", "surgery", "quantize", "compare", "squad", "squad"]
+    steps = [s["step"] for s in report["steps"]]
+    assert steps == ["export", "surgery", "quantize", *(["build"] if build else []), "compare", "squad", "squad"]
+    checked = Path(report["checked"])
+    assert (out / f"{checked.stem}.predictions.json").is_file()
+    if build and checked.suffix == ".onnx":
+        assert "not run here" in report["engine_not_run"] and "engine: " in stdout
     # FP16 against the FP32 export: logits close, accuracy within a point on the subset.
     assert 0 < max(r["worst_abs"] for r in report["parity"]["rows"]) < 0.1
     assert report["accuracy"]["export"]["f1"] > 50 and abs(report["accuracy"]["delta_f1"]) < 5
