@@ -223,8 +223,10 @@ def _tensor_platform(model: Path) -> str:
     if model.suffix in ENGINE_SUFFIXES:
         return "tensorrt_plan"
     onnx_model, _ = load_qa_model(model, load_weights=False)
-    if not target_of(onnx_model).onnxruntime:
-        raise BertrtError(f"{model}: a TensorRT-plugin graph runs on TensorRT; build an engine for --bls")
+    target = target_of(onnx_model)
+    if not target.runs_on("onnxruntime"):
+        raise BertrtError(f"{model}: the `{target.name}` target ({target.description}) does not run on onnxruntime, "
+                          f"Triton's backend for an ONNX model; build an engine for --bls")
     if ort_session_config(onnx_model, source=str(model)):
         raise BertrtError(f"{model}: declares onnxruntime session settings that Triton's onnxruntime backend cannot "
                           f"apply; serve it without --bls")
