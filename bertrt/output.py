@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -95,3 +96,26 @@ def steps(names: Sequence[str], desc: str, enabled: bool = True, quiet_native: b
         yield step
         if done:
             b.update(1)
+
+
+@contextlib.contextmanager
+def ticking(desc: str, enabled: bool = True) -> Iterator[Any]:
+    """An elapsed-time line on stderr for one long call with no progress of its own (a TensorRT engine build),
+    refreshed every second from a thread; yields a `log(line)` that prints above it (plain print when off)."""
+    if not enabled or not sys.stderr.isatty():
+        yield print
+        return
+    with tqdm(total=None, desc=desc, bar_format="{desc}: {elapsed}", leave=False) as b:
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(1.0):
+                b.refresh()
+
+        thread = threading.Thread(target=tick, daemon=True)
+        thread.start()
+        try:
+            yield lambda line: tqdm.write(str(line), file=sys.stdout)
+        finally:
+            stop.set()
+            thread.join()

@@ -9,6 +9,7 @@ import shutil
 import pytest
 from conftest import TENSORRT_PASSAGE
 from test_cli import run_cli
+from test_quantize_hf import hf_native  # noqa: F401 (a fixture: the small `native` HF models)
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +106,16 @@ def test_help_shows_defaults(capsys):
     assert "out/<config>/model.onnx" not in perf  # perf has no default model
     export = " ".join(sub["export"].format_help().split())
     assert "17 up to the newest the installed tf2onnx converts" in export
+
+
+def test_build_json_is_the_engine_record(capsys, hf_native, tmp_path):
+    """`bertrt build --json`: stdout is one JSON document (the engine's sidecar record), the build's log on stderr."""
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed")
+    model = tmp_path / "model.native.onnx"
+    shutil.copy(hf_native("hf-l2-h64-a2"), model)
+    code, out, err = run_cli(capsys, "build", "--model", model, "--runtime", "tensorrt-rtx", "--profile",
+                             "batch=1:1:1,seq=64", "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["output"] == str(tmp_path / "model.native.engine") and record["engine"]["target"] == "native"
+    assert "parsed" in err and (tmp_path / "model.native.engine").is_file()
