@@ -25,6 +25,7 @@ def tree(tmp_path):
     out.mkdir()
     venv.mkdir()
     (venv / ".installed").touch()
+    (tmp_path / "config.yaml").touch()  # stands in for the config (MODEL names no checkpoint folder)
     for name in ("model.onnx", "model.ort.onnx", "model.ort.int8.onnx"):
         (out / name).write_text("stand-in")
     (out / "model.ort.int8.onnx.json").write_text(json.dumps({"parameters": {
@@ -37,7 +38,7 @@ def tree(tmp_path):
 def up_to_date(tree, *assignments: str) -> bool:
     out, venv = tree
     args = ["make", "-q", "-C", str(ROOT), f"OUT={out}", f"VENV={venv}", f"PYTHON={sys.executable}", "quantize",
-            "TARGET=ort", "PRECISION=int8", *assignments]
+            "MODEL=stand-in", f"CONFIG={out.parent / 'config.yaml'}", "TARGET=ort", "PRECISION=int8", *assignments]
     run = subprocess.run(args, capture_output=True, text=True)
     assert run.returncode in (0, 1), run.stderr
     return run.returncode == 0
@@ -49,7 +50,9 @@ def age(tree) -> None:
     out, venv = tree
     stamps = [p.stat().st_mtime for p in out.glob(".params-*")]
     start = max([time.time() - 60, *stamps]) + 1
-    os.utime(venv / ".installed", (start, start))
+    os.utime(out.parent / "config.yaml", (start - 30, start - 30))
+    later = time.time() + 3600  # the venv stamp newer than pyproject.toml and the locks, whenever they changed
+    os.utime(venv / ".installed", (later, later))
     for k, name in enumerate(("model.onnx", "model.ort.onnx", "model.ort.int8.onnx"), 1):
         os.utime(out / name, (start + k, start + k))
 
