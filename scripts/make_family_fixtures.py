@@ -15,7 +15,8 @@ Independent of bertrt on purpose (it runs in a torch virtualenv). For each famil
                       torch's float32 start_logits / end_logits
   tokenization.json   question/passage pairs with the ids and passage character offsets the model's own
                       (transformers fast) tokenizer gives for them
-  forms/<exporter>-<attention>/model.onnx   torch.onnx exports as users make them: legacy (dynamo=False, opset 17,
+  forms/<exporter>-<attention>/model.onnx   (with config.json, tokenizer.json, tokenizer_config.json beside it, as in
+                      an Optimum export folder) torch.onnx exports as users make them: legacy (dynamo=False, opset 17,
                       dynamic_axes) and dynamo (dynamic_shapes), SDPA and eager attention; the inputs are what the
                       family's forward takes (no token_type_ids for RoBERTa, XLM-R, DistilBERT); self-contained
   versions.json       versions, and onnxruntime-vs-torch error of every form
@@ -281,6 +282,8 @@ def make_family(out: Path, name: str, spec, pairs, seed: int) -> bool:
         fdir = d / "forms" / form
         fdir.mkdir(parents=True)
         export(model, feed, fdir / "model.onnx", dynamo)
+        for kept in ("config.json", "tokenizer.json", "tokenizer_config.json"):  # what an Optimum export folder has
+            shutil.copyfile(d / "hf" / kept, fdir / kept)
         err = worst(ort_logits(fdir / "model.onnx", feed), reference, batch["input_mask"])
         m = onnx.load(str(fdir / "model.onnx"))
         report["forms"][form] = {"exporter": "dynamo" if dynamo else "legacy", "attn_implementation": attn,

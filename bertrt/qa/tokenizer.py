@@ -167,3 +167,13 @@ def _travelling_tokenizer(path: Path) -> str | None:
             return None
         return value if isinstance(value, str) else None
     return None
+
+
+def travelling_tokenizer(model_path: str | Path) -> str | None:
+    """The tokenizer.json text a stage stores with the artifact it makes from `model_path`: the one that travels
+    with it already, else tokenizer.json / vocab.txt beside it (a Hugging Face export folder); None without."""
+    text = _travelling_tokenizer(Path(model_path))
+    if text:
+        return text
+    sibling = sibling_tokenizer(model_path)
+    return tokenizer_json(load_tokenizer(sibling)) if sibling is not None else None
