@@ -80,14 +80,20 @@ class QuestionAnswerer:
     (`bertrt squad`). `model` is any artifact `open_backend` takes (ONNX, engine, checkpoint); `backend_options`
     are its keyword arguments (provider, threads). Use it as a context manager (or call `close()`)."""
 
-    def __init__(self, model: str | Path, vocab: str | Path, params: SquadParams | None = None,
-                 batch_size: int = 8, **backend_options):
+    def __init__(self, model: str | Path, vocab: str | Path | None = None, params: SquadParams | None = None,
+                 batch_size: int = 8, fallback_vocab: str | Path | None = None, fit_positions: bool | None = None,
+                 **backend_options):
         from bertrt.run.backends import open_backend
-        from bertrt.qa.tokenizer import load_tokenizer
+        from bertrt.qa.tokenizer import tokenizer_for
 
         self.backend = open_backend(Path(model), batch_size=batch_size, **backend_options)
-        self.tokenizer = load_tokenizer(Path(vocab), expected_vocab_size=self.backend.config.vocab_size)
+        # `vocab` overrides the tokenizer that travels with the model; `fallback_vocab` serves older models
+        self.tokenizer = tokenizer_for(Path(model), vocab, self.backend.config.vocab_size, fallback_vocab)
         self.params = params or SquadParams()
+        # A model with fewer positions than the default 384 (params not given, or fit_positions) runs at its own
+        # maximum; an explicit longer --seq-len is refused by check() in one line.
+        if fit_positions or (fit_positions is None and params is None):
+            self.params = self.params.fitted(self.backend.config.max_position_embeddings)
         self.batch_size = batch_size
         # Before the backend is activated: an engine would need its GPU first, and a batch that cannot fit is
         # refused before any work.
@@ -148,20 +154,24 @@ class QuestionAnswerer:
                                   probs[:, 1], best, (first, last))
 
 
-def compare_models(a: str | Path, b: str | Path, squad_json: str | Path, vocab: str | Path, num_features: int = 8,
-                   batch_size: int = 4, seq_len: int = 384, per_layer: bool = False, **backend_options) -> list:
+def compare_models(a: str | Path, b: str | Path, squad_json: str | Path, vocab: str | Path | None = None,
+                   num_features: int = 8, batch_size: int = 4, seq_len: int | None = None, per_layer: bool = False,
+                   fallback_vocab: str | Path | None = None, **backend_options) -> list:
     """Worst absolute/relative logit errors of model `b` against reference `a` on real SQuAD features
     (`bertrt compare`); one row per compared tensor."""
+    from bertrt.run.backends import open_backend
     from bertrt.run.compare import check_counts, compare, feature_batches, vocab_size_of
-    from bertrt.qa.tokenizer import load_tokenizer
+    from bertrt.qa.tokenizer import tokenizer_for
 
     check_counts(num_features, batch_size)
-    tokenizer = load_tokenizer(Path(vocab), expected_vocab_size=vocab_size_of(Path(a), Path(b)))
+    tokenizer = tokenizer_for(Path(a), vocab, vocab_size_of(Path(a), Path(b)), fallback_vocab)
+    if seq_len is None:  # the default 384, or the models' own maximum where they have fewer positions
+        seq_len = min([384] + [open_backend(Path(m)).config.max_position_embeddings for m in (a, b)])
     batches = feature_batches(Path(squad_json), tokenizer, num_features, batch_size, seq_len)
     return compare(Path(a), Path(b), batches, per_layer=per_layer, backend_options=backend_options)
 
 
-def squad_scores(model: str | Path, squad_json: str | Path, vocab: str | Path, output: str | Path,
+def squad_scores(model: str | Path, squad_json: str | Path, vocab: str | Path | None, output: str | Path,
                  limit: int | None = None, params: SquadParams | None = None, batch_size: int = 8,
                  **backend_options) -> dict:
     """`QuestionAnswerer(...).squad(...)` in one call: the report of a SQuAD run (scores, timing, parameters)."""

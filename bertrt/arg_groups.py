@@ -39,7 +39,8 @@ def add_model_args(p, several: bool = False, vocab: bool = True, required: bool 
     else:
         p.add_argument("--model", type=Path, help=help_)
     if vocab:
-        p.add_argument("--vocab", type=Path, help="vocab.txt (default: the config's)")
+        p.add_argument("--vocab", type=Path, help="vocab.txt or tokenizer.json (default: the tokenizer stored with "
+                                                  "the model, else the config's)")
 
 
 def default_model(cfg: PipelineConfig) -> Path:
@@ -54,8 +55,15 @@ def model_path(args, cfg: PipelineConfig) -> Path:
     return model
 
 
-def vocab_path(args, cfg: PipelineConfig) -> Path:
-    return Path(required(pick(args.vocab, cfg, "model", "vocab"), "--vocab"))
+def vocab_path(args, cfg: PipelineConfig) -> Path | None:
+    """--vocab: overrides the tokenizer that travels with the model (None: use that one)."""
+    return args.vocab
+
+
+def fallback_vocab(cfg: PipelineConfig) -> Path | None:
+    """The config's vocab: for models made before the tokenizer travelled with them."""
+    value = cfg.get("model", "vocab")
+    return Path(value) if value else None
 
 
 # --- backend --------------------------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ def _answerer(args, cfg: PipelineConfig):
 
     batch_size, seq_len = ag.shapes(args, cfg)
     return api.QuestionAnswerer(ag.model_path(args, cfg), ag.vocab_path(args, cfg), ag.squad_params(args, cfg, seq_len),
-                                batch_size, **ag.backend_options(args, cfg))
+                                batch_size, fallback_vocab=ag.fallback_vocab(cfg), fit_positions=args.seq_len is None,
+                                **ag.backend_options(args, cfg))
 
 
 # --- infer ----------------------------------------------------------------------------------------------------
@@ -105,7 +106,8 @@ def _run_squad(args, cfg: PipelineConfig) -> int:
 
     squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
     output = args.output or cfg.out_dir / "predictions.json"
-    check_outputs(squad_outputs(output), [squad_json, ag.model_path(args, cfg), ag.vocab_path(args, cfg)])
+    check_outputs(squad_outputs(output), [squad_json, ag.model_path(args, cfg), ag.vocab_path(args, cfg),
+                                          ag.fallback_vocab(cfg)])
     with _answerer(args, cfg) as qa:
         report = qa.squad(squad_json, output, limit=args.limit,
                           null_score_diff_threshold=args.null_score_diff_threshold, progress=not args.no_progress)
@@ -144,7 +146,8 @@ def _add_compare(sub) -> None:
     p.add_argument("b", type=Path, help="model to check: ONNX (any target; plugin graphs run on numpy references) "
                                         "or an engine from `bertrt build`")
     p.add_argument("--squad-json", type=Path, help="SQuAD file the features come from (default: the config's dev)")
-    p.add_argument("--vocab", type=Path, help="vocab.txt (default: the config's)")
+    p.add_argument("--vocab", type=Path, help="vocab.txt or tokenizer.json (default: the one stored with A, else "
+                                              "the config's)")
     p.add_argument("--num-features", type=int, default=8)
     ag.add_backend_args(p)
     ag.add_shape_args(p, batch_default=4)
@@ -161,9 +164,11 @@ def _run_compare(args, cfg: PipelineConfig) -> int:
     squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
     batch_size, seq_len = ag.shapes(args, cfg)
     rows = api.compare_models(args.a, args.b, squad_json, ag.vocab_path(args, cfg), args.num_features, batch_size,
-                              seq_len, per_layer=args.per_layer, **ag.backend_options(args, cfg))
-    print(f"B = {args.b} against A = {args.a}: {args.num_features} SQuAD features, seq {seq_len}, "
-          f"padded positions excluded")
+                              seq_len if args.seq_len is not None else None, per_layer=args.per_layer,
+                              fallback_vocab=ag.fallback_vocab(cfg),
+                              **ag.backend_options(args, cfg))
+    print(f"B = {args.b} against A = {args.a}: {args.num_features} SQuAD features, seq "
+          f"{seq_len if args.seq_len is not None else 'min(384, positions)'}, padded positions excluded")
     print(format_rows(rows, args.atol))
     return 1 if any(r.worst_abs > args.atol for r in rows) else 0
 

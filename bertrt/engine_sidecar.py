@@ -39,8 +39,9 @@ class EngineRecord:
     source_sha256: str
     calib_cache: str | None = None  # TensorRT 10 INT8 calibration cache used
 
-    def write(self, engine: str | Path, parameters: dict | None = None) -> None:
-        """Write `<engine>.json` atomically (call after the engine is in place)."""
+    def write(self, engine: str | Path, parameters: dict | None = None, tokenizer: str | None = None) -> None:
+        """Write `<engine>.json` atomically (call after the engine is in place). `tokenizer`: the tokenizer.json
+        text that travels with the model (read back by bertrt.qa.tokenizer.tokenizer_for)."""
         record = {
             "stage": STAGE,
             "artifact": Path(engine).name,
@@ -54,6 +55,8 @@ class EngineRecord:
             "inputs": {"model": {"path": self.source_path, "sha256": self.source_sha256}},
             "tools": tool_versions(),
         }
+        if tokenizer:
+            record["tokenizer"] = tokenizer
         write_json_atomic(sidecar_path(engine), record)
 
     @classmethod

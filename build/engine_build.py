@@ -18,6 +18,7 @@ from bertrt.engine_sidecar import EngineRecord
 from bertrt.profiles import QAProfile, check_profiles
 
 from bertrt.artifacts import atomic_output, check_outputs, sha256_file, sidecar_path, write_sidecar
+from bertrt.qa.tokenizer import travelling_tokenizer
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import INPUT_NAMES, load_qa_model
 from bertrt.targets import target_of
@@ -125,7 +126,7 @@ def build(request: BuildRequest, log=print) -> EngineRecord:
                 calib_cache=str(request.calib_cache) if plan.calibrated else None)
     record.write(output, {"network": summary.to_dict(), "parse_seconds": round(parse_seconds, 3),
                           "build_seconds": round(build_seconds, 3), "engine_bytes": output.stat().st_size,
-                          **request.extra})
+                          **request.extra}, tokenizer=travelling_tokenizer(model_path))
     if plan.calibrated:
         write_sidecar(request.calib_cache, calib_cache.STAGE,
                       {"tensorrt": version, "calib_num": request.calib_num, "profile": str(request.profiles[-1])},

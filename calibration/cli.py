@@ -16,8 +16,7 @@ from bertrt.calibration import calib_data
 
 
 def _vocab(args, cfg) -> Path | None:
-    if args.vocab is not None:
-        return args.vocab
+    """The config's vocab: for models made before the tokenizer travelled with them (--vocab overrides both)."""
     value = cfg.get("model", "vocab") if cfg is not None else None
     return Path(value) if value else None
 
@@ -38,7 +37,8 @@ def add_quantize(sub) -> None:
                                           "attention_bmm,ffn_down, fp8 none)")
     p.add_argument("--float-precision", choices=["fp16", "fp32"],
                    help="int8/fp8: precision of what is not quantized (default: int8 fp16, fp8 fp32)")
-    p.add_argument("--vocab", type=Path, help="vocab.txt for the calibration features (default: the config's)")
+    p.add_argument("--vocab", type=Path, help="vocab.txt or tokenizer.json for the calibration features (default: "
+                                              "the one stored with the model, else the config's)")
     p.set_defaults(run=run_quantize)
 
 
@@ -49,8 +49,9 @@ def run_quantize(args, cfg) -> int:
     if args.int8_exclude is not None:
         exclude = tuple(x for x in args.int8_exclude.split(",") if x and x != "none")
     report = quantize(args.input, args.output, args.precision, calib_json=args.calib_json, calib_num=args.calib_num,
-                      calib_method=args.calib_method, vocab=_vocab(args, cfg), exclude=exclude,
-                      float_precision=args.float_precision, seq_len=args.calib_seq_len)
+                      calib_method=args.calib_method, vocab=args.vocab, exclude=exclude,
+                      float_precision=args.float_precision, seq_len=args.calib_seq_len,
+                      fallback_vocab=_vocab(args, cfg))
     report.pop("overflow_amax", None)
     print(json.dumps(report))
     print(f"wrote {args.output} (+ {args.output.name}.json)")

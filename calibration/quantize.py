@@ -21,6 +21,7 @@ from bertrt.calibration.qdq import CALIB_METHODS, check_exclude
 
 from bertrt.artifacts import atomic_outputs, check_outputs, sha256_file, sidecar_path, sidecar_record, write_json
 from bertrt.errors import BertrtError
+from bertrt.qa.tokenizer import tokenizer_for
 from bertrt.qa_contract import META_ORT_SESSION_CONFIG, load_qa_model, stage_of, stamp
 from bertrt.targets import target_of
 
@@ -59,12 +60,15 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
              calib_num: int = calib_data.DEFAULT_CALIB_NUM, calib_method: str = "max",
              vocab: str | Path | None = None, exclude: tuple[str, ...] | None = None,
              keep_fp32: tuple[str, ...] | None = None, batch_size: int = 8, percentile: float = 99.99,
-             float_precision: str | None = None, seq_len: int | None = None) -> dict:
+             float_precision: str | None = None, seq_len: int | None = None,
+             fallback_vocab: str | Path | None = None) -> dict:
     """Write `output` (atomically, with a sidecar) at `precision`; return a report dict.
 
     int8/fp8 only: `exclude` (GEMM groups kept in float) and `float_precision` (fp16|fp32, the type of what is not
     quantized) default to DEFAULT_EXCLUDE / DEFAULT_FLOAT; `keep_fp32` applies to every FP16 conversion.
-    `seq_len`: calibration sequence length, default 384 clamped to the model's positions (calib_data.calib_seq_len)."""
+    `seq_len`: calibration sequence length, default 384 clamped to the model's positions (calib_data.calib_seq_len).
+    `vocab` overrides the tokenizer stored with the model; `fallback_vocab` (default: the embedded model's) serves
+    models without one."""
     input, output = Path(input), Path(output)
     check_outputs([output, sidecar_path(output)], [input, calib_json or calib_data.DEFAULT_CALIB_JSON, vocab])
     if precision not in PRECISIONS:
@@ -93,7 +97,8 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
     if calibrated:
         if precision == "fp16":
             calib_num = min(calib_num, OVERFLOW_SCAN_FEATURES)
-        features = calib_data.calibration_features(calib_json_path, calib_num, vocab=vocab,
+        tokenizer = tokenizer_for(input, vocab, cfg.vocab_size, fallback_vocab or calib_data.DEFAULT_VOCAB)
+        features = calib_data.calibration_features(calib_json_path, calib_num, tokenizer=tokenizer,
                                                    vocab_size=cfg.vocab_size, seq_len=seq_len)
         # Padded to `seq_len` tokens, the length TensorRT engines are built for (padding positions are part of
         # the statistics there too), and so histogram calibrators get same-shaped batches.

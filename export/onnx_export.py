@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+from bertrt.export import hf_folder
 from bertrt.export.weights import Weights, check_weights
 
 from bertrt.artifacts import atomic_outputs, check_outputs, sidecar_path, sidecar_record, write_json
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
+from bertrt.qa.tokenizer import META_TOKENIZER, load_tokenizer, sibling_tokenizer, tokenizer_json
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, stamp
 
 MIN_OPSET = 17  # LayerNormalization (used by later surgery targets) needs 17
@@ -126,11 +128,13 @@ def export(checkpoint: Path, output: Path, config: Path | None = None, vocab: Pa
            gelu: str | None = None, opset: int = MIN_OPSET) -> Path:
     """Export a BERT QA checkpoint to `output` (ONNX, fp32, dynamic batch and sequence) with its sidecar."""
     from bertrt.export.tf_model import build_qa_function
-    from bertrt.qa.tokenizer import load_tokenizer
 
     if not MIN_OPSET <= opset <= max_opset():
         raise BertrtError(f"--opset {opset} is not supported: bertrt needs opset {MIN_OPSET} or newer, and tf2onnx "
                           f"converts up to opset {max_opset()}")
+    folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    if config is None and hf_folder.is_hf_folder(folder) and _family_folder(folder):
+        return _export_hf_folder(folder, output, vocab, gelu)
     source = resolve_source(checkpoint, config, vocab)
     files = source_files(source)
     check_outputs([output, sidecar_path(output)], [checkpoint, *files])
@@ -139,7 +143,8 @@ def export(checkpoint: Path, output: Path, config: Path | None = None, vocab: Pa
         load_tokenizer(source.vocab, expected_vocab_size=cfg.vocab_size)
     weights = read_weights(source, cfg)
     model = convert_to_onnx(build_qa_function(weights, cfg), opset)
-    stamp(model, "export", cfg)
+    tokenizer = source.vocab and tokenizer_json(load_tokenizer(source.vocab, expected_vocab_size=cfg.vocab_size))
+    stamp(model, "export", cfg, extra={META_TOKENIZER: tokenizer} if tokenizer else None)
     onnx.checker.check_model(model)
     with atomic_outputs(output, sidecar_path(output)) as (tmp, tmp_sidecar):
         onnx.save(model, str(tmp))
@@ -148,4 +153,42 @@ def export(checkpoint: Path, output: Path, config: Path | None = None, vocab: Pa
             recorded["vocab"] = source.vocab
         write_json(tmp_sidecar, sidecar_record(output, tmp, "export", {
             "source_format": source.kind, "opset": opset, "gelu": cfg.gelu, "config": cfg.to_dict()}, recorded))
+    return output
+
+
+def _family_folder(folder: Path) -> bool:
+    """A Hugging Face folder the ONNX builder exports (export/hf_folder.py): every family but BERT, and BERT where
+    the tf2onnx path cannot read it (sharded or pickled weights, or TensorFlow not installed)."""
+    family, _, _ = hf_folder.read_config(folder)
+    if family.name != "bert" or not (folder / "model.safetensors").is_file():
+        return True
+    try:
+        import tensorflow  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+def _export_hf_folder(folder: Path, output: Path, vocab: Path | None, gelu: str | None) -> Path:
+    """Export through export/hf_folder.py: config.json + weights -> the unfused contract graph, with the folder's
+    tokenizer (tokenizer.json, else vocab.txt; `vocab` overrides) stamped into it."""
+    family, cfg, _ = hf_folder.read_config(folder)
+    if gelu is not None:
+        cfg = BertConfig.from_dict({**cfg.to_dict(), "gelu": gelu}, source=str(folder / "config.json"))
+    files = hf_folder.weight_files(folder)
+    tokenizer_file = vocab or sibling_tokenizer(folder / "config.json")
+    check_outputs([output, sidecar_path(output)], [folder, *files, folder / "config.json", tokenizer_file])
+    tokenizer = tokenizer_file and tokenizer_json(load_tokenizer(tokenizer_file, expected_vocab_size=cfg.vocab_size))
+    model = hf_folder.build_model(hf_folder.read_weights(folder, family, cfg), cfg)
+    stamp(model, "export", cfg, extra={META_TOKENIZER: tokenizer} if tokenizer else None)
+    onnx.checker.check_model(model)
+    with atomic_outputs(output, sidecar_path(output)) as (tmp, tmp_sidecar):
+        onnx.save(model, str(tmp))
+        recorded = {"checkpoint": files[0], "config": folder / "config.json"}
+        if tokenizer_file is not None:
+            recorded["vocab"] = tokenizer_file
+        write_json(tmp_sidecar, sidecar_record(output, tmp, "export", {
+            "source_format": "hf", "family": family.name, "builder": "onnx", "opset": hf_folder.OPSET,
+            "gelu": cfg.gelu, "config": cfg.to_dict()}, recorded))
     return output

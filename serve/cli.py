@@ -41,7 +41,8 @@ def _write(args, cfg, output: Path, bls: bool = False) -> Path:
     return write_repository(output, ag.model_path(args, cfg), ag.vocab_path(args, cfg), batching, squad,
                             provider=ag.pick(args.provider, cfg, "run", "provider"),
                             batch_size=ag.pick(args.batch_size, cfg, "run", "batch_size"),
-                            max_input_bytes=ag.pick(args.max_input_bytes, cfg, "serve", "max_input_bytes"), bls=bls)
+                            max_input_bytes=ag.pick(args.max_input_bytes, cfg, "serve", "max_input_bytes"), bls=bls,
+                            fallback_vocab=ag.fallback_vocab(cfg))
 
 
 # --- triton-repo ----------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     REPO/bertrt_qa/config.pbtxt          Python backend: passage, question (BYTES) -> answer (BYTES), score (FP32)
     REPO/bertrt_qa/1/model.py            serve/triton_model.py (the work is bertrt.serve.python_model)
-    REPO/bertrt_qa/1/<model>, vocab.txt  the QA artifact (+ its .json sidecar) and the vocabulary
+    REPO/bertrt_qa/1/<model>, tokenizer.json  the QA artifact (+ its .json sidecar) and its tokenizer
   with --bls (GPU production; the model file moves to the tensor model):
     REPO/bertrt_qa_tensor/config.pbtxt   onnxruntime_onnx (ONNX) or tensorrt_plan (engine), called from bertrt_qa
     REPO/bertrt_qa_tensor/1/<model>
@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from bertrt.qa.tokenizer import tokenizer_for, tokenizer_json
 from bertrt.errors import BertrtError
 
 MODEL_NAME = "bertrt_qa"
@@ -164,13 +165,17 @@ def _check_model(model: Path) -> None:
         raise BertrtError(f"{model}: unsupported model file (expected .onnx or {' or '.join(ENGINE_SUFFIXES)})")
 
 
-def write_repository(output: Path, model: Path, vocab: Path, batching: Batching, squad: dict, provider: str,
-                     batch_size: int, max_input_bytes: int, bls: bool = False) -> Path:
-    """Write the repository to `output` (which must not exist or be empty): all of it, or nothing."""
+def write_repository(output: Path, model: Path, vocab: Path | None, batching: Batching, squad: dict, provider: str,
+                     batch_size: int, max_input_bytes: int, bls: bool = False,
+                     fallback_vocab: Path | None = None) -> Path:
+    """Write the repository to `output` (which must not exist or be empty): all of it, or nothing. The tokenizer
+    is the one stored with the model (`vocab` overrides it, `fallback_vocab` serves older models), written as
+    tokenizer.json."""
     batching.check()
     _check_model(model)
-    if not vocab.is_file():
+    if vocab is not None and not vocab.is_file():
         raise BertrtError(f"{vocab}: no such vocabulary file")
+    tokenizer = tokenizer_json(tokenizer_for(model, vocab, fallback=fallback_vocab))
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise BertrtError(f"{output}: exists and is not an empty directory")
     platform = _tensor_platform(model) if bls else None
@@ -184,10 +189,10 @@ def write_repository(output: Path, model: Path, vocab: Path, batching: Batching,
             directory.mkdir(parents=True)
         for source in (model, sidecar) if sidecar.is_file() else (model,):
             _place(source, model_dir / source.name)
-        shutil.copy2(vocab, python_dir / "vocab.txt")
+        (python_dir / "tokenizer.json").write_text(tokenizer, encoding="utf-8")
         shutil.copy2(Path(__file__).with_name("triton_model.py"), python_dir / "model.py")
         model_ref = f"../{TENSOR_MODEL_NAME}/1/{model.name}" if bls else f"1/{model.name}"
-        params = ServingParams(model=model_ref, vocab="1/vocab.txt", squad=dict(squad), provider=provider,
+        params = ServingParams(model=model_ref, vocab="1/tokenizer.json", squad=dict(squad), provider=provider,
                                batch_size=batch_size, max_input_bytes=max_input_bytes,
                                tensor_model=TENSOR_MODEL_NAME if bls else "")
         _write_config(python_model_config(params, batching), tmp / MODEL_NAME)

@@ -132,10 +132,11 @@ def sibling_tokenizer(model_path: str | Path) -> Path | None:
 
 
 def tokenizer_for(model: str | Path | dict, override: str | Path | None = None,
-                  expected_vocab_size: int | None = None) -> Tokenizer:
+                  expected_vocab_size: int | None = None, fallback: str | Path | None = None) -> Tokenizer:
     """The tokenizer to use with `model`: `override` (--vocab) when given; else the one that travels with the
     model: `model` is the metadata dict of an ONNX model or engine sidecar (key `bertrt.tokenizer`), or a path
-    (an ONNX file's metadata, an engine's sidecar, then tokenizer.json / vocab.txt beside it)."""
+    (an ONNX file's metadata, an engine's sidecar, then tokenizer.json / vocab.txt beside it); else `fallback`
+    (a pipeline config's vocab, for models made before the tokenizer travelled)."""
     if override is not None:
         return load_tokenizer(override, expected_vocab_size=expected_vocab_size)
     if isinstance(model, dict):
@@ -147,6 +148,8 @@ def tokenizer_for(model: str | Path | dict, override: str | Path | None = None,
     sibling = sibling_tokenizer(model) if not isinstance(model, dict) else None
     if sibling is not None:
         return load_tokenizer(sibling, expected_vocab_size=expected_vocab_size)
+    if fallback is not None:
+        return load_tokenizer(fallback, expected_vocab_size=expected_vocab_size)
     raise BertrtError(f"{where}: no tokenizer travels with this model (made before bertrt stored it, or from a "
                       "file without one): give --vocab (a vocab.txt or tokenizer.json)")
 
