@@ -181,9 +181,10 @@ def squad_scores(model: str | Path, squad_json: str | Path, vocab: str | Path | 
 
 def perf(models: list[str | Path], batches: list[int], seqs: list[int], output: str | Path, warmup: int = 3,
          runs: int = 20, provider: str = "cpu", threads: int | None = None, buckets: tuple[int, ...] | None = None,
-         cuda_graph: bool = False) -> list:
+         cuda_graph: bool = False, fit_positions: bool = False) -> list:
     """Latency of each model over batch x seq (`bertrt perf`), all in one process with models interleaved per
-    shape so that drift of the machine affects every model alike; writes `output` JSON and a CSV beside it."""
+    shape so that drift of the machine affects every model alike; writes `output` JSON and a CSV beside it.
+    `fit_positions` (the default lengths, not asked for): lengths beyond the models' positions become that maximum."""
     import contextlib
 
     from bertrt.run.backends import open_backend
@@ -193,6 +194,9 @@ def perf(models: list[str | Path], batches: list[int], seqs: list[int], output: 
         raise BertrtError("perf needs at least one model, and positive batches, sequence lengths and runs")
     opened = [(Path(m), open_backend(Path(m), provider=provider, threads=threads, buckets=buckets,
                                      cuda_graph=cuda_graph)) for m in models]
+    if fit_positions:
+        positions = min(backend.config.max_position_embeddings for _, backend in opened)
+        seqs = sorted({min(seq, positions) for seq in seqs})
     for _, backend in opened:  # every shape checked (model, profiles, memory) before any model is loaded
         check_shapes(backend.config, batches, seqs)
         for batch in batches:

@@ -174,11 +174,12 @@ def _run_compare(args, cfg: PipelineConfig) -> int:
 
 
 # --- perf -----------------------------------------------------------------------------------------------------
+PERF_SEQS = (128, 384)  # default lengths; a model with fewer positions is timed at its maximum instead
 def _add_perf(sub) -> None:
     p = sub.add_parser("perf", help="latency of one or more models over batch x sequence (same process)")
     ag.add_model_args(p, several=True, vocab=False, required=False)
     ag.add_backend_args(p)
-    ag.add_shape_args(p, several=True, batch_default=[1, 8], seq_default=[128, 384])
+    ag.add_shape_args(p, several=True, batch_default=[1, 8])  # sequences: PERF_SEQS, or the models' maximum
     p.add_argument("--random-bert", choices=["base", "large"], action="append", default=[],
                    help="--provider cuda: also a random-weight BERT-Base/Large built from its config (needs torch)")
     p.add_argument("--no-peers", action="store_true", help="--provider cuda: skip the torch eager/CUDA graph peers")
@@ -193,6 +194,9 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     from bertrt.artifacts import check_outputs
     from bertrt.run.perf import format_table, perf_outputs
 
+    fit_positions = args.seq_len is None
+    if fit_positions:
+        args.seq_len = list(PERF_SEQS)
     batches, seqs = ag.shapes(args, cfg)
     if args.runs < 1 or args.warmup < 0:
         raise BertrtError("--runs must be positive and --warmup not negative")
@@ -205,7 +209,8 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
         timings = api.perf_gpu(args.model, args.random_bert, batches, seqs, output, args.warmup, args.runs,
                                args.cuda_graph, peers=not args.no_peers, vocab=cfg.get("model", "vocab"))
     else:
-        timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs, **options)
+        timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs,
+                           fit_positions=fit_positions, **options)
     print(format_table(timings))
     print(f"wrote {', '.join(map(str, perf_outputs(output)))}")
     return 0

@@ -123,3 +123,15 @@ def test_tokenizer_travels_into_engine_sidecar_and_triton_repository(exported, t
     repo = write_repository(tmp_path / "repo", fused, None, Batching(4, 100, 1), dataclasses.asdict(SquadParams()),
                             provider="cpu", batch_size=4, max_input_bytes=100_000)
     assert (repo / "bertrt_qa" / "1" / "tokenizer.json").read_text() == text
+
+
+def test_perf_times_a_short_model_at_its_own_maximum(capsys, exported, tmp_path):
+    """perf's default lengths (128, 384) become the model's 64 positions; an explicit 128 is one line."""
+    out = tmp_path / "perf.json"
+    code, stdout, err = run_cli(capsys, "perf", "--model", exported["roberta"], "--batch-size", "1", "--runs", "1",
+                                "--warmup", "0", "--threads", "1", "--output", out)
+    assert code == 0, err
+    assert {row["seq"] for row in json.loads(out.read_text())["timings"]} == {64}
+    code, _, err = run_cli(capsys, "perf", "--model", exported["roberta"], "--seq-len", "128", "--runs", "1",
+                           "--output", tmp_path / "p2.json")
+    assert_one_line_error(code, err, "128 exceeds the model's 64 positions")
