@@ -10,6 +10,7 @@ from bertrt.profiles import default_profile, parse_profile
 from bertrt import arg_groups as ag
 from bertrt.calibration import calib_data
 from bertrt.errors import BertrtError
+from bertrt.qa_contract import load_qa_model
 
 
 def add_build(sub) -> None:
@@ -40,13 +41,15 @@ def _add_calibration_data(p) -> None:
     p.add_argument("--vocab", type=Path, help="vocab.txt for the calibration features (default: the config's)")
 
 
-def _profiles(specs, cfg):
+def _profiles(specs, cfg, model: Path | None = None):
     specs = specs if specs is not None else ag.pick(None, cfg, "build", "profiles")
     if specs:
         if not isinstance(specs, list):
             raise BertrtError(f"build.profiles in the config must be a list of profile strings, not {specs!r}")
         return [parse_profile(s) for s in specs]
     batch, seq = ag.shapes(argparse.Namespace(batch_size=None, seq_len=None), cfg)
+    if model is not None and model.suffix == ".onnx" and model.is_file():  # a model with fewer positions: its max
+        seq = min(seq, load_qa_model(model, load_weights=False)[1].max_position_embeddings)
     return [default_profile(batch, seq)]
 
 
@@ -61,7 +64,7 @@ def run_build(args, cfg) -> int:
         return 0
     suffix = f".{args.precision}.engine" if args.precision and f".{args.precision}" not in model.name else ".engine"
     output = args.output or model.with_suffix(suffix)
-    build(BuildRequest(model, output, _profiles(args.profile, cfg), ag.pick(args.runtime, cfg, "build", "runtime"),
+    build(BuildRequest(model, output, _profiles(args.profile, cfg, model), ag.pick(args.runtime, cfg, "build", "runtime"),
                        args.precision, args.calib_cache, args.timing_cache, args.compute_capability, args.calib_json,
                        args.calib_num, args.vocab or _config_vocab(cfg)))
     print(f"wrote {output} (+ {output.name}.json)")

@@ -143,7 +143,8 @@ def export(checkpoint: Path, output: Path, config: Path | None = None, vocab: Pa
         load_tokenizer(source.vocab, expected_vocab_size=cfg.vocab_size)
     weights = read_weights(source, cfg)
     model = convert_to_onnx(build_qa_function(weights, cfg), opset)
-    tokenizer = source.vocab and tokenizer_json(load_tokenizer(source.vocab, expected_vocab_size=cfg.vocab_size))
+    tokenizer_file = source.vocab or sibling_tokenizer(source.config)  # vocab.txt, else a tokenizer.json beside
+    tokenizer = tokenizer_file and tokenizer_json(load_tokenizer(tokenizer_file, expected_vocab_size=cfg.vocab_size))
     stamp(model, "export", cfg, extra={META_TOKENIZER: tokenizer} if tokenizer else None)
     onnx.checker.check_model(model)
     with atomic_outputs(output, sidecar_path(output)) as (tmp, tmp_sidecar):

@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import dataclasses
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from bertrt.qa.tokenizer import tokenizer_for, tokenizer_json
+from bertrt.run.answering import SquadParams
+
+from bertrt.engine_sidecar import EngineRecord
 from bertrt.errors import BertrtError
+from bertrt.qa.tokenizer import tokenizer_for, tokenizer_json
+from bertrt.qa_contract import load_qa_model
 
 MODEL_NAME = "bertrt_qa"
 TENSOR_MODEL_NAME = "bertrt_qa_tensor"
@@ -154,6 +159,15 @@ def _tensor_platform(model: Path) -> str:
     return "onnxruntime_onnx"
 
 
+def _fit_positions(squad: dict, model: Path) -> dict:
+    """The serving SQuAD parameters for a model with fewer positions than their max_seq_length: its maximum."""
+    if model.suffix == ".onnx":
+        positions = load_qa_model(model, load_weights=False)[1].max_position_embeddings
+    else:
+        positions = EngineRecord.read(model).config.max_position_embeddings
+    return dataclasses.asdict(SquadParams(**squad).fitted(positions))
+
+
 def _check_model(model: Path) -> None:
     if not model.is_file():
         raise BertrtError(f"{model}: no such model file")
@@ -176,6 +190,7 @@ def write_repository(output: Path, model: Path, vocab: Path | None, batching: Ba
     if vocab is not None and not vocab.is_file():
         raise BertrtError(f"{vocab}: no such vocabulary file")
     tokenizer = tokenizer_json(tokenizer_for(model, vocab, fallback=fallback_vocab))
+    squad = _fit_positions(squad, model)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise BertrtError(f"{output}: exists and is not an empty directory")
     platform = _tensor_platform(model) if bls else None

@@ -123,6 +123,8 @@ def test_tokenizer_travels_into_engine_sidecar_and_triton_repository(exported, t
     repo = write_repository(tmp_path / "repo", fused, None, Batching(4, 100, 1), dataclasses.asdict(SquadParams()),
                             provider="cpu", batch_size=4, max_input_bytes=100_000)
     assert (repo / "bertrt_qa" / "1" / "tokenizer.json").read_text() == text
+    config = (repo / "bertrt_qa" / "config.pbtxt").read_text()  # the model's 128 positions, not 384
+    assert 'key: "max_seq_length"\n  value {\n    string_value: "128"' in config
 
 
 def test_perf_times_a_short_model_at_its_own_maximum(capsys, exported, tmp_path):

@@ -126,8 +126,9 @@ def tokenizer_json(tokenizer: Tokenizer) -> str:
 
 
 def sibling_tokenizer(model_path: str | Path) -> Path | None:
-    """tokenizer.json or vocab.txt beside a model file (a Hugging Face export folder), if there is one."""
-    directory = Path(model_path).parent
+    """tokenizer.json or vocab.txt beside a model file (a Hugging Face export folder) or inside a checkpoint
+    folder, if there is one."""
+    directory = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
     return next((directory / n for n in TOKENIZER_FILES if (directory / n).is_file()), None)
 
 
