@@ -137,3 +137,16 @@ def test_perf_times_a_short_model_at_its_own_maximum(capsys, exported, tmp_path)
     code, _, err = run_cli(capsys, "perf", "--model", exported["roberta"], "--seq-len", "128", "--runs", "1",
                            "--output", tmp_path / "p2.json")
     assert_one_line_error(code, err, "128 exceeds the model's 64 positions")
+
+
+def test_engine_is_built_at_the_models_positions_and_carries_the_tokenizer(capsys, exported, tmp_path):
+    """TensorRT-RTX (builds on the CPU): the default profile is the model's 64 positions, not 384; the sidecar holds
+    the tokenizer, so an engine needs no --vocab either."""
+    pytest.importorskip("tensorrt_rtx", reason="needs TensorRT-RTX (pip extra rtx)")
+    fused, engine = tmp_path / "model.native.onnx", tmp_path / "model.engine"
+    run_surgery(exported["roberta"], fused, "native")
+    code, _, err = run_cli(capsys, "build", "--model", fused, "--output", engine)
+    assert code == 0, err
+    record = json.loads(sidecar_path(engine).read_text())
+    assert record["engine"]["profiles"][0]["seq"] == [64, 64, 64]
+    assert tokenizer_json(tokenizer_for(engine)) == tokenizer_json(tokenizer_for(fused))
