@@ -1,12 +1,16 @@
-"""Flag groups shared by the subcommands (as Polygraphy's `tools/args`): each group is defined once, with its
-spelling, help and config fallback, and every subcommand that needs it adds the same group.
+"""Flag groups shared by the subcommands (as Polygraphy's `tools/args`): each group is defined once, here, with its
+spelling, help and config fallback, and every subcommand that needs it adds the same group (no subcommand defines
+these flags itself) and reads it back through the same function.
 
-- model:   --model (.onnx / .engine), --vocab
-- backend: --provider (onnxruntime execution provider), --threads, --buckets, --cuda-graph
+- model:   --model (the QA model: .onnx / .engine / checkpoint), --vocab (also alone: `add_vocab_arg`)
+- backend: --runtime (a registered runtime), --provider (cpu | cuda), --threads, --buckets, --cuda-graph,
+           --precision (runtimes that take one) -> a `bertrt.runtimes.RunOptions` (`backend_options`, `run_options`)
 - shapes:  --batch-size, --seq-len (one value, or several for grids such as `perf`)
-- squad:   --doc-stride, --max-query-length, --n-best, --max-answer-length
+- squad:   --doc-stride, --max-query-length, --n-best, --max-answer-length -> `squad_params`
+- session: all four (infer, squad, triton-repo, serve, serve-bench) -> `session_args`
 
-Older spellings (`--max-seq-length`, `--seq`, `--batch`) are accepted as aliases of the one flag.
+Older spellings (`--max-seq-length`, `--seq`, `--batch`) are accepted as aliases of the one flag. A flag that only
+one stage has, or that means something else there (build's `--model` is the ONNX to build), is that stage's own.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from pathlib import Path
 
 from bertrt.errors import BertrtError
 from bertrt.pipeline_config import PipelineConfig
-
-PROVIDERS = ("cpu", "cuda")
+from bertrt.runtimes import PROVIDERS, RunOptions, registered, runtime_names
+from bertrt.runtimes.buckets import parse_buckets
+from bertrt.session import SquadParams, run_options as session_run_options
 
 
 def pick(value, cfg: PipelineConfig, section: str, key: str):
@@ -39,8 +44,13 @@ def add_model_args(p, several: bool = False, vocab: bool = True, required: bool 
     else:
         p.add_argument("--model", type=Path, help=help_)
     if vocab:
-        p.add_argument("--vocab", type=Path, help="vocab.txt or tokenizer.json (default: the tokenizer stored with "
-                                                  "the model, else the config's)")
+        add_vocab_arg(p)
+
+
+def add_vocab_arg(p, purpose: str = "") -> None:
+    """--vocab alone (compare, and the calibration features of quantize/build/calibrate)."""
+    p.add_argument("--vocab", type=Path, help=f"vocab.txt or tokenizer.json{purpose} (default: the tokenizer stored "
+                                              "with the model, else the config's)")
 
 
 def default_model(cfg: PipelineConfig) -> Path:
@@ -68,23 +78,29 @@ def fallback_vocab(cfg: PipelineConfig) -> Path | None:
 
 # --- backend --------------------------------------------------------------------------------------------------
 def add_backend_args(p) -> None:
-    p.add_argument("--provider", choices=PROVIDERS, help="onnxruntime execution provider for ONNX models "
-                                                         "(default: the config's run.provider)")
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+    # The runtime choices and the precision help come from the registry: a registered runtime shows up here.
+    p.add_argument("--runtime", choices=runtime_names(),
+                   help="how the model runs (default: the first registered runtime that runs it with these options): "
+                        + "; ".join(f"{r.name}: {r.description}" for r in registered()))
+    p.add_argument("--provider", choices=PROVIDERS, help="where a runtime that has a choice runs (onnxruntime's "
+                                                         "execution provider; default: the config's run.provider)")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     p.add_argument("--buckets", help="sequence-length buckets, e.g. 128,192,256,320,384 (default with --provider "
                                      "cuda; each batch is padded to its bucket and to --batch-size rows)")
     p.add_argument("--cuda-graph", action="store_true", help="--provider cuda: replay one onnxruntime CUDA graph "
                                                              "per bucket")
+    takers = [f"{r.name}: {', '.join(r.precisions)}" for r in registered() if r.precisions]
+    p.add_argument("--precision", help="inference precision, for runtimes that take one ("
+                                       + ("; ".join(takers) or "none registered") + ")")
 
 
-def backend_options(args, cfg: PipelineConfig) -> dict:
-    """Keyword arguments of `bertrt.run.backends.open_backend` from the backend flags."""
-    from bertrt.run.buckets import parse_buckets
-
+def backend_options(args, cfg: PipelineConfig) -> RunOptions:
+    """The `bertrt.runtimes.RunOptions` of the backend flags (what `open_backend` takes)."""
     if args.threads is not None and args.threads < 1:
         raise BertrtError(f"--threads must be at least 1, got {args.threads}")
-    return {"provider": pick(args.provider, cfg, "run", "provider"), "threads": args.threads,
-            "buckets": parse_buckets(args.buckets) if args.buckets else None, "cuda_graph": args.cuda_graph}
+    return RunOptions(runtime=args.runtime, provider=pick(args.provider, cfg, "run", "provider"),
+                      threads=args.threads, buckets=parse_buckets(args.buckets) if args.buckets else None,
+                      cuda_graph=args.cuda_graph, precision=args.precision)
 
 
 # --- shapes ---------------------------------------------------------------------------------------------------
@@ -117,9 +133,28 @@ def add_squad_args(p) -> None:
     p.add_argument("--max-answer-length", type=int)
 
 
-def squad_params(args, cfg: PipelineConfig, seq_len: int):
-    from bertrt.run.answering import SquadParams
-
+def squad_params(args, cfg: PipelineConfig, seq_len: int) -> SquadParams:
     values = {k: pick(getattr(args, k, None), cfg, "squad", k) for k in SquadParams.__dataclass_fields__
               if k != "max_seq_length"}
     return SquadParams(max_seq_length=seq_len, **values)
+
+
+# --- session: what a QA session is opened with ---------------------------------------------------------------------
+def add_session_args(p) -> None:
+    """Everything a `QASession` is opened with: model, runtime options, shapes and SQuAD parameters."""
+    add_model_args(p)
+    add_backend_args(p)
+    add_shape_args(p)
+    add_squad_args(p)
+
+
+def run_options(args, cfg: PipelineConfig, batch_size: int) -> RunOptions:
+    return session_run_options(backend_options(args, cfg), batch_size=batch_size)
+
+
+def session_args(args, cfg: PipelineConfig) -> tuple[Path, Path, SquadParams, RunOptions]:
+    """(model, vocab, SQuAD parameters, run options) from the session flag group, for `QASession` or a Triton
+    repository's parameters."""
+    batch_size, seq_len = shapes(args, cfg)
+    return (model_path(args, cfg), vocab_path(args, cfg), squad_params(args, cfg, seq_len),
+            run_options(args, cfg, batch_size))

@@ -7,9 +7,20 @@ import json
 import sys
 from pathlib import Path
 
+from bertrt import api
 from bertrt import arg_groups as ag
+from bertrt.build.cli import add_build, add_calibrate
+from bertrt.calibration.cli import add_quantize
 from bertrt.errors import BertrtError
+from bertrt.interrupts import exit_code, interrupted_message, stop_signals_raise
 from bertrt.pipeline_config import PipelineConfig, load_config
+from bertrt.run.compare import format_rows
+from bertrt.run.perf import format_table, perf_outputs
+from bertrt.serve.cli import add_serve, add_serve_bench, add_triton_repo
+from bertrt.session import QASession
+from bertrt.session.squad import eval_path, summary
+from bertrt.surgery.packing import add_varseqlen
+from bertrt.surgery.pipeline import fusion_report_path
 
 
 # --- export ---------------------------------------------------------------------------------------------------
@@ -25,40 +36,30 @@ def _add_export(sub) -> None:
 
 
 def _run_export(args, cfg: PipelineConfig) -> int:
-    from bertrt.export.onnx_export import export
-
     checkpoint = Path(ag.required(ag.pick(args.checkpoint, cfg, "model", "checkpoint"), "--checkpoint"))
     output = args.output or ag.default_model(cfg)
     vocab = args.vocab
     if vocab is None and args.checkpoint is None and cfg.get("model", "vocab"):
         vocab = Path(cfg.get("model", "vocab"))
-    export(checkpoint, output, config=args.bert_config, vocab=vocab, gelu=ag.pick(args.gelu, cfg, "model", "gelu"),
-           opset=ag.pick(args.opset, cfg, "model", "opset"))
+    api.export_model(checkpoint, output, bert_config=args.bert_config, vocab=vocab,
+                     gelu=ag.pick(args.gelu, cfg, "model", "gelu"), opset=ag.pick(args.opset, cfg, "model", "opset"))
     print(f"wrote {output} (+ {output.name}.json)")
     return 0
 
 
 # --- shared by infer / squad ----------------------------------------------------------------------------------
-def _add_answering_args(p) -> None:
-    ag.add_model_args(p)
-    ag.add_backend_args(p)
-    ag.add_shape_args(p)
-    ag.add_squad_args(p)
-
-
-def _answerer(args, cfg: PipelineConfig):
-    from bertrt import api
-
-    batch_size, seq_len = ag.shapes(args, cfg)
-    return api.QuestionAnswerer(ag.model_path(args, cfg), ag.vocab_path(args, cfg), ag.squad_params(args, cfg, seq_len),
-                                batch_size, fallback_vocab=ag.fallback_vocab(cfg), fit_positions=args.seq_len is None,
-                                **ag.backend_options(args, cfg))
+def _answerer(args, cfg: PipelineConfig) -> QASession:
+    model, vocab, params, options = ag.session_args(args, cfg)
+    # --vocab overrides the tokenizer stored with the model; the config's vocab serves models without one; without
+    # --seq-len a model with fewer positions than the config's length runs at its own maximum
+    return QASession(model, vocab, params, options=options, fallback_vocab=ag.fallback_vocab(cfg),
+                     fit_positions=args.seq_len is None)
 
 
 # --- infer ----------------------------------------------------------------------------------------------------
 def _add_infer(sub) -> None:
     p = sub.add_parser("infer", help="answer questions about a passage")
-    _add_answering_args(p)
+    ag.add_session_args(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--passage", help="the passage text")
     src.add_argument("--passage-file", type=Path, help="a UTF-8 text file holding the passage")
@@ -90,7 +91,7 @@ def _run_infer(args, cfg: PipelineConfig) -> int:
 # --- squad ----------------------------------------------------------------------------------------------------
 def _add_squad(sub) -> None:
     p = sub.add_parser("squad", help="run a SQuAD v1.1/v2.0 file; write predictions.json and EM/F1")
-    _add_answering_args(p)
+    ag.add_session_args(p)
     p.add_argument("--squad-json", type=Path, help="SQuAD JSON (default: the config's data.dev)")
     p.add_argument("--output", type=Path, help="predictions.json to write (default out/<config>/predictions.json)")
     p.add_argument("--limit", type=int, help="only the first N questions of the file")
@@ -101,13 +102,8 @@ def _add_squad(sub) -> None:
 
 
 def _run_squad(args, cfg: PipelineConfig) -> int:
-    from bertrt.artifacts import check_outputs
-    from bertrt.run.squad_eval import eval_path, squad_outputs, summary
-
     squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
     output = args.output or cfg.out_dir / "predictions.json"
-    check_outputs(squad_outputs(output), [squad_json, ag.model_path(args, cfg), ag.vocab_path(args, cfg),
-                                          ag.fallback_vocab(cfg)])
     with _answerer(args, cfg) as qa:
         report = qa.squad(squad_json, output, limit=args.limit,
                           null_score_diff_threshold=args.null_score_diff_threshold, progress=not args.no_progress)
@@ -130,11 +126,9 @@ def _add_surgery(sub) -> None:
 
 
 def _run_surgery(args, cfg: PipelineConfig) -> int:
-    from bertrt.surgery.pipeline import fusion_report_path, run_surgery
-
     source = args.input or ag.default_model(cfg)
     output = args.output or cfg.out_dir / f"model.{args.target}.onnx"
-    run_surgery(source, output, args.target, plugin_api=args.plugin_api, attention=args.attention)
+    api.fuse(source, output, args.target, plugin_api=args.plugin_api, attention=args.attention)
     print(f"wrote {output} (+ {output.name}.json, {fusion_report_path(output).name})")
     return 0
 
@@ -146,8 +140,7 @@ def _add_compare(sub) -> None:
     p.add_argument("b", type=Path, help="model to check: ONNX (any target; plugin graphs run on numpy references) "
                                         "or an engine from `bertrt build`")
     p.add_argument("--squad-json", type=Path, help="SQuAD file the features come from (default: the config's dev)")
-    p.add_argument("--vocab", type=Path, help="vocab.txt or tokenizer.json (default: the one stored with A, else "
-                                              "the config's)")
+    ag.add_vocab_arg(p)
     p.add_argument("--num-features", type=int, default=8)
     ag.add_backend_args(p)
     ag.add_shape_args(p, batch_default=4)
@@ -158,15 +151,11 @@ def _add_compare(sub) -> None:
 
 
 def _run_compare(args, cfg: PipelineConfig) -> int:
-    from bertrt import api
-    from bertrt.run.compare import format_rows
-
     squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
     batch_size, seq_len = ag.shapes(args, cfg)
     rows = api.compare_models(args.a, args.b, squad_json, ag.vocab_path(args, cfg), args.num_features, batch_size,
                               seq_len if args.seq_len is not None else None, per_layer=args.per_layer,
-                              fallback_vocab=ag.fallback_vocab(cfg),
-                              **ag.backend_options(args, cfg))
+                              options=ag.backend_options(args, cfg), fallback_vocab=ag.fallback_vocab(cfg))
     print(f"B = {args.b} against A = {args.a}: {args.num_features} SQuAD features, seq "
           f"{seq_len if args.seq_len is not None else 'min(384, positions)'}, padded positions excluded")
     print(format_rows(rows, args.atol))
@@ -190,10 +179,6 @@ def _add_perf(sub) -> None:
 
 
 def _run_perf(args, cfg: PipelineConfig) -> int:
-    from bertrt import api
-    from bertrt.artifacts import check_outputs
-    from bertrt.run.perf import format_table, perf_outputs
-
     fit_positions = args.seq_len is None
     if fit_positions:
         args.seq_len = list(PERF_SEQS)
@@ -201,16 +186,16 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     if args.runs < 1 or args.warmup < 0:
         raise BertrtError("--runs must be positive and --warmup not negative")
     options = ag.backend_options(args, cfg)
-    if not args.model and not (args.random_bert and options["provider"] == "cuda"):
+    if not args.model and not (args.random_bert and options.provider == "cuda"):
         raise BertrtError("no model given (--model, or --random-bert with --provider cuda)")
     output = args.output or cfg.out_dir / "perf.json"
-    check_outputs(perf_outputs(output), args.model)
-    if options["provider"] == "cuda":  # device-side timing, random-weight models and torch peers (run/perf_gpu.py)
+    if options.provider == "cuda":  # device-side timing, random-weight models and torch peers (run/perf_gpu.py)
         timings = api.perf_gpu(args.model, args.random_bert, batches, seqs, output, args.warmup, args.runs,
-                               args.cuda_graph, peers=not args.no_peers, vocab=cfg.get("model", "vocab"))
+                               args.cuda_graph, peers=not args.no_peers, vocab=cfg.get("model", "vocab"),
+                               options=options)
     else:
-        timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs,
-                           fit_positions=fit_positions, **options)
+        timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs, options=options,
+                           fit_positions=fit_positions)
     print(format_table(timings))
     print(f"wrote {', '.join(map(str, perf_outputs(output)))}")
     return 0
@@ -229,11 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="pipeline config (default configs/minilm-l6-h384-squad11.yaml)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    from bertrt.build.cli import add_build, add_calibrate
-    from bertrt.calibration.cli import add_quantize
-    from bertrt.serve.cli import add_serve, add_serve_bench, add_triton_repo
-    from bertrt.surgery.packing import add_varseqlen
-
     for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf, add_quantize,
                 add_varseqlen, add_build, add_calibrate, add_triton_repo, add_serve, add_serve_bench):
         add(sub)
@@ -244,17 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args, load_config(args.config))
+        with stop_signals_raise():  # SIGTERM cleans up like Ctrl-C: every stage's temporaries are removed
+            return args.run(args, load_config(args.config))
     except BertrtError as exc:
         if args.debug:
             raise
         print(f"bertrt {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # outputs are published atomically: nothing half-written is left behind
+    except KeyboardInterrupt as exc:  # outputs are published atomically: nothing half-written is left behind
         if args.debug:
             raise
-        print(f"bertrt {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"bertrt {args.command}: {interrupted_message(exc)}", file=sys.stderr)
+        return exit_code(exc)  # 130 for SIGINT, 143 for SIGTERM
     except OSError as exc:  # the environment (disk full, permissions) rather than bertrt: still one line
         if args.debug:
             raise

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bertrt.profiles import QAProfile
 
-from bertrt.artifacts import sidecar_path, tool_versions, write_json_atomic
+from bertrt.artifacts import sidecar_path, tool_versions
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig, parse_json_strict
 
@@ -39,9 +39,10 @@ class EngineRecord:
     source_sha256: str
     calib_cache: str | None = None  # TensorRT 10 INT8 calibration cache used
 
-    def write(self, engine: str | Path, parameters: dict | None = None, tokenizer: str | None = None) -> None:
-        """Write `<engine>.json` atomically (call after the engine is in place). `tokenizer`: the tokenizer.json
-        text that travels with the model (read back by bertrt.qa.tokenizer.tokenizer_for)."""
+    def sidecar(self, engine: str | Path, parameters: dict | None = None, tokenizer: str | None = None) -> dict:
+        """The content of `<engine>.json` (written by `bertrt build` together with the engine, as one set).
+        `tokenizer`: the tokenizer.json text that travels with the model (read back by
+        bertrt.qa.tokenizer.tokenizer_for)."""
         record = {
             "stage": STAGE,
             "artifact": Path(engine).name,
@@ -57,7 +58,7 @@ class EngineRecord:
         }
         if tokenizer:
             record["tokenizer"] = tokenizer
-        write_json_atomic(sidecar_path(engine), record)
+        return record
 
     @classmethod
     def read(cls, engine: str | Path) -> EngineRecord:

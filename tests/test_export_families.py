@@ -4,7 +4,6 @@ Triton repository, and infer / squad / compare without --vocab at the model's ow
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -12,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bertrt.export.onnx_export import export
-from bertrt.run.answering import SquadParams
-from bertrt.run.backends import ort_session
-from bertrt.serve.repository import Batching, write_repository
+from bertrt.runtimes.onnxruntime import ort_session
+from bertrt.serve.repository import Batching, ServingParams, write_repository
 from bertrt.surgery.pipeline import run_surgery
 from surgery_common import TOL, worst_valid_error
 from test_cli import assert_one_line_error, run_cli
@@ -22,6 +20,7 @@ from test_cli import assert_one_line_error, run_cli
 from bertrt.artifacts import sidecar_path
 from bertrt.qa.tokenizer import META_TOKENIZER, load_tokenizer, tokenizer_for, tokenizer_json
 from bertrt.qa_contract import load_qa_model, metadata
+from bertrt.session import RunOptions, SquadParams
 
 FIXTURES = Path(__file__).parent / "fixtures" / "families"
 SAMPLE = Path(__file__).parent.parent / "notebooks" / "data" / "squad-dev-sample.json"
@@ -120,8 +119,8 @@ def test_tokenizer_travels_into_engine_sidecar_and_triton_repository(exported, t
     engine.write_bytes(b"engine")
     sidecar_path(engine).write_text(json.dumps({"stage": "build", "tokenizer": text}))
     assert tokenizer_json(tokenizer_for(engine)) == text
-    repo = write_repository(tmp_path / "repo", fused, None, Batching(4, 100, 1), dataclasses.asdict(SquadParams()),
-                            provider="cpu", batch_size=4, max_input_bytes=100_000)
+    params = ServingParams("", "", SquadParams(), RunOptions(provider="cpu", batch_size=4), max_input_bytes=100_000)
+    repo = write_repository(tmp_path / "repo", fused, None, Batching(4, 100, 1), params)
     assert (repo / "bertrt_qa" / "1" / "tokenizer.json").read_text() == text
     config = (repo / "bertrt_qa" / "config.pbtxt").read_text()  # the model's 128 positions, not 384
     assert 'key: "max_seq_length"\n  value {\n    string_value: "128"' in config

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from bertrt.run.backends import ort_session
+from bertrt.runtimes.onnxruntime import ort_session
 from bertrt.surgery.pipeline import run_surgery
 from bertrt.surgery.plugin_reference import reference_ops
 from onnx.reference import ReferenceEvaluator
