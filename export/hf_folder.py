@@ -44,6 +44,10 @@ def read_config(directory: Path) -> tuple[Family, BertConfig, dict]:
     if not isinstance(raw, dict):
         raise BertrtError(f"{path}: not a JSON object")
     family = family_of_config(raw)
+    heads = raw.get("architectures") or []
+    if isinstance(heads, list) and heads and not any(str(h).endswith("ForQuestionAnswering") for h in heads):
+        raise BertrtError(f"{path}: architectures {heads} has no question-answering head (qa_outputs); bertrt "
+                          f"exports {family.architectures[0]} checkpoints (fine-tuned for extractive QA)")
     return family, family.normalize_config(raw, source=str(path)), raw
 
 

@@ -85,6 +85,15 @@ def test_other_family_folder_is_refused_in_one_line(capsys, tmp_path, model_type
     assert_one_line_error(code, err, f"model family {model_type!r} is not supported", needle)
 
 
+def test_folder_without_a_qa_head_is_refused_in_one_line(capsys, tmp_path):
+    folder = tmp_path / "hf"
+    shutil.copytree(FIXTURES / "roberta" / "hf", folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(config, architectures=["RobertaForMaskedLM"])))
+    code, _, err = run_cli(capsys, "export", "--checkpoint", folder, "--output", tmp_path / "m.onnx")
+    assert_one_line_error(code, err, "no question-answering head", "RobertaForQuestionAnswering")
+
+
 def test_pipeline_without_vocab_at_the_models_own_length(capsys, exported, tmp_path):
     """RoBERTa (64 usable positions): surgery -> int8 -> infer and squad with no --vocab and no --seq-len; an
     explicit longer --seq-len is one line."""
