@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bertrt.engine_sidecar import EngineRecord
 from bertrt.errors import BertrtError
+from bertrt.extras import require
 from bertrt.interrupts import held
 from bertrt.qa.tokenizer import tokenizer_for, tokenizer_json
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, load_qa_model, ort_session_config
@@ -188,9 +189,7 @@ def default_batching(provider: str) -> Batching:
 
 
 def _model_config_pb2():
-    from tritonclient.grpc import model_config_pb2
-
-    return model_config_pb2
+    return require("tritonclient.grpc.model_config_pb2", "serve")
 
 
 def python_model_config(params: ServingParams, batching: Batching):
