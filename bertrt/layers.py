@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
       "bertrt.configs", "bertrt.models")),  # shipped files: configs, the embedded model's vocab
     ("qa", "QA data: tokenization, SQuAD examples, windows, answers, metrics", ("bertrt.qa",)),
     ("families", "model families: inputs, positions, weights, tokenizer of each", ("bertrt.families",)),
+    ("checkpoints", "reading checkpoint weights, and the TF network built from them", ("bertrt.checkpoints",)),
     ("graph", "graph forms: the surgery that makes them and the target registry", ("bertrt.surgery", "bertrt.targets")),
     ("runtimes", "how a model runs: runner protocol and registry", ("bertrt.runtimes",)),
     ("session", "a model + its tokenizer + SQuAD parameters + run options", ("bertrt.session",)),

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import onnx
 from bertrt.export import hf_folder
-from bertrt.export.weights import Weights, check_weights
+from bertrt.checkpoints.source import Source, read_weights, resolve_source, source_files
+from bertrt.checkpoints.tf_model import build_qa_function
 
 from bertrt.artifacts import atomic_outputs, check_outputs, sidecar_path, sidecar_record, write_json
 from bertrt.errors import BertrtError
@@ -26,60 +27,10 @@ MIN_OPSET = 17  # LayerNormalization (used by later surgery targets) needs 17
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-@dataclass
-class Source:
-    """A resolved checkpoint: what format it is, where its files are."""
-    kind: str  # "tf" | "hf"
-    path: Path  # checkpoint directory (tf) or safetensors file (hf)
-    config: Path
-    vocab: Path | None
-
-
-def resolve_source(checkpoint: Path, config: Path | None = None, vocab: Path | None = None) -> Source:
-    if checkpoint.is_file() and checkpoint.suffix == ".safetensors":
-        kind, directory = "hf", checkpoint.parent
-    elif checkpoint.is_dir() and (checkpoint / "model.safetensors").is_file():
-        kind, directory, checkpoint = "hf", checkpoint, checkpoint / "model.safetensors"
-    elif checkpoint.is_dir():
-        kind, directory = "tf", checkpoint
-    else:
-        raise BertrtError(f"{checkpoint}: checkpoint not found (expected a TF checkpoint directory or a "
-                          f"model.safetensors file)")
-    if config is None:
-        config = directory / ("config.json" if kind == "hf" else "bert_config.json")
-        if not config.is_file():
-            raise BertrtError(f"{directory}: no {config.name} beside the checkpoint (give --bert-config)")
-    if vocab is None and (directory / "vocab.txt").is_file():
-        vocab = directory / "vocab.txt"
-    return Source(kind, checkpoint, config, vocab)
-
-
-def source_files(source: Source) -> list[Path]:
-    """Every file export reads: the weights first (the safetensors file, or the TF index, then its data shards and
-    `checkpoint` file), then the config and the vocab."""
-    if source.kind == "hf":
-        weights = [source.path]
-    else:
-        from bertrt.export.tf_checkpoint import checkpoint_files
-
-        weights = checkpoint_files(source.path)
-    return weights + [source.config] + ([source.vocab] if source.vocab is not None else [])
-
-
 def max_opset() -> int:
     """The newest opset both tf2onnx and the installed onnx know."""
     constants = require("tf2onnx.constants", "export")
     return min(max(constants.OPSET_TO_IR_VERSION), onnx.defs.onnx_opset_version())
-
-
-def read_weights(source: Source, cfg: BertConfig) -> Weights:
-    if source.kind == "hf":
-        from bertrt.export.hf_safetensors import read_hf_safetensors
-        raw = read_hf_safetensors(source.path)
-    else:
-        from bertrt.export.tf_checkpoint import read_tf_checkpoint
-        raw = read_tf_checkpoint(source.path)
-    return check_weights(raw, cfg, str(source.path))
 
 
 @contextlib.contextmanager
@@ -129,7 +80,6 @@ def export(checkpoint: Path, output: Path, config: Path | None = None, vocab: Pa
     folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
     if config is None and hf_folder.is_hf_folder(folder) and _family_folder(folder):  # no TensorFlow needed
         return _export_hf_folder(folder, output, vocab, gelu)
-    from bertrt.export.tf_model import build_qa_function  # TensorFlow: the `export` extra
     if not MIN_OPSET <= opset <= max_opset():
         raise BertrtError(f"--opset {opset} is not supported: bertrt needs opset {MIN_OPSET} or newer, and tf2onnx "
                           f"converts up to opset {max_opset()}")
