@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -26,6 +27,14 @@ from bertrt.serve import triton_install
 from bertrt.serve.repository import TENSOR_MODEL_NAME, uses_tensor_model
 
 EXIT_TIMEOUT_S = 10  # Triton's own wait for in-flight requests on shutdown
+# Triton API categories bertrt never uses, closed to every client: client shared memory (system and CUDA: a client
+# could make the server read or write any /dev/shm object, e.g. the Python stub's own region), model load/unload,
+# and trace and log settings (they name files the server writes). Triton has no switch to turn them off; it can
+# only require a header. The required header cannot be sent at all (so reading it in `ps` does not help): its
+# value holds a newline (an HTTP/1.1 header ends there; gRPC refuses it as an illegal metadata value) and its name
+# an upper-case letter (gRPC metadata names are lower-case on the wire). The random part is generated per start.
+RESTRICTED_APIS = ("shared-memory", "model-repository", "trace", "logging")
+_RESTRICTED_HEADER = "Bertrt-Closed"
 _KILL_GRACE_S = EXIT_TIMEOUT_S + 10
 
 
@@ -63,6 +72,12 @@ def _last_error(log: Path) -> str:
     errors = [m.group(1).split("\\n")[0] for line in lines if (m := _ERROR_LINE.match(line))
               and not any(noise in line for noise in _NOISE)]
     return (errors or [line for line in lines if "error" in line.lower()] or lines or ["empty log"])[-1].strip()[:500]
+
+
+def _restricted_api_args() -> list[str]:
+    """HTTP and gRPC: the RESTRICTED_APIS behind a header no client can send."""
+    closed = f"{','.join(RESTRICTED_APIS)}:{_RESTRICTED_HEADER}={secrets.token_hex(16)}\n{secrets.token_hex(16)}"
+    return [f"--http-restricted-api={closed}", f"--grpc-restricted-protocol={closed}"]
 
 
 class TritonServer:
@@ -128,7 +143,8 @@ class TritonServer:
                    "--http-address", self.endpoints.host, "--http-port", str(self.endpoints.http_port),
                    "--grpc-address", self.endpoints.host, "--grpc-port", str(self.endpoints.grpc_port),
                    "--allow-metrics", "false", "--exit-timeout-secs", str(EXIT_TIMEOUT_S),
-                   "--disable-auto-complete-config", "--log-verbose", str(self.log_verbose)]
+                   "--disable-auto-complete-config", "--log-verbose", str(self.log_verbose),
+                   *_restricted_api_args()]
             # The stub's interpreter searches its working directory first: run from the directory holding the
             # NumPy 1.x that the stub was built against (see triton_install.stub_search_path).
             cwd = env[triton_install.STUB_PATH_ENV].split(os.pathsep)[0]
