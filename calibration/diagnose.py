@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     examples, _ = load_squad(args.squad_json)
     feats = make_features(examples[:args.questions], load_tokenizer(calib_data.DEFAULT_VOCAB))
     feeds = list(calib_data.feed_batches(feats, 8))
-    rows = activation_errors(onnx.load(str(args.fp32)), onnx.load(str(args.qdq)), feeds)
+    rows = activation_errors(load_onnx(args.fp32), load_onnx(args.qdq), feeds)
     for r in sorted(rows, key=lambda r: -r["rel_err"]):
         print(json.dumps(r))
     return 0
