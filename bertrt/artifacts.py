@@ -24,6 +24,7 @@ import os
 import platform
 import secrets
 import signal
+import stat
 import threading
 from collections.abc import Iterable, Iterator
 from importlib import metadata
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import bertrt
-from bertrt.errors import BertrtError
+from bertrt.errors import BertrtError, shown
 
 # Tools whose versions change what an artifact contains.
 _TOOLS = ("numpy", "onnx", "onnxruntime", "onnx-graphsurgeon", "polygraphy", "tensorflow-cpu", "tf2onnx", "tokenizers")
@@ -95,11 +96,28 @@ def _existing_ancestor(path: Path) -> Path:
     return Path(path.anchor or ".")
 
 
+_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _check_kind(output: Path) -> None:
+    """An output is a regular file or absent (links followed): renaming onto a device node, FIFO or socket would
+    replace it with a regular file (`--output /dev/full` as root), writing into one is not publishing a file."""
+    try:
+        mode = os.stat(output).st_mode
+    except OSError:  # absent, or a dangling link (replaced by the file): the writability probe decides
+        return
+    if stat.S_ISDIR(mode):
+        raise BertrtError(f"{shown(output)}: output is a directory (give a file name)")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "special")
+        raise BertrtError(f"{shown(output)}: output is {kind}, not a regular file")
+
+
 def _check_writable(output: Path) -> None:
     """Raise unless `output` can be created: probe with a real file (os.access says yes to root on read-only
     filesystems and in /proc)."""
-    if output.is_dir():
-        raise BertrtError(f"{output}: output is a directory (give a file name)")
+    _check_kind(output)
     ancestor = _existing_ancestor(output.resolve())
     if not ancestor.is_dir():
         raise BertrtError(f"{output}: cannot write there ({ancestor} is not a directory)")
@@ -114,7 +132,8 @@ def _check_writable(output: Path) -> None:
 
 def check_outputs(outputs: Iterable[PathLike | None], inputs: Iterable[PathLike | None]) -> None:
     """Before any work: refuse (BertrtError, one line) an output that is an input (resolved: symlinks, `..`, hard
-    links), an output listed twice, an output that is a directory and an output that cannot be written. `inputs`
+    links), an output listed twice, an output that exists and is not a regular file (a directory, a device node, a
+    FIFO, a socket; links followed) and an output that cannot be written. `inputs`
     may hold directories (a checkpoint directory): an output equal to one is refused as a directory. None entries
     (optional files not given) are skipped."""
     ins = [(Path(p), *_identity(Path(p))) for p in inputs if p is not None]

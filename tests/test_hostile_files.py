@@ -120,3 +120,51 @@ def test_external_data_in_a_linked_subdirectory_is_refused(tmp_path, external_mo
     (directory / "sub").mkdir()
     shutil.copy(external_model.with_name("weights.bin"), directory / "sub" / "weights.bin")
     assert len(load_onnx(directory / "model.onnx").graph.initializer) > 0
+
+
+# --- outputs: a regular file or nothing (after links); never a device, FIFO, socket -----------------------------
+def _socket(path: Path) -> None:
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    s.close()
+
+
+NODES = {
+    "char-device": lambda p: os.mknod(p, 0o666 | stat.S_IFCHR, os.makedev(1, 3)),  # like /dev/null
+    "block-device": lambda p: os.mknod(p, 0o600 | stat.S_IFBLK, os.makedev(7, 200)),
+    "fifo": lambda p: os.mkfifo(p),
+    "socket": _socket,
+    "link-to-a-char-device": lambda p: (os.mknod(p.with_name("null"), 0o666 | stat.S_IFCHR, os.makedev(1, 3)),
+                                        p.symlink_to("null")),
+}
+
+WRITERS = {
+    "build": lambda w, out: ["build", "--model", w.model, "--output", out],
+    "squad": lambda w, out: ["squad", "--model", w.model, "--vocab", w.vocab, "--squad-json", w.squad,
+                             "--output", out],
+    "surgery": lambda w, out: ["surgery", "--input", w.model, "--output", out, "--target", "ort"],
+    "quantize": lambda w, out: ["quantize", "--input", w.model, "--output", out, "--precision", "fp16"],
+    "export": lambda w, out: ["export", "--checkpoint", w.ckpt, "--output", out],
+    "perf": lambda w, out: ["perf", "--model", w.model, "--batch", 1, "--seq", 8, "--output", out],
+}
+
+
+@pytest.mark.parametrize("node", list(NODES))
+@pytest.mark.parametrize("command", list(WRITERS))
+def test_output_onto_a_device_fifo_or_socket_is_refused(capsys, ws, embedded_onnx, tmp_path, command, node):
+    nodes = tmp_path / "nodes"
+    nodes.mkdir()
+    out = nodes / "out.onnx"
+    NODES[node](out)
+    assert_refused(capsys, ws, embedded_onnx, WRITERS[command](ws, out), "out.onnx", "not a regular file",
+                   extra=(nodes,))
+    assert not stat.S_ISREG(os.stat(out).st_mode)
+
+
+def test_output_sidecar_onto_a_device_is_refused(capsys, ws, embedded_onnx, tmp_path):
+    """The sidecars are outputs like the artifact: `fused.onnx.json` a device node refuses the whole command."""
+    nodes = tmp_path / "nodes"
+    nodes.mkdir()
+    os.mknod(nodes / "fused.onnx.json", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    assert_refused(capsys, ws, embedded_onnx, WRITERS["surgery"](ws, nodes / "fused.onnx"), "fused.onnx.json",
+                   "character device", extra=(nodes,))
