@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import bertrt
-from bertrt.errors import BertrtError, shown
+from bertrt.errors import BertrtError
+from bertrt.messages import shown
 
 # Tools whose versions change what an artifact contains.
 _TOOLS = ("numpy", "onnx", "onnxruntime", "onnx-graphsurgeon", "polygraphy", "tensorflow-cpu", "tf2onnx", "tokenizers")

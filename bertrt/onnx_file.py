@@ -17,7 +17,8 @@ from pathlib import Path
 import onnx
 from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
 
-from bertrt.errors import BertrtError, shown
+from bertrt.errors import BertrtError
+from bertrt.messages import shown
 
 
 def _refuse(path: Path, tensor: str, location: str, why: str) -> BertrtError:
