@@ -102,9 +102,21 @@ def add_serve(sub) -> None:
     p.set_defaults(run=run_serve)
 
 
+def _check_log_file(args, cfg) -> None:
+    """The log is an output like any other: never a file served (nor its sidecar), a device or a directory."""
+    if args.log_file is None:
+        return
+    from bertrt.artifacts import check_outputs
+
+    inputs = ([p for p in args.repository.rglob("*") if p.is_file()] if args.repository is not None
+              else [ag.model_path(args, cfg), ag.vocab_path(args, cfg)])
+    check_outputs([args.log_file], inputs)
+
+
 def run_serve(args, cfg) -> int:
     from bertrt.serve.server import Endpoints, TritonServer
 
+    _check_log_file(args, cfg)
     endpoints = Endpoints(args.host, args.http_port, args.grpc_port)
     with _stop_signals_interrupt(), _repository(args, cfg) as repository:
         try:

@@ -13,6 +13,7 @@ in its text format, so a field or value Triton does not know cannot be written; 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ TENSOR_MODEL_NAME = "bertrt_qa_tensor"
 INPUTS = ("passage", "question")  # BYTES, one per row
 OUTPUTS = ("answer", "score")  # BYTES, FP32
 ENGINE_SUFFIXES = (".engine", ".plan")
+_FICLONE = 0x40049409  # Linux ioctl: share the blocks of another file (btrfs, XFS), copy-on-write
 
 
 @dataclass(frozen=True)
@@ -130,11 +132,14 @@ def _write_config(config, directory: Path) -> None:
 
 
 def _place(source: Path, target: Path) -> None:
-    """Hard-link when possible (models are large), else copy."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+    """A copy (a reflink where the filesystem shares blocks), never a hard link: editing the repository must not
+    edit the source model."""
+    with open(source, "rb") as src, open(target, "xb") as dst:
+        try:
+            fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
+        except OSError:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    shutil.copystat(source, target)
 
 
 def _tensor_platform(model: Path) -> str:

@@ -168,3 +168,79 @@ def test_output_sidecar_onto_a_device_is_refused(capsys, ws, embedded_onnx, tmp_
     os.mknod(nodes / "fused.onnx.json", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     assert_refused(capsys, ws, embedded_onnx, WRITERS["surgery"](ws, nodes / "fused.onnx"), "fused.onnx.json",
                    "character device", extra=(nodes,))
+
+
+# --- data loss: an input's sidecar and fusion report are inputs; the serve log is an output ----------------------
+def _sidecar(w) -> Path:
+    return Path(f"{w.model}.json")
+
+
+COMPANION_OVERWRITES = {
+    "build-output-is-the-model-sidecar": lambda w: ["build", "--model", w.model, "--output", _sidecar(w)],
+    "squad-output-is-the-model-sidecar": lambda w: ["squad", "--model", w.model, "--vocab", w.vocab, "--squad-json",
+                                                    w.squad, "--output", _sidecar(w)],
+    "quantize-output-is-the-model-sidecar": lambda w: ["quantize", "--input", w.model, "--output", _sidecar(w),
+                                                       "--precision", "fp16"],
+    "surgery-output-is-the-fusion-report": lambda w: ["surgery", "--input", w.model, "--target", "ort", "--output",
+                                                      Path(f"{w.model}.fusion.json")],
+    "perf-output-is-the-model-sidecar": lambda w: ["perf", "--model", w.model, "--batch", 1, "--seq", 8,
+                                                   "--output", _sidecar(w)],
+}
+
+
+@pytest.mark.parametrize("case", list(COMPANION_OVERWRITES))
+def test_an_inputs_sidecar_is_never_an_output(capsys, ws, embedded_onnx, case):
+    (ws.root / "model.onnx.json").write_text('{"stage": "export"}\n')  # the model's record, as export writes it
+    assert_refused(capsys, ws, embedded_onnx, COMPANION_OVERWRITES[case](ws), "would overwrite the input",
+                   "of the input")
+
+
+@pytest.fixture()
+def no_server(monkeypatch):
+    """`serve` must refuse before a server starts (else the test would serve forever)."""
+    from bertrt.serve.server import TritonServer
+
+    def refuse(self):
+        raise AssertionError("the server started before the log file was checked")
+
+    monkeypatch.setattr(TritonServer, "start", refuse)
+
+
+@pytest.mark.parametrize("which", ["model", "vocab", "model-sidecar", "char-device", "directory"])
+def test_serve_log_file_is_an_output(capsys, ws, embedded_onnx, tmp_path, no_server, which):
+    log = {"model": ws.model, "vocab": ws.vocab, "model-sidecar": _sidecar(ws), "directory": ws.root,
+           "char-device": tmp_path / "null"}[which]
+    if which == "char-device":
+        os.mknod(log, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    assert_refused(capsys, ws, embedded_onnx, ["serve", "--model", ws.model, "--vocab", ws.vocab, "--log-file", log],
+                   log.name)
+
+
+
+    from test_cli import run_cli
+
+    repo = ws.root / "repo"
+    code, _, err = run_cli(capsys, "triton-repo", "--model", ws.model, "--vocab", ws.vocab, "--output", repo)
+    assert code == 0, err
+    assert_refused(capsys, ws, embedded_onnx, ["serve", "--repository", repo, "--log-file",
+                                               repo / "bertrt_qa" / "1" / "vocab.txt"], "would overwrite the input")
+
+
+def test_triton_repo_copies_the_model(capsys, ws, embedded_onnx):
+    """The repository's model is a file of its own: editing it leaves the source as it was."""
+    from test_cli import run_cli
+
+    model = ws.root / "own.onnx"
+    shutil.copy(embedded_onnx, model)
+    shutil.copy(Path(f"{embedded_onnx}.json"), Path(f"{model}.json"))
+    before = (model.read_bytes(), Path(f"{model}.json").read_bytes())
+    repo = ws.root / "repo"
+    code, _, err = run_cli(capsys, "triton-repo", "--model", model, "--vocab", ws.vocab, "--output", repo)
+    assert code == 0, err
+    for name in ("own.onnx", "own.onnx.json"):
+        served = repo / "bertrt_qa" / "1" / name
+        assert not os.path.samefile(served, model.with_name(name))
+        assert os.stat(served).st_nlink == 1
+        with open(served, "r+b") as f:  # edit in place, as an editor or a careless script would
+            f.write(b"edited")
+    assert (model.read_bytes(), Path(f"{model}.json").read_bytes()) == before
