@@ -82,8 +82,12 @@ def _repository(args, cfg) -> Iterator[Path]:
 def _stop_signals_interrupt() -> Iterator[None]:
     """SIGTERM and SIGINT end `serve` through the same cleanup (SIGINT explicitly too: a shell starts background
     jobs with it ignored)."""
+    interrupted = []
+
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        if not interrupted:  # the first one stops serving; later ones must not cut the cleanup short
+            interrupted.append(signum)
+            raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -125,9 +129,7 @@ def run_serve(args, cfg) -> int:
                       f"  HTTP  http://{endpoints.host}:{endpoints.http_port}/v2/models/bertrt_qa/infer\n"
                       f"  gRPC  {endpoints.host}:{endpoints.grpc_port}\n"
                       f"ready (Ctrl-C or SIGTERM stops it)", flush=True)
-                while server.process.poll() is None:
-                    server.process.wait()
-                raise BertrtError(f"tritonserver exited unexpectedly with code {server.process.returncode}")
+                raise BertrtError(server.watch())  # returns when the server can no longer answer
         except KeyboardInterrupt:
             print("stopped", flush=True)
     return 0

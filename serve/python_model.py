@@ -59,6 +59,11 @@ class TritonModelRunner(BaseRunner):
         return {n: pb_utils.get_output_tensor_by_name(response, n).as_numpy() for n in OUTPUT_NAMES}
 
 
+def _client_error(pb_utils, message: str):
+    """The client's mistake: HTTP 400 / gRPC INVALID_ARGUMENT (a plain TritonError is 500 / INTERNAL)."""
+    return pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
+
+
 def _texts(pb_utils, request, name: str, max_bytes: int) -> list[str]:
     """The UTF-8 strings of one BYTES input of a request (one per row)."""
     tensor = pb_utils.get_input_tensor_by_name(request, name)
@@ -125,7 +130,7 @@ class TritonPythonModel:
             try:
                 request_examples, request_features = self._features(pb_utils, request, len(examples))
             except BertrtError as exc:
-                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
+                responses[i] = pb_utils.InferenceResponse(error=_client_error(pb_utils, str(exc)))
                 continue
             rows[i] = range(len(examples), len(examples) + len(request_examples))
             examples += request_examples
