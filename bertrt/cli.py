@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bertrt import arg_groups as ag
 from bertrt.errors import BertrtError
+from bertrt.inputs import LIMITS, read_text
 from bertrt.pipeline_config import PipelineConfig, load_config
 
 
@@ -68,10 +69,7 @@ def _add_infer(sub) -> None:
 
 def _run_infer(args, cfg: PipelineConfig) -> int:
     if args.passage_file is not None:
-        try:
-            passage = args.passage_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BertrtError(f"{args.passage_file}: cannot read passage ({exc})") from None
+        passage = read_text(args.passage_file, LIMITS["passage"], "passage")
     else:
         passage = args.passage
     with _answerer(args, cfg) as qa:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from bertrt.errors import BertrtError
+from bertrt.inputs import check_count, max_threads
+from bertrt.messages import shown
 
 MODEL_NAME = "bertrt_qa"
 TENSOR_MODEL_NAME = "bertrt_qa_tensor"
@@ -59,7 +61,7 @@ class ServingParams:
                        provider=values["provider"], batch_size=int(values["batch_size"]),
                        max_input_bytes=int(values["max_input_bytes"]), tensor_model=values.get("tensor_model", ""))
         except (KeyError, ValueError) as exc:
-            raise BertrtError(f"model config parameters incomplete or malformed ({exc})") from None
+            raise BertrtError(f"model config parameters incomplete or malformed ({shown(exc)})") from None
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,21 @@ class Batching:
     instances: int  # model instances (each holds its own runtime session)
 
     def check(self) -> None:
-        if self.max_batch_size < 1 or self.max_queue_delay_us < 0 or self.instances < 1:
-            raise BertrtError(f"max batch size ({self.max_batch_size}) and instances ({self.instances}) must be at "
-                              f"least 1, the queue delay ({self.max_queue_delay_us} us) not negative")
+        """Refused up front: values that would start a server failing every request, or one exhausting the
+        machine (each instance is a process holding its own runtime session)."""
+        check_count("max batch size", self.max_batch_size, 1, MAX_BATCH)
+        check_count("queue delay (us)", self.max_queue_delay_us, 0, MAX_QUEUE_DELAY_US, "10 s")
+        check_count("instances", self.instances, 1, max_threads(), "4 per core here")
+
+
+MAX_BATCH = 4096  # requests per execution, windows per model run
+MAX_QUEUE_DELAY_US = 10_000_000
+MAX_INPUT_BYTES = 64 << 20  # per passage or question
+
+
+def check_serving(batch_size: int, max_input_bytes: int) -> None:
+    check_count("batch size (windows per model run)", batch_size, 1, MAX_BATCH)
+    check_count("max input bytes", max_input_bytes, 1, MAX_INPUT_BYTES)
 
 
 def _model_config_pb2():
@@ -173,6 +187,7 @@ def write_repository(output: Path, model: Path, vocab: Path, batching: Batching,
                      batch_size: int, max_input_bytes: int, bls: bool = False) -> Path:
     """Write the repository to `output` (which must not exist or be empty): all of it, or nothing."""
     batching.check()
+    check_serving(batch_size, max_input_bytes)
     _check_model(model)
     if not vocab.is_file():
         raise BertrtError(f"{vocab}: no such vocabulary file")
@@ -204,6 +219,23 @@ def write_repository(output: Path, model: Path, vocab: Path, batching: Batching,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return output
+
+
+def check_repository(repository: Path) -> None:
+    """A repository to serve (written by triton-repo, perhaps edited since): its bertrt_qa config parses and its
+    batching and serving values are within bounds, before a server starts that would fail every request."""
+    from google.protobuf.json_format import MessageToDict
+
+    path = repository / MODEL_NAME / "config.pbtxt"
+    config = read_config(path)
+    try:
+        params = ServingParams.from_parameters(MessageToDict(config, preserving_proto_field_name=True)
+                                               .get("parameters", {}))
+        check_serving(params.batch_size, params.max_input_bytes)
+        Batching(config.max_batch_size, config.dynamic_batching.max_queue_delay_microseconds,
+                 sum(group.count for group in config.instance_group) or 1).check()
+    except BertrtError as exc:
+        raise BertrtError(f"{shown(path)}: {exc}") from None
 
 
 def uses_tensor_model(repository: Path) -> bool:

@@ -29,7 +29,7 @@ from pathlib import Path
 from bertrt.errors import BertrtError
 from bertrt.messages import shown
 from bertrt.serve import triton_install
-from bertrt.serve.repository import TENSOR_MODEL_NAME, uses_tensor_model
+from bertrt.serve.repository import TENSOR_MODEL_NAME, check_repository, uses_tensor_model
 
 EXIT_TIMEOUT_S = 10  # Triton's own wait for in-flight requests on shutdown
 # Triton API categories bertrt never uses, closed to every client: client shared memory (system and CUDA: a client
@@ -164,6 +164,7 @@ class TritonServer:
             raise BertrtError(f"{shown(self.repository)}/{TENSOR_MODEL_NAME} needs Triton's onnxruntime or TensorRT "
                               f"backend, which the bundled tritonserver lacks; run this repository with NVIDIA's "
                               f"Triton container")
+        check_repository(self.repository)
         self._check_paths()
         self._check_ports()
         triton_install.check_python()

@@ -8,12 +8,16 @@ from tokenizers import BertWordPieceTokenizer
 from tokenizers.models import WordPiece
 
 from bertrt.errors import BertrtError
+from bertrt.inputs import LIMITS, read_text
+
+
+_SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]")
 
 
 def _count_vocab_lines(path: Path) -> int:
     # Count lines the way the WordPiece loader reads them (split on "\n" only): str.splitlines would also
     # split on U+2028 and friends, which can appear inside vocab entries.
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, LIMITS["vocab"], "vocab file")
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
@@ -30,7 +34,7 @@ def load_tokenizer(
     `expected_vocab_size` (e.g. the model config's vocab_size).
     """
     path = Path(vocab_path)
-    if not path.is_file():
+    if not path.exists():
         raise BertrtError(f"vocab file {path} does not exist")
     try:
         n_lines = _count_vocab_lines(path)
@@ -43,6 +47,10 @@ def load_tokenizer(
         tokenizer = BertWordPieceTokenizer(WordPiece.read_file(str(path)), lowercase=lowercase)
     except Exception as e:  # the Rust side raises plain Exception/TypeError, e.g. when [SEP] is missing
         raise BertrtError(f"vocab file {path} cannot be loaded as a WordPiece vocab: {str(e).splitlines()[0]}") from e
+    missing = [t for t in _SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+    if missing:  # without [UNK] every unknown word would fail at tokenization time, request by request
+        raise BertrtError(f"vocab file {path} has no {', '.join(missing)} token (a BERT WordPiece vocab has "
+                          f"{', '.join(_SPECIAL_TOKENS)})")
     size = tokenizer.get_vocab_size()
     if size != n_lines:
         raise BertrtError(
