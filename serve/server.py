@@ -29,7 +29,7 @@ from pathlib import Path
 from bertrt.errors import BertrtError
 from bertrt.messages import shown
 from bertrt.serve import triton_install
-from bertrt.serve.repository import TENSOR_MODEL_NAME, check_repository, uses_tensor_model
+from bertrt.serve.repository import check_repository, serving_mode
 
 EXIT_TIMEOUT_S = 10  # Triton's own wait for in-flight requests on shutdown
 # Triton API categories bertrt never uses, closed to every client: client shared memory (system and CUDA: a client
@@ -160,8 +160,9 @@ class TritonServer:
     def start(self) -> None:
         if not (self.repository / "bertrt_qa" / "config.pbtxt").is_file():
             raise BertrtError(f"{shown(self.repository)}: not a bertrt model repository (no bertrt_qa/config.pbtxt)")
-        if uses_tensor_model(self.repository):
-            raise BertrtError(f"{shown(self.repository)}/{TENSOR_MODEL_NAME} needs Triton's onnxruntime or TensorRT "
+        mode = serving_mode(self.repository)
+        if not mode.runs_on_bundled_server:
+            raise BertrtError(f"{shown(self.repository)}/{mode.tensor_model} needs Triton's onnxruntime or TensorRT "
                               f"backend, which the bundled tritonserver lacks; run this repository with NVIDIA's "
                               f"Triton container")
         check_repository(self.repository)

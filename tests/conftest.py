@@ -46,9 +46,9 @@ def squad_scores(model: Path, tokenizer, output: Path, limit: int | None) -> dic
     """EM/F1 of `model` (any bertrt QA artifact, via open_backend) on the first `limit` SQuAD dev questions."""
     import json
 
-    from bertrt.run.answering import SquadParams
+    from bertrt.session.answering import SquadParams
     from bertrt.runtimes import open_backend
-    from bertrt.run.squad_eval import run_squad
+    from bertrt.session.squad import run_squad
 
     with open_backend(model) as backend:
         report = run_squad(backend, tokenizer, require(DEV), output, SquadParams(), batch_size=8, limit=limit,
