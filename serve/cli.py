@@ -21,6 +21,7 @@ from pathlib import Path
 from bertrt import arg_groups as ag
 from bertrt.artifacts import check_outputs
 from bertrt.errors import BertrtError
+from bertrt.inputs import check_count
 from bertrt.qa.squad_data import Example
 from bertrt.serve.client import QAClient, format_table, load
 from bertrt.serve.python_model import open_session
@@ -140,6 +141,10 @@ def run_serve(args, cfg) -> int:
 
 
 # --- serve-bench ----------------------------------------------------------------------------------------------
+MAX_CLIENTS = 4096  # serve-bench client threads per level
+MAX_REQUESTS = 10_000_000
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -190,6 +195,9 @@ def run_serve_bench(args, cfg) -> int:
     """Starts its own server on free ports of 127.0.0.1, sends only there, and checks every answer."""
     if min(args.concurrency) < 1 or args.requests < 1 or args.time_limit <= 0:
         raise BertrtError("--concurrency, --requests and --time-limit must be positive")
+    for concurrency in args.concurrency:  # one client thread each: bounded like any resource asked for
+        check_count("--concurrency", concurrency, 1, MAX_CLIENTS)
+    check_count("--requests", args.requests, 1, MAX_REQUESTS)
     if args.processes is not None and not 1 <= args.processes <= 4 * (os.cpu_count() or 1):
         raise BertrtError(f"--processes must be between 1 and {4 * (os.cpu_count() or 1)}, got {args.processes}")
     with contextlib.ExitStack() as stack:

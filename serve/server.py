@@ -180,7 +180,8 @@ class TritonServer:
                    "--backend-directory", str(backends),
                    "--http-address", self.endpoints.host, "--http-port", str(self.endpoints.http_port),
                    "--grpc-address", self.endpoints.host, "--grpc-port", str(self.endpoints.grpc_port),
-                   "--allow-metrics", "false", "--exit-timeout-secs", str(EXIT_TIMEOUT_S),
+                   "--allow-metrics", "false", "--allow-sagemaker", "false", "--allow-vertex-ai", "false",
+                   "--exit-timeout-secs", str(EXIT_TIMEOUT_S),
                    "--disable-auto-complete-config", "--log-verbose", str(self.log_verbose),
                    f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
                    *_restricted_api_args()]

@@ -114,7 +114,7 @@ COUNTS = {
     "profile-repeated-key": (lambda w: ["build", "--model", w.model, "--output", w.root / "m.engine", "--profile",
                                         "batch=1:8,batch=2:4,seq=384"], "batch given more than once"),
     "triton-repo-batch-size-0": (lambda w: ["triton-repo", "--model", w.model, "--vocab", w.vocab, "--output",
-                                            w.root / "repo", "--batch-size", 0], "batch size (windows per model run) 0"),
+                                            w.root / "repo", "--batch-size", 0], "batch-size"),
     "triton-repo-negative-queue-delay": (lambda w: ["triton-repo", "--model", w.model, "--vocab", w.vocab, "--output",
                                                     w.root / "repo", "--max-queue-delay-us", -5], "queue delay"),
     "triton-repo-absurd-instances": (lambda w: ["triton-repo", "--model", w.model, "--vocab", w.vocab, "--output",
@@ -155,3 +155,13 @@ def test_control_characters_in_a_path_are_escaped(capsys, ws, embedded_onnx):
                            "--output", ws.root / "p.json")
     assert_one_line_error(code, err, "evil\\n\\x1b[31mname.json")
     assert "\x1b" not in err
+
+
+@pytest.mark.parametrize("flags, needle", [(["--concurrency", "1", "1000000"], "--concurrency 1000000"),
+                                           (["--requests", "10000000000"], "--requests 10000000000")])
+def test_serve_bench_client_counts_are_bounded(capsys, ws, embedded_onnx, monkeypatch, flags, needle):
+    from bertrt.serve.server import TritonServer
+
+    monkeypatch.setattr(TritonServer, "start", lambda self: (_ for _ in ()).throw(AssertionError("started")))
+    assert_refused(capsys, ws, embedded_onnx, ["serve-bench", "--model", ws.model, "--vocab", ws.vocab,
+                                               "--passage", "p", "--question", "q?", *flags], needle)
