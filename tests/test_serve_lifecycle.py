@@ -238,3 +238,22 @@ def test_a_repository_path_with_a_space_is_refused_up_front(capsys, embedded_onn
     assert code == 0, err
     code, _, err = run_cli(capsys, "serve", "--repository", repo)
     assert_one_line_error(code, err, "répo", "has a space")
+
+
+@needs_server
+def test_a_failed_start_leaves_no_shared_memory(embedded_onnx, tmp_path):
+    """A model that fails to load (its file replaced by garbage after triton-repo): one line, exit 2, and neither the
+    regions of this server (named after its pid) nor its temporary directories are left."""
+    repo = tmp_path / "repo"
+    subprocess.run([sys.executable, "-m", "bertrt.cli", "triton-repo", "--model", str(embedded_onnx), "--vocab",
+                    str(VOCAB), "--output", str(repo)], check=True, capture_output=True, timeout=300)
+    (repo / "bertrt_qa" / "1" / "model.onnx").write_bytes(b"not an onnx model" * 10)
+    from bertrt.serve.cli import free_port
+
+    serve = subprocess.Popen([sys.executable, "-m", "bertrt.cli", "serve", "--repository", str(repo), "--http-port",
+                              str(free_port()), "--grpc-port", str(free_port())], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    _, err = serve.communicate(timeout=300)
+    assert serve.returncode == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not list(Path("/dev/shm").glob(f"bertrt_{serve.pid}_*")), "shared-memory regions left behind"
