@@ -16,6 +16,7 @@ from bertrt.profiles import QAProfile
 
 from bertrt.artifacts import sidecar_path, tool_versions
 from bertrt.errors import BertrtError
+from bertrt.inputs import LIMITS, read_text
 from bertrt.model_config import BertConfig, parse_json_strict
 
 STAGE = "build"

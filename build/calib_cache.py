@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bertrt.artifacts import sha256_file, sidecar_path
 from bertrt.errors import BertrtError
+from bertrt.inputs import LIMITS, read_text
 from bertrt.model_config import parse_json_strict
 
 HASH_PREFIX = 16

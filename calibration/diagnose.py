@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from bertrt.onnx_file import load_onnx
+
 
 def _fake_quant(x: np.ndarray, scale: np.ndarray, qmax: float, fp8: bool) -> np.ndarray:
     y = np.clip(x / scale, -qmax, qmax)
