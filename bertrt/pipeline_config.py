@@ -33,9 +33,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     # (null: batch 1..run.batch_size, seq fixed at squad.max_seq_length)
     "build": {"runtime": Key("auto", "str", choices=("auto", "tensorrt", "tensorrt-rtx")),
               "profiles": Key(None, "strs", nullable=True)},
-    # `bertrt triton-repo` / `serve`: Triton dynamic batching, model instances, the largest request accepted
-    "serve": {"max_batch_size": Key(16, "int"), "max_queue_delay_us": Key(2000, "int"), "instances": Key(1, "int"),
-              "max_input_bytes": Key(100_000, "int")},
+    # `bertrt triton-repo` / `serve`: Triton dynamic batching, model instances (null: the provider's defaults,
+    # serve/repository.py DEFAULT_BATCHING), the largest request accepted
+    "serve": {"max_batch_size": Key(None, "int", nullable=True), "max_queue_delay_us": Key(None, "int", nullable=True),
+              "instances": Key(None, "int", nullable=True), "max_input_bytes": Key(100_000, "int")},
 }
 DEFAULTS: dict[str, dict[str, Any]] = {section: {k: key.default for k, key in keys.items()}
                                        for section, keys in SCHEMA.items()}

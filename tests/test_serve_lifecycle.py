@@ -216,8 +216,8 @@ def test_bad_requests_are_400_and_invalid_argument_and_no_pycache(embedded_onnx,
 
 
 @pytest.mark.parametrize("flags, needle", [
-    (["--http-port", "70000"], "--http-port 70000: a TCP port is 1..65535"),
-    (["--grpc-port", "0"], "--grpc-port 0: a TCP port is 1..65535"),
+    (["--http-port", "70000"], "HTTP port 70000: a TCP port is 1..65535"),
+    (["--grpc-port", "0"], "gRPC port 0: a TCP port is 1..65535"),
     (["--host", "no-such-host.invalid"], "--host no-such-host.invalid: not an address or a name of this machine"),
     (["--host", "192.0.2.1"], "--host 192.0.2.1: not an address of this machine"),
 ])
