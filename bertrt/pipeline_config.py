@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import yaml
 
 from bertrt.errors import BertrtError
 from bertrt.inputs import LIMITS, read_text
+from bertrt.resources import default_config
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,6 @@ SCHEMA: dict[str, dict[str, Key]] = {
 }
 DEFAULTS: dict[str, dict[str, Any]] = {section: {k: key.default for k, key in keys.items()}
                                        for section, keys in SCHEMA.items()}
-DEFAULT_CONFIG = Path("configs/minilm-l6-h384-squad11.yaml")
 
 
 class PipelineConfig:
@@ -62,13 +63,10 @@ class PipelineConfig:
 
 
 def load_config(path: str | Path | None) -> PipelineConfig:
-    """Load `path` (or the embedded model's config when it exists and no path is given) over the defaults."""
+    """Load `path` (default: the embedded model's config, shipped in the package) over the defaults. Relative
+    paths in the file are relative to the file, not to the working directory."""
     values = {section: dict(keys) for section, keys in DEFAULTS.items()}
-    if path is None:
-        if not DEFAULT_CONFIG.is_file():
-            return PipelineConfig(values, None)
-        path = DEFAULT_CONFIG
-    path = Path(path)
+    path = Path(path) if path is not None else default_config()
     try:
         if not path.exists():
             raise BertrtError(f"{path}: config file not found")
@@ -89,8 +87,23 @@ def load_config(path: str | Path | None) -> PipelineConfig:
         for key, value in keys.items():
             if key not in SCHEMA[section]:
                 raise BertrtError(f"{path}: unknown key {section}.{key} (known: {', '.join(SCHEMA[section])})")
-            values[section][key] = _checked(value, SCHEMA[section][key], f"{path}: {section}.{key}")
+            value = _checked(value, SCHEMA[section][key], f"{path}: {section}.{key}")
+            if SCHEMA[section][key].kind == "path" and value is not None:
+                value = str(_relative_to(path, Path(value).expanduser()))
+            values[section][key] = value
     return PipelineConfig(values, path)
+
+
+def _relative_to(config: Path, value: Path) -> Path:
+    """`value` as written in `config`: absolute stays, relative is taken from the config's folder (shown relative to
+    the working directory when it lies below it, so messages stay short)."""
+    if value.is_absolute():
+        return value
+    resolved = Path(os.path.normpath(config.parent.absolute() / value))
+    try:
+        return resolved.relative_to(Path.cwd())
+    except ValueError:
+        return resolved
 
 
 def _type_name(value: Any) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from bertrt.errors import BertrtError
+from bertrt.extras import require
 from bertrt.inputs import check_count, max_threads
 from bertrt.interrupts import held
 from bertrt.messages import shown
@@ -203,9 +204,7 @@ def check_serving(batch_size: int | None, max_input_bytes: int) -> None:
 
 
 def _model_config_pb2():
-    from tritonclient.grpc import model_config_pb2
-
-    return model_config_pb2
+    return require("tritonclient.grpc.model_config_pb2", "serve")
 
 
 def python_model_config(params: ServingParams, batching: Batching):
