@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bertrt.errors import BertrtError
+from bertrt.inputs import check_threads
 from bertrt.pipeline_config import PipelineConfig
 from bertrt.runtimes import PROVIDERS, RunOptions, registered, runtime_names
 from bertrt.runtimes.buckets import parse_buckets
@@ -96,8 +97,7 @@ def add_backend_args(p) -> None:
 
 def backend_options(args, cfg: PipelineConfig) -> RunOptions:
     """The `bertrt.runtimes.RunOptions` of the backend flags (what `open_backend` takes)."""
-    if args.threads is not None and args.threads < 1:
-        raise BertrtError(f"--threads must be at least 1, got {args.threads}")
+    check_threads("--threads", args.threads)
     return RunOptions(runtime=args.runtime, provider=pick(args.provider, cfg, "run", "provider"),
                       threads=args.threads, buckets=parse_buckets(args.buckets) if args.buckets else None,
                       cuda_graph=args.cuda_graph, precision=args.precision)

@@ -19,6 +19,7 @@ from bertrt.artifacts import sidecar_path
 from bertrt.build.cli import add_build, add_calibrate
 from bertrt.calibration.cli import add_quantize
 from bertrt.errors import BertrtError
+from bertrt.inputs import LIMITS, read_text
 from bertrt.interrupts import exit_code, interrupted_message, stop_signals_raise
 from bertrt.optimize import OptimizeRequest, optimize
 from bertrt.optimize import format_report as format_optimize
@@ -95,10 +96,7 @@ def _add_infer(sub) -> None:
 
 def _run_infer(args, cfg: PipelineConfig) -> int:
     if args.passage_file is not None:
-        try:
-            passage = args.passage_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BertrtError(f"{args.passage_file}: cannot read passage ({exc})") from None
+        passage = read_text(args.passage_file, LIMITS["passage"], "passage")
     else:
         passage = args.passage
     with _answerer(args, cfg) as qa:

@@ -16,6 +16,7 @@ from bertrt.profiles import QAProfile
 
 from bertrt.artifacts import sidecar_path, tool_versions
 from bertrt.errors import BertrtError
+from bertrt.inputs import LIMITS, read_text
 from bertrt.model_config import BertConfig, parse_json_strict
 
 STAGE = "build"
@@ -67,7 +68,7 @@ class EngineRecord:
             raise BertrtError(f"{engine}: no engine sidecar {side.name} (not an engine from `bertrt build`; "
                               "rebuild it)")
         try:
-            data = parse_json_strict(side.read_text())
+            data = parse_json_strict(read_text(side, LIMITS["config"], "engine sidecar"))
         except (OSError, ValueError) as exc:
             raise BertrtError(f"{side}: not a bertrt engine sidecar ({str(exc).splitlines()[0][:200]})") from None
         return cls.from_dict(data, str(side))

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bertrt.errors import BertrtError
+from bertrt.inputs import LIMITS, read_text
 
 # hidden_act spellings -> the GELU form. "gelu" is the exact erf GELU (as in PyTorch/HF and the embedded model);
 # Google's original TF BERT code computed the tanh approximation under the same name, hence the override flag.
@@ -52,7 +53,10 @@ def _reject_constant(name: str):
 
 def parse_json_strict(text: str):
     """json.loads without the NaN/Infinity extension Python accepts by default (not JSON, and never a valid size)."""
-    return json.loads(text, parse_constant=_reject_constant)
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:  # a document nested thousands deep
+        raise ValueError("JSON nested too deeply") from None
 
 
 @dataclass(frozen=True)
@@ -121,10 +125,10 @@ class BertConfig:
     @classmethod
     def from_json(cls, path: str | Path, gelu: str | None = None) -> BertConfig:
         path = Path(path)
+        if not path.exists():
+            raise BertrtError(f"{path}: config file not found")
         try:
-            data = parse_json_strict(path.read_text())
-        except FileNotFoundError:
-            raise BertrtError(f"{path}: config file not found") from None
+            data = parse_json_strict(read_text(path, LIMITS["config"], "config"))
         except (OSError, ValueError) as exc:  # ValueError: bad UTF-8, bad JSON, NaN/Infinity
             raise BertrtError(f"{path}: not a JSON config ({exc})") from None
         if not isinstance(data, dict):

@@ -55,7 +55,7 @@ def shuffled_examples(calib_json: str | Path | None = None, seed: int = DEFAULT_
     from bertrt.qa.squad_data import load_squad
 
     path = Path(calib_json) if calib_json is not None else DEFAULT_CALIB_JSON
-    if not path.is_file():
+    if not path.exists():
         raise BertrtError(f"calibration file {path} not found")
     examples, _ = load_squad(path)  # BertrtError "<path>: not SQuAD JSON: ..." for anything else
     order = list(range(len(examples)))

@@ -18,6 +18,7 @@ from bertrt.surgery.probe import MAX_ORT_IR_VERSION, evaluate, probe_feed
 from bertrt.errors import BertrtError
 from bertrt.families import family_of_config
 from bertrt.model_config import BertConfig
+from bertrt.onnx_file import load_onnx
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, load_qa_model, metadata, stage_of
 
 # Hugging Face input name -> bertrt input name (transformers' forward order is ids, mask, token types).
@@ -78,12 +79,7 @@ def _refuse_fused(model: onnx.ModelProto, path: Path) -> None:
 def prepare(path: str | Path) -> Prepared:
     """Load `path`, adapt a Hugging Face export to the bertrt contract, fold constants, clean up, toposort."""
     path = Path(path)
-    if not path.is_file():
-        raise BertrtError(f"{path}: model file not found")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # protobuf raises DecodeError/ValueError/... for non-ONNX bytes
-        raise BertrtError(f"{path}: not an ONNX file ({type(exc).__name__})") from None
+    model = load_onnx(path)
     _refuse_fused(model, path)
     inputs = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
     outputs = sorted(o.name for o in model.graph.output)

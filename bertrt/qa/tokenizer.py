@@ -18,16 +18,18 @@ from tokenizers.implementations import BertWordPieceTokenizer
 from tokenizers.models import WordPiece
 
 from bertrt.errors import BertrtError
+from bertrt.inputs import LIMITS, read_text
 
 META_TOKENIZER = "bertrt.tokenizer"  # ONNX metadata key: the tokenizer.json text
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")  # looked for beside a model, in this order
-MAX_TOKENIZER_BYTES = 64 * 1024 * 1024  # an untrusted file; XLM-R's tokenizer.json is 17 MB
+MAX_TOKENIZER_BYTES = LIMITS["vocab"]  # an untrusted file; XLM-R's tokenizer.json is 17 MB
+_WORDPIECE_SPECIALS = ("[UNK]", "[CLS]", "[SEP]")  # a BERT vocab.txt without them cannot tokenize every text
 
 
 def _count_vocab_lines(path: Path) -> int:
     # Count lines the way the WordPiece loader reads them (split on "\n" only): str.splitlines would also
     # split on U+2028 and friends, which can appear inside vocab entries.
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, LIMITS["vocab"], "vocab file")
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
@@ -70,6 +72,10 @@ def _from_vocab_txt(path: Path, lowercase: bool | None, expected_vocab_size: int
     except Exception as e:  # the Rust side raises plain Exception/TypeError, e.g. when [SEP] is missing
         raise BertrtError(f"vocab file {path} cannot be loaded as a WordPiece vocab: {str(e).splitlines()[0]}") from e
     tokenizer = wrapper._tokenizer  # the plain Tokenizer: one type for every form (and it serialises)
+    missing = [t for t in _WORDPIECE_SPECIALS if tokenizer.token_to_id(t) is None]
+    if missing:  # without [UNK] every unknown word would fail at tokenization time, request by request
+        raise BertrtError(f"vocab file {path} has no {', '.join(missing)} token (a BERT WordPiece vocab has "
+                          f"{', '.join(_WORDPIECE_SPECIALS)})")
     size = tokenizer.get_vocab_size()
     if size != n_lines:
         raise BertrtError(
@@ -109,13 +115,7 @@ def load_tokenizer(path: str | Path, lowercase: bool | None = None,
     if not path.is_file():
         raise BertrtError(f"vocab file {path} does not exist")
     if path.suffix == ".json":
-        if path.stat().st_size > MAX_TOKENIZER_BYTES:
-            raise BertrtError(f"{path}: {path.stat().st_size} bytes is larger than any tokenizer.json "
-                              f"({MAX_TOKENIZER_BYTES} at most)")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise BertrtError(f"{path} is not UTF-8 ({e.reason} at byte {e.start})") from None
+        text = read_text(path, MAX_TOKENIZER_BYTES, "tokenizer file")
         return tokenizer_from_json(text, str(path), expected_vocab_size)
     return _from_vocab_txt(path, lowercase, expected_vocab_size)
 
