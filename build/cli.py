@@ -15,6 +15,8 @@ from bertrt.artifacts import sidecar_path
 from bertrt.errors import BertrtError
 from bertrt.output import add_json_flag, add_progress_flag, emit, ticking
 from bertrt.qa_contract import load_qa_model
+from bertrt.build.engine_build import BuildRequest, build
+from bertrt.build.inspect import inspect_network
 
 
 def add_build(sub) -> None:
@@ -60,11 +62,9 @@ def _profiles(specs, cfg, model: Path | None = None):
 
 
 def run_build(args, cfg) -> int:
-    from bertrt.build.engine_build import BuildRequest, build
 
     model = ag.model_path(args, cfg)
     if args.inspect:
-        from bertrt.build.inspect import inspect_network
 
         print(inspect_network(model, ag.pick(args.runtime, cfg, "build", "runtime")))
         return 0
@@ -100,7 +100,6 @@ def add_calibrate(sub) -> None:
 
 
 def run_calibrate(args, cfg) -> int:
-    from bertrt.build.engine_build import BuildRequest, build
 
     batch, seq = ag.shapes(args, cfg)
     output = args.engine or args.model.with_suffix(".int8.engine")
