@@ -29,12 +29,12 @@ from bertrt.export.onnx_export import export
 from bertrt.output import bar
 from bertrt.profiles import default_profile, parse_profile
 from bertrt.qa.postprocess import Answer
-from bertrt.qa.tokenizer import load_tokenizer
+from bertrt.qa.tokenizer import tokenizer_for
 from bertrt.resources import embedded_vocab, squad_dev
 from bertrt.run.compare import check_counts, compare, feature_batches, synthetic_batches, vocab_size_of
 from bertrt.run.perf import check_shapes, perf_outputs, time_backend, write_results
 from bertrt.run.perf_gpu import sweep
-from bertrt.runtimes import open_backend, run_options
+from bertrt.runtimes import open_backend, read_artifact, run_options
 from bertrt.session import QASession, RunOptions, SquadParams, TokenProbabilities
 from bertrt.surgery.pipeline import run_surgery
 
@@ -75,25 +75,29 @@ QuestionAnswerer = QASession
 
 
 def compare_models(a: str | Path, b: str | Path, squad_json: str | Path | None = None,
-                   vocab: str | Path | None = None, num_features: int = 8, batch_size: int = 4, seq_len: int = 384,
-                   per_layer: bool = False, options: RunOptions | None = None, synthetic: bool = False,
-                   **backend_options) -> list:
+                   vocab: str | Path | None = None, num_features: int = 8, batch_size: int = 4,
+                   seq_len: int | None = None, per_layer: bool = False, options: RunOptions | None = None,
+                   synthetic: bool = False, fallback_vocab: str | Path | None = None, **backend_options) -> list:
     """Worst absolute/relative logit errors of model `b` against reference `a` (`bertrt compare`); one row per
     compared tensor. Inputs: real SQuAD features of `squad_json` (default: the shipped SQuAD v1.1 dev) tokenized
-    with `vocab` (default: the embedded model's), or with `synthetic` random token ids (Polygraphy's data loader).
-    Both models run with `options` (RunOptions fields as keywords also work)."""
+    with the tokenizer stored with `a` (`vocab` overrides it; `fallback_vocab`, default the embedded model's, serves
+    models without one), or with `synthetic` random token ids (Polygraphy's data loader). `seq_len` None: 384, or
+    the models' maximum where they have fewer positions. Both models run with `options` (RunOptions fields as
+    keywords also work)."""
     check_counts(num_features, batch_size)
     vocab_size = vocab_size_of(Path(a), Path(b))
+    if seq_len is None:
+        seq_len = min([384] + [read_artifact(Path(m)).config.max_position_embeddings for m in (a, b)])
     if synthetic:
         batches = synthetic_batches(vocab_size, num_features, batch_size, seq_len)
     else:
-        tokenizer = load_tokenizer(Path(vocab or embedded_vocab()), expected_vocab_size=vocab_size)
+        tokenizer = tokenizer_for(Path(a), vocab, vocab_size, fallback_vocab or embedded_vocab())
         batches = feature_batches(Path(squad_json or squad_dev()), tokenizer, num_features, batch_size, seq_len)
     options = run_options(options, **backend_options)
     return compare(Path(a), Path(b), batches, per_layer=per_layer, options=options)
 
 
-def squad_scores(model: str | Path, squad_json: str | Path, vocab: str | Path, output: str | Path,
+def squad_scores(model: str | Path, squad_json: str | Path, vocab: str | Path | None, output: str | Path,
                  limit: int | None = None, params: SquadParams | None = None, batch_size: int | None = None,
                  options: RunOptions | None = None, **backend_options) -> dict:
     """`QASession(...).squad(...)` in one call: the report of a SQuAD run (scores, timing, parameters). The batch
@@ -105,15 +109,20 @@ def squad_scores(model: str | Path, squad_json: str | Path, vocab: str | Path, o
 
 
 def perf(models: list[str | Path], batches: list[int], seqs: list[int], output: str | Path, warmup: int = 3,
-         runs: int = 20, options: RunOptions | None = None, progress: bool = False, **backend_options) -> list:
+         runs: int = 20, options: RunOptions | None = None, progress: bool = False, fit_positions: bool = False,
+         **backend_options) -> list:
     """Latency of each model over batch x seq (`bertrt perf`), all in one process with models interleaved per
     shape so that drift of the machine affects every model alike; writes `output` JSON and a CSV beside it. Every
-    model runs with `options` (RunOptions fields as keywords also work: provider=, threads=, buckets=, ...)."""
+    model runs with `options` (RunOptions fields as keywords also work: provider=, threads=, buckets=, ...).
+    `fit_positions` (the default lengths, not asked for): lengths beyond the models' positions become that maximum."""
     if not models or min([*batches, *seqs, runs, 1]) < 1 or warmup < 0:
         raise BertrtError("perf needs at least one model, and positive batches, sequence lengths and runs")
     check_outputs(perf_outputs(Path(output)), models)
     options = run_options(options, **backend_options)
     opened = [(Path(m), open_backend(Path(m), options)) for m in models]
+    if fit_positions:
+        positions = min(backend.config.max_position_embeddings for _, backend in opened)
+        seqs = sorted({min(seq, positions) for seq in seqs})
     for _, backend in opened:  # every shape checked (model, profiles, memory) before any model is loaded
         check_shapes(backend.config, batches, seqs)
         for batch in batches:

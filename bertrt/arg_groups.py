@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bertrt.errors import BertrtError
+from bertrt.inputs import check_threads
 from bertrt.pipeline_config import PipelineConfig
 from bertrt.runtimes import PROVIDERS, RunOptions, registered, runtime_names
 from bertrt.runtimes.buckets import parse_buckets
@@ -49,7 +50,8 @@ def add_model_args(p, several: bool = False, vocab: bool = True, required: bool 
 
 def add_vocab_arg(p, purpose: str = "") -> None:
     """--vocab alone (compare, and the calibration features of quantize/build/calibrate)."""
-    p.add_argument("--vocab", type=Path, help=f"vocab.txt{purpose} (default: the config's)")
+    p.add_argument("--vocab", type=Path, help=f"vocab.txt or tokenizer.json{purpose} (default: the tokenizer stored "
+                                              "with the model, else the config's)")
 
 
 def default_model(cfg: PipelineConfig) -> Path:
@@ -64,8 +66,15 @@ def model_path(args, cfg: PipelineConfig) -> Path:
     return model
 
 
-def vocab_path(args, cfg: PipelineConfig) -> Path:
-    return Path(required(pick(args.vocab, cfg, "model", "vocab"), "--vocab"))
+def vocab_path(args, cfg: PipelineConfig) -> Path | None:
+    """--vocab: overrides the tokenizer that travels with the model (None: use that one)."""
+    return args.vocab
+
+
+def fallback_vocab(cfg: PipelineConfig) -> Path | None:
+    """The config's vocab: for models made before the tokenizer travelled with them."""
+    value = cfg.get("model", "vocab")
+    return Path(value) if value else None
 
 
 # --- backend --------------------------------------------------------------------------------------------------
@@ -88,8 +97,7 @@ def add_backend_args(p) -> None:
 
 def backend_options(args, cfg: PipelineConfig) -> RunOptions:
     """The `bertrt.runtimes.RunOptions` of the backend flags (what `open_backend` takes)."""
-    if args.threads is not None and args.threads < 1:
-        raise BertrtError(f"--threads must be at least 1, got {args.threads}")
+    check_threads("--threads", args.threads)
     return RunOptions(runtime=args.runtime, provider=pick(args.provider, cfg, "run", "provider"),
                       threads=args.threads, buckets=parse_buckets(args.buckets) if args.buckets else None,
                       cuda_graph=args.cuda_graph, precision=args.precision)

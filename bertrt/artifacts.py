@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 import bertrt
 from bertrt.errors import BertrtError
 from bertrt.interrupts import held
+from bertrt.messages import shown
 
 # Tools whose versions change what an artifact contains.
 _TOOLS = ("numpy", "onnx", "onnxruntime", "onnx-graphsurgeon", "polygraphy", "tensorflow-cpu", "tf2onnx", "tokenizers")
@@ -77,37 +79,69 @@ def _existing_ancestor(path: Path) -> Path:
     return Path(path.anchor or ".")
 
 
+_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _check_kind(output: Path) -> None:
+    """An output is a regular file or absent (links followed): renaming onto a device node, FIFO or socket would
+    replace it with a regular file (`--output /dev/full` as root), writing into one is not publishing a file."""
+    try:
+        mode = os.stat(output).st_mode
+    except OSError:  # absent, or a dangling link (replaced by the file): the writability probe decides
+        return
+    if stat.S_ISDIR(mode):
+        raise BertrtError(f"{shown(output)}: output is a directory (give a file name)")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "special")
+        raise BertrtError(f"{shown(output)}: output is {kind}, not a regular file")
+
+
 def _check_writable(output: Path) -> None:
     """Raise unless `output` can be created: probe with a real file (os.access says yes to root on read-only
     filesystems and in /proc)."""
-    if output.is_dir():
-        raise BertrtError(f"{output}: output is a directory (give a file name)")
+    _check_kind(output)
     ancestor = _existing_ancestor(output.resolve())
     if not ancestor.is_dir():
-        raise BertrtError(f"{output}: cannot write there ({ancestor} is not a directory)")
+        raise BertrtError(f"{shown(output)}: cannot write there ({shown(ancestor)} is not a directory)")
     probe = ancestor / f".{output.name}.{secrets.token_hex(4)}.probe"
     with held():  # an interrupt between creating and removing the probe would leave it behind
         try:
             os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except OSError as exc:
-            raise BertrtError(f"{output}: cannot write there ({exc.strerror or exc})") from None
+            raise BertrtError(f"{shown(output)}: cannot write there ({exc.strerror or exc})") from None
         probe.unlink(missing_ok=True)
+
+
+# Files that describe an artifact, named after it: its sidecar and surgery's fusion report.
+COMPANIONS = ((".json", "sidecar"), (".fusion.json", "fusion report"))
+
+
+def _companions(artifact: Path) -> list[tuple[Path, str]]:
+    return [(Path(f"{artifact}{suffix}"), what) for suffix, what in COMPANIONS]
 
 
 def check_outputs(outputs: Iterable[PathLike | None], inputs: Iterable[PathLike | None]) -> None:
     """Before any work: refuse (BertrtError, one line) an output that is an input (resolved: symlinks, `..`, hard
-    links), an output listed twice, an output that is a directory and an output that cannot be written. `inputs`
+    links), an output listed twice, an output that exists and is not a regular file (a directory, a device node, a
+    FIFO, a socket; links followed) and an output that cannot be written. The companions of each input (its
+    sidecar `<input>.json`, its fusion report) count as inputs. `inputs`
     may hold directories (a checkpoint directory): an output equal to one is refused as a directory. None entries
     (optional files not given) are skipped."""
-    ins = [(Path(p), *_identity(Path(p))) for p in inputs if p is not None]
+    given_inputs = [Path(p) for p in inputs if p is not None]
+    ins = [(p, shown(p), *_identity(p)) for p in given_inputs]
+    # An input's companions (its sidecar, its fusion report) describe it: they are protected like the input, whether
+    # they exist yet or not (`--output model.onnx.json` would make the model's record lie about it).
+    ins += [(c, f"{shown(c)} (the {what} of the input {shown(p)})", *_identity(c)) for p in given_inputs
+            if not p.is_dir() for c, what in _companions(p)]
     seen: dict[Path, Path] = {}
     for output in (Path(p) for p in outputs if p is not None):
         resolved, ident = _identity(output)
-        for given, in_resolved, in_ident in ins:
+        for _, described, in_resolved, in_ident in ins:
             if resolved == in_resolved or (ident is not None and ident == in_ident):
-                raise BertrtError(f"{output}: the output would overwrite the input {given}")
+                raise BertrtError(f"{shown(output)}: the output would overwrite the input {described}")
         if resolved in seen:
-            raise BertrtError(f"{output}: written twice by this command (also as {seen[resolved]})")
+            raise BertrtError(f"{shown(output)}: written twice by this command (also as {shown(seen[resolved])})")
         seen[resolved] = output
         _check_writable(output)
 
@@ -155,7 +189,7 @@ def atomic_outputs(*paths: PathLike) -> Iterator[list[Path]]:
                 except OSError as exc:  # a directory made at the target since check_outputs
                     if exc.errno not in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
                         raise
-                    raise BertrtError(f"{target}: output is a directory (give a file name)") from None
+                    raise BertrtError(f"{shown(target)}: output is a directory (give a file name)") from None
     finally:
         for tmp in temporaries:
             tmp.unlink(missing_ok=True)

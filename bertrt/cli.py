@@ -19,6 +19,7 @@ from bertrt.artifacts import sidecar_path
 from bertrt.build.cli import add_build, add_calibrate
 from bertrt.calibration.cli import add_quantize
 from bertrt.errors import BertrtError
+from bertrt.inputs import LIMITS, read_text
 from bertrt.interrupts import exit_code, interrupted_message, stop_signals_raise
 from bertrt.optimize import OptimizeRequest, optimize
 from bertrt.optimize import format_report as format_optimize
@@ -27,6 +28,7 @@ from bertrt.pipeline_config import PipelineConfig, load_config
 from bertrt.qa.download import BASE_URL, FILES, fetch
 from bertrt.resources import default_config
 from bertrt.run.compare import format_rows
+from bertrt.runtimes import read_artifact
 from bertrt.run.perf import format_table, perf_outputs
 from bertrt.serve.cli import add_serve, add_serve_bench, add_triton_repo
 from bertrt.session import QASession
@@ -74,7 +76,10 @@ def _run_export(args, cfg: PipelineConfig) -> int:
 # --- shared by infer / squad ----------------------------------------------------------------------------------
 def _answerer(args, cfg: PipelineConfig) -> QASession:
     model, vocab, params, options = ag.session_args(args, cfg)
-    return QASession(model, vocab, params, options=options)
+    # --vocab overrides the tokenizer stored with the model; the config's vocab serves models without one; without
+    # --seq-len a model with fewer positions than the config's length runs at its own maximum
+    return QASession(model, vocab, params, options=options, fallback_vocab=ag.fallback_vocab(cfg),
+                     fit_positions=args.seq_len is None)
 
 
 # --- infer ----------------------------------------------------------------------------------------------------
@@ -91,10 +96,7 @@ def _add_infer(sub) -> None:
 
 def _run_infer(args, cfg: PipelineConfig) -> int:
     if args.passage_file is not None:
-        try:
-            passage = args.passage_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BertrtError(f"{args.passage_file}: cannot read passage ({exc})") from None
+        passage = read_text(args.passage_file, LIMITS["passage"], "passage")
     else:
         passage = args.passage
     with _answerer(args, cfg) as qa:
@@ -201,9 +203,11 @@ def _run_compare(args, cfg: PipelineConfig) -> int:
     else:
         squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
         vocab, inputs = ag.vocab_path(args, cfg), f"SQuAD features of {squad_json.name}"
+    if args.seq_len is None:  # the default length, or the models' own maximum where they have fewer positions
+        seq_len = min([seq_len] + [read_artifact(Path(m)).config.max_position_embeddings for m in (args.a, args.b)])
     rows = api.compare_models(args.a, args.b, squad_json, vocab, args.num_features, batch_size, seq_len,
                               per_layer=args.per_layer, options=ag.backend_options(args, cfg),
-                              synthetic=args.synthetic)
+                              synthetic=args.synthetic, fallback_vocab=ag.fallback_vocab(cfg))
     failed = any(r.worst_abs > args.atol for r in rows)
     emit(args, {"a": str(args.a), "b": str(args.b), "inputs": inputs, "num_features": args.num_features,
                 "seq_len": seq_len, "atol": args.atol, "passed": not failed,
@@ -215,6 +219,7 @@ def _run_compare(args, cfg: PipelineConfig) -> int:
 
 
 # --- perf -----------------------------------------------------------------------------------------------------
+PERF_SEQS = (128, 384)  # default lengths; a model with fewer positions is timed at its maximum instead
 def _add_perf(sub) -> None:
     p = sub.add_parser("perf", help="latency of one or more models over batch x sequence (same process)")
     p.add_argument("--model", type=Path, action="append", default=[],
@@ -223,8 +228,8 @@ def _add_perf(sub) -> None:
     ag.add_backend_args(p)
     p.add_argument("--batch-size", "--batch", dest="batch_size", type=int, nargs="+", default=[1, 8],
                    help="batch sizes (default: 1 8)")
-    p.add_argument("--seq-len", "--max-seq-length", "--seq", dest="seq_len", type=int, nargs="+", default=[128, 384],
-                   help="padded sequence lengths (default: 128 384)")
+    p.add_argument("--seq-len", "--max-seq-length", "--seq", dest="seq_len", type=int, nargs="+", default=None,
+                   help="padded sequence lengths (default: 128 384, at most the model's positions)")
     p.add_argument("--random-bert", choices=["base", "large"], action="append", default=[],
                    help="--provider cuda: also a random-weight BERT-Base/Large built from its config (needs the "
                         "'torch' extra)")
@@ -238,7 +243,13 @@ def _add_perf(sub) -> None:
     p.set_defaults(run=_run_perf)
 
 
+PERF_SEQS = (128, 384)  # default lengths; a model with fewer positions is timed at its maximum instead
+
+
 def _run_perf(args, cfg: PipelineConfig) -> int:
+    fit_positions = args.seq_len is None
+    if fit_positions:
+        args.seq_len = list(PERF_SEQS)
     batches, seqs = ag.shapes(args, cfg)
     if args.runs < 1 or args.warmup < 0:
         raise BertrtError("--runs must be positive and --warmup not negative")
@@ -252,7 +263,7 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
                                options=options)
     else:
         timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs, options=options,
-                           progress=not args.no_progress and not args.json)
+                           progress=not args.no_progress and not args.json, fit_positions=fit_positions)
     emit(args, {"timings": [asdict(t) for t in timings], "outputs": [str(p) for p in perf_outputs(output)]},
          f"{format_table(timings)}\nwrote {', '.join(map(str, perf_outputs(output)))}")
     return 0
@@ -293,7 +304,7 @@ def _run_optimize(args, cfg: PipelineConfig) -> int:
     report = optimize(OptimizeRequest(checkpoint, args.output_dir, args.target, args.precision, args.build,
                                       args.runtime, args.vocab, Path(squad_json) if squad_json else None,
                                       args.squad_limit, calib_num=args.calib_num,
-                                      progress=not args.no_progress and not args.json))
+                                      progress=not args.no_progress and not args.json, fit_positions=fit_positions))
     emit(args, report, f"{format_optimize(report)}\nwrote {args.output_dir}/{{optimize.json, commands.sh}} and the "
                        f"artifacts")
     return 0

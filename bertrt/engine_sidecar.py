@@ -16,6 +16,7 @@ from bertrt.profiles import QAProfile
 
 from bertrt.artifacts import sidecar_path, tool_versions
 from bertrt.errors import BertrtError
+from bertrt.inputs import LIMITS, read_text
 from bertrt.model_config import BertConfig, parse_json_strict
 
 STAGE = "build"
@@ -39,9 +40,11 @@ class EngineRecord:
     source_sha256: str
     calib_cache: str | None = None  # TensorRT 10 INT8 calibration cache used
 
-    def sidecar(self, engine: str | Path, parameters: dict | None = None) -> dict:
-        """The content of `<engine>.json` (written by `bertrt build` together with the engine, as one set)."""
-        return {
+    def sidecar(self, engine: str | Path, parameters: dict | None = None, tokenizer: str | None = None) -> dict:
+        """The content of `<engine>.json` (written by `bertrt build` together with the engine, as one set).
+        `tokenizer`: the tokenizer.json text that travels with the model (read back by
+        bertrt.qa.tokenizer.tokenizer_for)."""
+        record = {
             "stage": STAGE,
             "artifact": Path(engine).name,
             "sha256": self.engine_sha256,
@@ -54,6 +57,9 @@ class EngineRecord:
             "inputs": {"model": {"path": self.source_path, "sha256": self.source_sha256}},
             "tools": tool_versions(),
         }
+        if tokenizer:
+            record["tokenizer"] = tokenizer
+        return record
 
     @classmethod
     def read(cls, engine: str | Path) -> EngineRecord:
@@ -62,7 +68,7 @@ class EngineRecord:
             raise BertrtError(f"{engine}: no engine sidecar {side.name} (not an engine from `bertrt build`; "
                               "rebuild it)")
         try:
-            data = parse_json_strict(side.read_text())
+            data = parse_json_strict(read_text(side, LIMITS["config"], "engine sidecar"))
         except (OSError, ValueError) as exc:
             raise BertrtError(f"{side}: not a bertrt engine sidecar ({str(exc).splitlines()[0][:200]})") from None
         return cls.from_dict(data, str(side))

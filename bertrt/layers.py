@@ -18,11 +18,12 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("core", "contracts and artifacts every layer shares",
      ("bertrt.errors", "bertrt.model_config", "bertrt.qa_contract", "bertrt.artifacts", "bertrt.pipeline_config",
       "bertrt.forking", "bertrt.profiles", "bertrt.engine_sidecar", "bertrt.layers", "bertrt.inputs",
-      "bertrt.messages", "bertrt.resources", "bertrt.signals", "bertrt.extras", "bertrt.interrupts",
+      "bertrt.messages", "bertrt.resources", "bertrt.signals", "bertrt.extras", "bertrt.interrupts", "bertrt.onnx_file",
       "bertrt.output",  # how commands report: text or --json, progress bars, default names beside the input
       "bertrt.configs", "bertrt.models")),  # shipped files: configs, the embedded model's vocab
     ("qa", "QA data: tokenization, SQuAD examples, windows, answers, metrics", ("bertrt.qa",)),
     ("families", "model families: inputs, positions, weights, tokenizer of each", ("bertrt.families",)),
+    ("checkpoints", "reading checkpoint weights, and the TF network built from them", ("bertrt.checkpoints",)),
     ("graph", "graph forms: the surgery that makes them and the target registry", ("bertrt.surgery", "bertrt.targets")),
     ("runtimes", "how a model runs: runner protocol and registry", ("bertrt.runtimes",)),
     ("session", "a model + its tokenizer + SQuAD parameters + run options", ("bertrt.session",)),

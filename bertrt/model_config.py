@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bertrt.errors import BertrtError
+from bertrt.inputs import LIMITS, read_text
 
 # hidden_act spellings -> the GELU form. "gelu" is the exact erf GELU (as in PyTorch/HF and the embedded model);
 # Google's original TF BERT code computed the tanh approximation under the same name, hence the override flag.
@@ -20,19 +21,20 @@ _REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_he
 # a config is read from untrusted files (checkpoints, ONNX metadata), and absurd sizes would otherwise surface as
 # allocation failures or crashes deep inside TensorFlow or onnxruntime.
 _MAX = {"vocab_size": 1_000_000, "hidden_size": 16_384, "num_hidden_layers": 256, "num_attention_heads": 256,
-        "intermediate_size": 65_536, "max_position_embeddings": 65_536, "type_vocab_size": 1_024}
+        "intermediate_size": 65_536, "max_position_embeddings": 65_536, "type_vocab_size": 1_024,
+        "position_offset": 65_536, "embedding_size": 16_384}
 _EPS_RANGE = (0.0, 1e-2)  # layer_norm_eps: positive (a zero or negative epsilon gives NaN on constant rows)
 
 
-def _size(data: dict, key: str, source: str, default: int | None = None) -> int:
+def _size(data: dict, key: str, source: str, default: int | None = None, minimum: int = 1) -> int:
     """An integer size field: a JSON integer (or an integral float such as 768.0), never a bool or a string."""
     value = data.get(key, default)
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise BertrtError(f"{source}: {key} must be an integer, not {value!r}")
-    if not 1 <= value <= _MAX[key]:
-        raise BertrtError(f"{source}: {key} = {value} is outside 1..{_MAX[key]}")
+    if not minimum <= value <= _MAX[key]:
+        raise BertrtError(f"{source}: {key} = {value} is outside {minimum}..{_MAX[key]}")
     return value
 
 
@@ -51,7 +53,10 @@ def _reject_constant(name: str):
 
 def parse_json_strict(text: str):
     """json.loads without the NaN/Infinity extension Python accepts by default (not JSON, and never a valid size)."""
-    return json.loads(text, parse_constant=_reject_constant)
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:  # a document nested thousands deep
+        raise ValueError("JSON nested too deeply") from None
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,17 @@ class BertConfig:
     type_vocab_size: int = 2
     gelu: str = "erf"  # "erf" | "tanh"
     layer_norm_eps: float = 1e-12
+    # Model families (bertrt/families): max_position_embeddings above is the number of *usable* positions; the
+    # Hugging Face table of a RoBERTa has position_offset (padding_idx + 1) more rows in front. type_vocab_size 0:
+    # no token types (segment_ids is ignored). embedding_size 0: the embeddings are hidden_size wide; else ELECTRA's
+    # projection embedding_size -> hidden_size follows the embedding LayerNorm.
+    position_offset: int = 0
+    embedding_size: int = 0
+    family: str = "bert"
+
+    @property
+    def token_types(self) -> bool:
+        return self.type_vocab_size > 0
 
     @property
     def head_size(self) -> int:
@@ -93,9 +109,14 @@ class BertConfig:
             if gelu not in ("erf", "tanh"):
                 raise BertrtError(f"--gelu must be 'erf' or 'tanh', not {gelu!r}")
             act_form = gelu
+        family = data.get("family", "bert")
+        if not isinstance(family, str) or not family.replace("-", "").isalnum():
+            raise BertrtError(f"{source}: family must be a family name, not {family!r}")
         cfg = cls(**{k: _size(data, k, source) for k in _REQUIRED},
-                  type_vocab_size=_size(data, "type_vocab_size", source, default=2),
-                  gelu=act_form, layer_norm_eps=_epsilon(data, source))
+                  type_vocab_size=_size(data, "type_vocab_size", source, default=2, minimum=0),
+                  gelu=act_form, layer_norm_eps=_epsilon(data, source),
+                  position_offset=_size(data, "position_offset", source, default=0, minimum=0),
+                  embedding_size=_size(data, "embedding_size", source, default=0, minimum=0), family=family)
         if cfg.hidden_size % cfg.num_attention_heads:
             raise BertrtError(f"{source}: hidden_size {cfg.hidden_size} is not a multiple of "
                               f"num_attention_heads {cfg.num_attention_heads}")
@@ -104,10 +125,10 @@ class BertConfig:
     @classmethod
     def from_json(cls, path: str | Path, gelu: str | None = None) -> BertConfig:
         path = Path(path)
+        if not path.exists():
+            raise BertrtError(f"{path}: config file not found")
         try:
-            data = parse_json_strict(path.read_text())
-        except FileNotFoundError:
-            raise BertrtError(f"{path}: config file not found") from None
+            data = parse_json_strict(read_text(path, LIMITS["config"], "config"))
         except (OSError, ValueError) as exc:  # ValueError: bad UTF-8, bad JSON, NaN/Infinity
             raise BertrtError(f"{path}: not a JSON config ({exc})") from None
         if not isinstance(data, dict):

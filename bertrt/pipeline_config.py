@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from bertrt.errors import BertrtError
+from bertrt.inputs import LIMITS, read_text
 from bertrt.resources import default_config
 
 
@@ -67,9 +68,11 @@ def load_config(path: str | Path | None) -> PipelineConfig:
     values = {section: dict(keys) for section, keys in DEFAULTS.items()}
     path = Path(path) if path is not None else default_config()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise BertrtError(f"{path}: config file not found") from None
+        if not path.exists():
+            raise BertrtError(f"{path}: config file not found")
+        data = yaml.safe_load(read_text(path, LIMITS["config"], "config")) or {}
+    except RecursionError:
+        raise BertrtError(f"{path}: not a YAML config (nested too deeply)") from None
     except (OSError, yaml.YAMLError) as exc:
         raise BertrtError(f"{path}: not a YAML config ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bertrt.errors import BertrtError
+from bertrt.messages import shown
 from bertrt.model_config import BertConfig
 
 Range = tuple[int, int, int]  # (min, opt, max)
@@ -76,7 +77,11 @@ def _range(text: str, name: str, spec: str) -> Range:
 def parse_profile(spec: str) -> QAProfile:
     if not isinstance(spec, str):
         raise BertrtError(f"a profile must be a string like 'batch=1:8:8,seq=384', not {spec!r}")
-    parts = dict(part.split("=", 1) if "=" in part else (part, "") for part in spec.replace(" ", "").split(","))
+    pairs = [part.split("=", 1) if "=" in part else (part, "") for part in spec.replace(" ", "").split(",")]
+    parts = dict(pairs)
+    if len(parts) != len(pairs):  # `batch=1:8,batch=2:4,seq=384` must not silently mean the last one
+        repeated = sorted({key for key, _ in pairs if [k for k, _ in pairs].count(key) > 1})
+        raise BertrtError(f"profile {shown(spec)}: {', '.join(repeated)} given more than once")
     if set(parts) != {"batch", "seq"}:
         raise BertrtError(f"profile {spec!r}: expected 'batch=MIN:OPT:MAX,seq=MIN:OPT:MAX'")
     return QAProfile(_range(parts["batch"], "batch", spec), _range(parts["seq"], "seq", spec))

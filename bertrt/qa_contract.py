@@ -10,6 +10,7 @@ import onnx
 import bertrt
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig, parse_json_strict
+from bertrt.onnx_file import load_onnx
 
 INPUT_NAMES = ("input_ids", "segment_ids", "input_mask")  # int32 [batch, seq], as in NVIDIA's demo
 OUTPUT_NAMES = ("start_logits", "end_logits")  # float [batch, seq]
@@ -43,12 +44,7 @@ def metadata(model: onnx.ModelProto) -> dict[str, str]:
 def load_qa_model(path: str | Path, load_weights: bool = True) -> tuple[onnx.ModelProto, BertConfig]:
     """Load an ONNX file and prove it is a bertrt QA model; return it with its BERT config."""
     path = Path(path)
-    if not path.is_file():
-        raise BertrtError(f"{path}: model file not found")
-    try:
-        model = onnx.load(str(path), load_external_data=load_weights)
-    except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning or ValueError for non-ONNX bytes
-        raise BertrtError(f"{path}: not an ONNX file ({type(exc).__name__})") from None
+    model = load_onnx(path, load_weights)  # external data checked before it is read (also for later readers)
     meta = metadata(model)
     if _META_CONFIG not in meta:
         raise BertrtError(f"{path}: not a BERT QA model from bertrt (no bertrt metadata; export it with "

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bertrt.artifacts import sha256_file, sidecar_path
 from bertrt.errors import BertrtError
+from bertrt.inputs import LIMITS, read_text
 from bertrt.model_config import parse_json_strict
 
 HASH_PREFIX = 16
@@ -27,7 +28,7 @@ def default_cache_path(model: str | Path, model_sha256: str | None = None) -> Pa
 def _recorded_hash(side: Path) -> str:
     where = f"{side}: not a bertrt calibration-cache record"
     try:
-        data = parse_json_strict(side.read_text())
+        data = parse_json_strict(read_text(side, LIMITS["config"], "calibration-cache record"))
     except (OSError, ValueError) as exc:
         raise BertrtError(f"{where} ({str(exc).splitlines()[0][:200]})") from None
     model = data.get("inputs", {}).get("model") if isinstance(data, dict) and isinstance(data.get("inputs"), dict) \

@@ -14,6 +14,9 @@ from bertrt.calibration import calib_data
 from bertrt.artifacts import sidecar_path
 from bertrt.errors import BertrtError
 from bertrt.output import add_json_flag, add_progress_flag, emit, ticking
+from bertrt.qa_contract import load_qa_model
+from bertrt.build.engine_build import BuildRequest, build
+from bertrt.build.inspect import inspect_network
 
 
 def add_build(sub) -> None:
@@ -46,28 +49,28 @@ def _add_calibration_data(p) -> None:
     ag.add_vocab_arg(p, " for the calibration features")
 
 
-def _profiles(specs, cfg):
+def _profiles(specs, cfg, model: Path | None = None):
     specs = specs if specs is not None else ag.pick(None, cfg, "build", "profiles")
     if specs:
         if not isinstance(specs, list):
             raise BertrtError(f"build.profiles in the config must be a list of profile strings, not {specs!r}")
         return [parse_profile(s) for s in specs]
     batch, seq = ag.shapes(argparse.Namespace(batch_size=None, seq_len=None), cfg)
+    if model is not None and model.suffix == ".onnx" and model.is_file():  # a model with fewer positions: its max
+        seq = min(seq, load_qa_model(model, load_weights=False)[1].max_position_embeddings)
     return [default_profile(batch, seq)]
 
 
 def run_build(args, cfg) -> int:
-    from bertrt.build.engine_build import BuildRequest, build
 
     model = ag.model_path(args, cfg)
     if args.inspect:
-        from bertrt.build.inspect import inspect_network
 
         print(inspect_network(model, ag.pick(args.runtime, cfg, "build", "runtime")))
         return 0
     suffix = f".{args.precision}.engine" if args.precision and f".{args.precision}" not in model.name else ".engine"
     output = args.output or model.with_suffix(suffix)
-    request = BuildRequest(model, output, _profiles(args.profile, cfg), ag.pick(args.runtime, cfg, "build", "runtime"),
+    request = BuildRequest(model, output, _profiles(args.profile, cfg, model), ag.pick(args.runtime, cfg, "build", "runtime"),
                            args.precision, args.calib_cache, args.timing_cache, args.compute_capability,
                            args.calib_json, args.calib_num, args.vocab or _config_vocab(cfg))
     if args.json:  # the build's log lines go to stderr and stdout holds only the engine's sidecar record
@@ -97,7 +100,6 @@ def add_calibrate(sub) -> None:
 
 
 def run_calibrate(args, cfg) -> int:
-    from bertrt.build.engine_build import BuildRequest, build
 
     batch, seq = ag.shapes(args, cfg)
     output = args.engine or args.model.with_suffix(".int8.engine")

@@ -22,6 +22,7 @@ from bertrt.profiles import QAProfile, check_profiles
 
 from bertrt import interrupts
 from bertrt.artifacts import atomic_outputs, check_outputs, sha256_file, sidecar_path, sidecar_record, write_json
+from bertrt.qa.tokenizer import travelling_tokenizer
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import INPUT_NAMES, load_qa_model
 from bertrt.targets import target_of
@@ -141,7 +142,8 @@ def build(request: BuildRequest, log=print) -> EngineRecord:
             engine_bytes = tmp["engine"].stat().st_size
             write_json(tmp["sidecar"], record.sidecar(output, {
                 "network": summary.to_dict(), "parse_seconds": round(parse_seconds, 3),
-                "build_seconds": round(build_seconds, 3), "engine_bytes": engine_bytes, **request.extra}))
+                "build_seconds": round(build_seconds, 3), "engine_bytes": engine_bytes, **request.extra},
+                tokenizer=travelling_tokenizer(model_path)))
             if plan.calibrated:
                 write_json(tmp["cache_sidecar"], sidecar_record(
                     request.calib_cache, tmp["cache"], calib_cache.STAGE,

@@ -17,6 +17,9 @@ import numpy as np
 
 from bertrt.errors import BertrtError
 from bertrt.resources import calibration_subset, embedded_vocab
+from bertrt.qa.features import batches, make_features
+from bertrt.qa.squad_data import load_squad
+from bertrt.qa.tokenizer import load_tokenizer
 
 # Package data (bertrt.resources): found in a checkout and in an installed wheel alike.
 DEFAULT_CALIB_JSON = calibration_subset()
@@ -52,10 +55,9 @@ def window(seq_len: int) -> tuple[int, int]:
 
 def shuffled_examples(calib_json: str | Path | None = None, seed: int = DEFAULT_SEED) -> list:
     """All examples of `calib_json` (a SQuAD file, .json or .json.gz) in a seeded shuffle."""
-    from bertrt.qa.squad_data import load_squad
 
     path = Path(calib_json) if calib_json is not None else DEFAULT_CALIB_JSON
-    if not path.is_file():
+    if not path.exists():
         raise BertrtError(f"calibration file {path} not found")
     examples, _ = load_squad(path)  # BertrtError "<path>: not SQuAD JSON: ..." for anything else
     order = list(range(len(examples)))
@@ -71,8 +73,6 @@ def calibration_features(calib_json: str | Path | None = None, calib_num: int = 
 
     Raises BertrtError when the file is not SQuAD JSON or holds fewer than `calib_num` features.
     """
-    from bertrt.qa.features import make_features
-    from bertrt.qa.tokenizer import load_tokenizer
 
     if not isinstance(calib_num, int) or isinstance(calib_num, bool) or calib_num < 1:
         raise BertrtError(f"--calib-num must be a positive whole number, got {calib_num!r}")
@@ -94,7 +94,6 @@ def calibration_features(calib_json: str | Path | None = None, calib_num: int = 
 
 def feed_batches(features: list, batch_size: int = 8, seq_len: int | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Collated int32 feeds (input_ids/segment_ids/input_mask), padded to `seq_len` or each batch's longest."""
-    from bertrt.qa.features import batches
 
     for _, feed in batches(features, batch_size, seq_len):
         yield feed

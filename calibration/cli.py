@@ -18,8 +18,7 @@ from bertrt.output import add_json_flag, add_progress_flag, beside, emit
 
 
 def _vocab(args, cfg) -> Path | None:
-    if args.vocab is not None:
-        return args.vocab
+    """The config's vocab: for models made before the tokenizer travelled with them (--vocab overrides both)."""
     value = cfg.get("model", "vocab") if cfg is not None else None
     return Path(value) if value else None
 
@@ -54,9 +53,10 @@ def run_quantize(args, cfg) -> int:
         exclude = tuple(x for x in args.int8_exclude.split(",") if x and x != "none")
     output = args.output or beside(args.input, f"{args.precision}.onnx")
     report = quantize(args.input, output, args.precision, calib_json=args.calib_json, calib_num=args.calib_num,
-                      calib_method=args.calib_method, vocab=_vocab(args, cfg), exclude=exclude,
+                      calib_method=args.calib_method, vocab=args.vocab, exclude=exclude,
                       float_precision=args.float_precision, seq_len=args.calib_seq_len,
-                      progress=not args.no_progress and not args.json)
+                      progress=not args.no_progress and not args.json,
+                      fallback_vocab=_vocab(args, cfg))
     report.pop("overflow_amax", None)
     emit(args, report, f"{describe(report)}\nwrote {output} (+ {output.name}.json)")
     return 0

@@ -16,6 +16,7 @@ import onnx
 from onnx import numpy_helper
 
 from bertrt.calibration import calib_data
+from bertrt.onnx_file import load_onnx
 from bertrt.qa.features import make_features
 from bertrt.qa.squad_data import load_squad
 from bertrt.qa.tokenizer import load_tokenizer
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     examples, _ = load_squad(args.squad_json)
     feats = make_features(examples[:args.questions], load_tokenizer(args.vocab))
     feeds = list(calib_data.feed_batches(feats, 8))
-    rows = activation_errors(onnx.load(str(args.fp32)), onnx.load(str(args.qdq)), feeds)
+    rows = activation_errors(load_onnx(args.fp32), load_onnx(args.qdq), feeds)
     for r in sorted(rows, key=lambda r: -r["rel_err"]):
         print(json.dumps(r))
     return 0

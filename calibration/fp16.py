@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from bertrt.errors import BertrtError
+from bertrt.calibration.qdq import _node_names
 
 FP16_GROUPS = ("layernorm", "softmax", "residual", "overflow")
 DEFAULT_KEEP_FP32 = ("layernorm", "overflow")
@@ -76,7 +77,6 @@ def residual_nodes(model: onnx.ModelProto) -> list[str]:
 def overflow_nodes(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]], limit: float = FP16_MAX / 2) -> dict[str, float]:
     """Nodes with a float output whose magnitude exceeds `limit` on `feeds` (FP32 run): {node name: amax}."""
     import onnxruntime as ort
-    from bertrt.calibration.qdq import _node_names
 
     model = _node_names(model)
     m = onnx.ModelProto.FromString(model.SerializeToString())
@@ -153,7 +153,6 @@ def _join_fp32_regions(model: onnx.ModelProto) -> int:
 
 def convert_fp16(model: onnx.ModelProto, keep_fp32: Sequence[str] = DEFAULT_KEEP_FP32,
                  feeds: Sequence[dict[str, np.ndarray]] = ()) -> tuple[onnx.ModelProto, dict]:
-    from bertrt.calibration.qdq import _node_names
     from onnxruntime.transformers.float16 import (
         DEFAULT_OP_BLOCK_LIST,
         convert_float_to_float16,

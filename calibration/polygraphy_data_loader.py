@@ -19,10 +19,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from bertrt.calibration import calib_data
+
 
 def settings() -> dict:
-    from bertrt.calibration import calib_data
-
     return {
         "calib_json": os.environ.get("BERTRT_CALIB_JSON") or calib_data.DEFAULT_CALIB_JSON,
         "calib_num": int(os.environ.get("BERTRT_CALIB_NUM", str(calib_data.DEFAULT_CALIB_NUM))),
@@ -34,8 +34,6 @@ def settings() -> dict:
 
 def load_data(calib_json=None, calib_num=None, batch_size=None, seq_len=None, vocab=None) -> Iterator[dict[str, np.ndarray]]:
     """Yield calibration batches (arguments override the environment)."""
-    from bertrt.calibration import calib_data
-
     s = settings()
     features = calib_data.calibration_features(calib_json or s["calib_json"], calib_num or s["calib_num"],
                                                vocab=vocab or s["vocab"])

@@ -23,6 +23,7 @@ from bertrt.calibration.qdq import CALIB_METHODS, check_exclude, int8_to_fp8, qd
 
 from bertrt.artifacts import atomic_outputs, check_outputs, sha256_file, sidecar_path, sidecar_record, write_json
 from bertrt.errors import BertrtError
+from bertrt.qa.tokenizer import tokenizer_for
 from bertrt.qa_contract import META_ORT_SESSION_CONFIG, load_qa_model, stage_of, stamp
 from bertrt.targets import target_of
 
@@ -40,13 +41,15 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
              calib_num: int = calib_data.DEFAULT_CALIB_NUM, calib_method: str = "max",
              vocab: str | Path | None = None, exclude: tuple[str, ...] | None = None,
              keep_fp32: tuple[str, ...] | None = None, batch_size: int = 8, percentile: float = 99.99,
-             float_precision: str | None = None, seq_len: int | None = None, progress: bool = False) -> dict:
+             float_precision: str | None = None, seq_len: int | None = None, progress: bool = False,
+             fallback_vocab: str | Path | None = None) -> dict:
     """Write `output` (atomically, with a sidecar) at `precision`; return a report dict.
 
     int8/fp8 only: `exclude` (GEMM groups kept in float) and `float_precision` (fp16|fp32, the type of what is not
     quantized) default to DEFAULT_EXCLUDE / DEFAULT_FLOAT; `keep_fp32` applies to every FP16 conversion.
     `seq_len`: calibration sequence length, default 384 clamped to the model's positions (calib_data.calib_seq_len).
-    `progress`: a bar over the calibration batches on stderr (a terminal only)."""
+    `progress`: a bar over the calibration batches on stderr (a terminal only). `vocab` overrides the tokenizer
+    stored with the model; `fallback_vocab` (default: the embedded model's) serves models without one."""
     input, output = Path(input), Path(output)
     check_outputs([output, sidecar_path(output)], [input, calib_json or calib_data.DEFAULT_CALIB_JSON, vocab])
     exclude, float_precision = _check_request(precision, calib_method, exclude, float_precision)
@@ -63,7 +66,8 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
     feeds = []
     if calibrated:
         count = calib_num if quantized else min(calib_num, OVERFLOW_SCAN_FEATURES)
-        feeds = _calibration_feeds(calib_json_path, count, vocab, cfg.vocab_size, seq_len, batch_size)
+        tokenizer = tokenizer_for(input, vocab, cfg.vocab_size, fallback_vocab or calib_data.DEFAULT_VOCAB)
+        feeds = _calibration_feeds(calib_json_path, count, tokenizer, cfg.vocab_size, seq_len, batch_size)
     keep_fp32 = keep_fp32 if keep_fp32 is not None else DEFAULT_KEEP_FP32
     if quantized:
         out, info, conversion_meta = _quantize_gemms(model, precision, feeds, calib_method, exclude, percentile,
@@ -118,9 +122,9 @@ def _check_request(precision: str, calib_method: str, exclude: tuple[str, ...] |
     return exclude, float_precision
 
 
-def _calibration_feeds(calib_json: Path, calib_num: int, vocab, vocab_size: int, seq_len: int,
+def _calibration_feeds(calib_json: Path, calib_num: int, tokenizer, vocab_size: int, seq_len: int,
                        batch_size: int) -> list:
-    features = calib_data.calibration_features(calib_json, calib_num, vocab=vocab, vocab_size=vocab_size,
+    features = calib_data.calibration_features(calib_json, calib_num, tokenizer=tokenizer, vocab_size=vocab_size,
                                                seq_len=seq_len)
     # Padded to `seq_len` tokens, the length TensorRT engines are built for (padding positions are part of the
     # statistics there too), and so histogram calibrators get same-shaped batches.

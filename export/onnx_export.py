@@ -10,11 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from bertrt.export.weights import Weights, check_weights
+from bertrt.export import hf_folder
+from bertrt.checkpoints.source import Source, read_weights, resolve_source, source_files
+from bertrt.checkpoints.tf_model import build_qa_function
 
 from bertrt.artifacts import atomic_outputs, check_outputs, sidecar_path, sidecar_record, write_json
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
+from bertrt.qa.tokenizer import META_TOKENIZER, load_tokenizer, sibling_tokenizer, tokenizer_json
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, stamp
 from bertrt.extras import require
 from bertrt.output import steps
@@ -24,60 +27,10 @@ MIN_OPSET = 17  # LayerNormalization (used by later surgery targets) needs 17
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-@dataclass
-class Source:
-    """A resolved checkpoint: what format it is, where its files are."""
-    kind: str  # "tf" | "hf"
-    path: Path  # checkpoint directory (tf) or safetensors file (hf)
-    config: Path
-    vocab: Path | None
-
-
-def resolve_source(checkpoint: Path, config: Path | None = None, vocab: Path | None = None) -> Source:
-    if checkpoint.is_file() and checkpoint.suffix == ".safetensors":
-        kind, directory = "hf", checkpoint.parent
-    elif checkpoint.is_dir() and (checkpoint / "model.safetensors").is_file():
-        kind, directory, checkpoint = "hf", checkpoint, checkpoint / "model.safetensors"
-    elif checkpoint.is_dir():
-        kind, directory = "tf", checkpoint
-    else:
-        raise BertrtError(f"{checkpoint}: checkpoint not found (expected a TF checkpoint directory or a "
-                          f"model.safetensors file)")
-    if config is None:
-        config = directory / ("config.json" if kind == "hf" else "bert_config.json")
-        if not config.is_file():
-            raise BertrtError(f"{directory}: no {config.name} beside the checkpoint (give --bert-config)")
-    if vocab is None and (directory / "vocab.txt").is_file():
-        vocab = directory / "vocab.txt"
-    return Source(kind, checkpoint, config, vocab)
-
-
-def source_files(source: Source) -> list[Path]:
-    """Every file export reads: the weights first (the safetensors file, or the TF index, then its data shards and
-    `checkpoint` file), then the config and the vocab."""
-    if source.kind == "hf":
-        weights = [source.path]
-    else:
-        from bertrt.export.tf_checkpoint import checkpoint_files
-
-        weights = checkpoint_files(source.path)
-    return weights + [source.config] + ([source.vocab] if source.vocab is not None else [])
-
-
 def max_opset() -> int:
     """The newest opset both tf2onnx and the installed onnx know."""
     constants = require("tf2onnx.constants", "export")
     return min(max(constants.OPSET_TO_IR_VERSION), onnx.defs.onnx_opset_version())
-
-
-def read_weights(source: Source, cfg: BertConfig) -> Weights:
-    if source.kind == "hf":
-        from bertrt.export.hf_safetensors import read_hf_safetensors
-        raw = read_hf_safetensors(source.path)
-    else:
-        from bertrt.export.tf_checkpoint import read_tf_checkpoint
-        raw = read_tf_checkpoint(source.path)
-    return check_weights(raw, cfg, str(source.path))
 
 
 @contextlib.contextmanager
@@ -124,9 +77,9 @@ def convert_to_onnx(qa_function, opset: int) -> onnx.ModelProto:
 def export(checkpoint: Path, output: Path, config: Path | None = None, vocab: Path | None = None,
            gelu: str | None = None, opset: int = MIN_OPSET, progress: bool = False) -> Path:
     """Export a BERT QA checkpoint to `output` (ONNX, fp32, dynamic batch and sequence) with its sidecar."""
-    from bertrt.export.tf_model import build_qa_function
-    from bertrt.qa.tokenizer import load_tokenizer
-
+    folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    if config is None and hf_folder.is_hf_folder(folder) and _family_folder(folder):  # no TensorFlow needed
+        return _export_hf_folder(folder, output, vocab, gelu)
     if not MIN_OPSET <= opset <= max_opset():
         raise BertrtError(f"--opset {opset} is not supported: bertrt needs opset {MIN_OPSET} or newer, and tf2onnx "
                           f"converts up to opset {max_opset()}")
@@ -148,7 +101,10 @@ def export(checkpoint: Path, output: Path, config: Path | None = None, vocab: Pa
         step("tf2onnx")
         model = convert_to_onnx(function, opset)
         step("check")
-        stamp(model, "export", cfg)
+        tokenizer_file = source.vocab or sibling_tokenizer(source.config)  # vocab.txt, else a tokenizer.json
+        tokenizer = tokenizer_file and tokenizer_json(load_tokenizer(tokenizer_file,
+                                                                     expected_vocab_size=cfg.vocab_size))
+        stamp(model, "export", cfg, extra={META_TOKENIZER: tokenizer} if tokenizer else None)
         onnx.checker.check_model(model)
     with atomic_outputs(output, sidecar_path(output)) as (tmp, tmp_sidecar):
         onnx.save(model, str(tmp))
@@ -157,4 +113,42 @@ def export(checkpoint: Path, output: Path, config: Path | None = None, vocab: Pa
             recorded["vocab"] = source.vocab
         write_json(tmp_sidecar, sidecar_record(output, tmp, "export", {
             "source_format": source.kind, "opset": opset, "gelu": cfg.gelu, "config": cfg.to_dict()}, recorded))
+    return output
+
+
+def _family_folder(folder: Path) -> bool:
+    """A Hugging Face folder the ONNX builder exports (export/hf_folder.py): every family but BERT, and BERT where
+    the tf2onnx path cannot read it (sharded or pickled weights, or TensorFlow not installed)."""
+    family, _, _ = hf_folder.read_config(folder)
+    if family.name != "bert" or not (folder / "model.safetensors").is_file():
+        return True
+    try:
+        import tensorflow  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+def _export_hf_folder(folder: Path, output: Path, vocab: Path | None, gelu: str | None) -> Path:
+    """Export through export/hf_folder.py: config.json + weights -> the unfused contract graph, with the folder's
+    tokenizer (tokenizer.json, else vocab.txt; `vocab` overrides) stamped into it."""
+    family, cfg, _ = hf_folder.read_config(folder)
+    if gelu is not None:
+        cfg = BertConfig.from_dict({**cfg.to_dict(), "gelu": gelu}, source=str(folder / "config.json"))
+    files = hf_folder.weight_files(folder)
+    tokenizer_file = vocab or sibling_tokenizer(folder / "config.json")
+    check_outputs([output, sidecar_path(output)], [folder, *files, folder / "config.json", tokenizer_file])
+    tokenizer = tokenizer_file and tokenizer_json(load_tokenizer(tokenizer_file, expected_vocab_size=cfg.vocab_size))
+    model = hf_folder.build_model(hf_folder.read_weights(folder, family, cfg), cfg)
+    stamp(model, "export", cfg, extra={META_TOKENIZER: tokenizer} if tokenizer else None)
+    onnx.checker.check_model(model)
+    with atomic_outputs(output, sidecar_path(output)) as (tmp, tmp_sidecar):
+        onnx.save(model, str(tmp))
+        recorded = {"checkpoint": files[0], "config": folder / "config.json"}
+        if tokenizer_file is not None:
+            recorded["vocab"] = tokenizer_file
+        write_json(tmp_sidecar, sidecar_record(output, tmp, "export", {
+            "source_format": "hf", "family": family.name, "builder": "onnx", "opset": hf_folder.OPSET,
+            "gelu": cfg.gelu, "config": cfg.to_dict()}, recorded))
     return output

@@ -66,7 +66,9 @@ def vocab_size_of(a: Path, b: Path) -> int:
 def feature_batches(squad_json: Path, tokenizer, num_features: int, batch_size: int, seq_len: int,
                     ) -> list[dict[str, np.ndarray]]:
     examples, _ = load_squad(squad_json)
-    features = make_features(examples[:num_features], tokenizer, max_seq_length=seq_len)[:num_features]
+    query = min(64, seq_len // 2)  # SQuAD's 64 / 128, shrunk for a model with fewer positions
+    features = make_features(examples[:num_features], tokenizer, max_seq_length=seq_len, max_query_length=query,
+                             doc_stride=min(128, max(1, seq_len - query - 4)))[:num_features]
     return [collate(features[i:i + batch_size], seq_len) for i in range(0, len(features), batch_size)]
 
 

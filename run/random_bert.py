@@ -9,6 +9,8 @@ from pathlib import Path
 
 from bertrt.errors import BertrtError
 from bertrt.extras import require
+from bertrt.calibration.quantize import quantize
+from bertrt.surgery.pipeline import run_surgery
 
 # Google's BERT-Base / BERT-Large uncased shapes (vocabulary 30522, 512 positions).
 SIZES = {
@@ -34,8 +36,6 @@ def ort_fp16_artifact(model, out_dir: Path, name: str, vocab: Path | None = None
     tokenizes the features that the FP16 overflow scan runs; BERT uncased vocabulary)."""
     import torch
 
-    from bertrt.calibration.quantize import quantize
-    from bertrt.surgery.pipeline import run_surgery
 
     out_dir.mkdir(parents=True, exist_ok=True)
     exported, fused, fp16 = (out_dir / f"{name}.onnx", out_dir / f"{name}.ort.onnx", out_dir / f"{name}.ort.fp16.onnx")

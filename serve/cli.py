@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bertrt import arg_groups as ag
+from bertrt.artifacts import check_outputs
 from bertrt.errors import BertrtError
+from bertrt.inputs import check_count
 from bertrt.qa.squad_data import Example
 from bertrt.serve.client import QAClient, format_table, load
 from bertrt.serve.gpus import parse_gpus
@@ -67,7 +69,8 @@ def _write(args, cfg, output: Path, mode: ServingMode = ServingMode.LOCAL, force
     batching = batching_args(args, cfg, options.provider)
     params = ServingParams(model="", vocab="", squad=squad, options=options, mode=mode,
                            max_input_bytes=ag.pick(args.max_input_bytes, cfg, "serve", "max_input_bytes"))
-    return write_repository(output, model, vocab, batching, params, force=force)
+    return write_repository(output, model, vocab, batching, params, force=force,
+                            fallback_vocab=ag.fallback_vocab(cfg))
 
 
 # --- triton-repo ----------------------------------------------------------------------------------------------
@@ -117,8 +120,12 @@ def _repository(args, cfg) -> Iterator[Path]:
 def _stop_signals_interrupt() -> Iterator[None]:
     """SIGTERM and SIGINT end `serve` through the same cleanup (SIGINT explicitly too: a shell starts background
     jobs with it ignored)."""
+    interrupted = []
+
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        if not interrupted:  # the first one stops serving; later ones must not cut the cleanup short
+            interrupted.append(signum)
+            raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -137,7 +144,17 @@ def add_serve(sub) -> None:
     p.set_defaults(run=run_serve)
 
 
+def _check_log_file(args, cfg) -> None:
+    """The log is an output like any other: never a file served (nor its sidecar), a device or a directory."""
+    if args.log_file is None:
+        return
+    inputs = ([p for p in args.repository.rglob("*") if p.is_file()] if args.repository is not None
+              else [ag.model_path(args, cfg), ag.vocab_path(args, cfg)])
+    check_outputs([args.log_file], inputs)
+
+
 def run_serve(args, cfg) -> int:
+    _check_log_file(args, cfg)
     endpoints = Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port)
     with _stop_signals_interrupt(), _repository(args, cfg) as repository:
         try:
@@ -149,15 +166,17 @@ def run_serve(args, cfg) -> int:
                       + (f"  metrics http://{endpoints.host}:{endpoints.metrics_port}/metrics\n"
                          if endpoints.metrics_port is not None else "") +
                       f"ready (Ctrl-C or SIGTERM stops it)", flush=True)
-                while server.process.poll() is None:
-                    server.process.wait()
-                raise BertrtError(f"tritonserver exited unexpectedly with code {server.process.returncode}")
+                raise BertrtError(server.watch())  # returns when the server can no longer answer
         except KeyboardInterrupt:
             print("stopped", flush=True)
     return 0
 
 
 # --- serve-bench ----------------------------------------------------------------------------------------------
+MAX_CLIENTS = 4096  # serve-bench client threads per level
+MAX_REQUESTS = 10_000_000
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -208,6 +227,9 @@ def run_serve_bench(args, cfg) -> int:
     """Starts its own server on free ports of 127.0.0.1, sends only there, and checks every answer."""
     if min(args.concurrency) < 1 or args.requests < 1 or args.time_limit <= 0:
         raise BertrtError("--concurrency, --requests and --time-limit must be positive")
+    for concurrency in args.concurrency:  # one client thread each: bounded like any resource asked for
+        check_count("--concurrency", concurrency, 1, MAX_CLIENTS)
+    check_count("--requests", args.requests, 1, MAX_REQUESTS)
     if args.processes is not None and not 1 <= args.processes <= 4 * (os.cpu_count() or 1):
         raise BertrtError(f"--processes must be between 1 and {4 * (os.cpu_count() or 1)}, got {args.processes}")
     with contextlib.ExitStack() as stack:

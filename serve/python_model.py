@@ -83,6 +83,11 @@ def open_session(model_dir: Path, params: ServingParams, pb_utils=None) -> QASes
                      backend=backend)
 
 
+def _client_error(pb_utils, message: str):
+    """The client's mistake: HTTP 400 / gRPC INVALID_ARGUMENT (a plain TritonError is 500 / INTERNAL)."""
+    return pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
+
+
 def _texts(pb_utils, request, name: str, max_bytes: int) -> list[str]:
     """The UTF-8 strings of one BYTES input of a request (one per row)."""
     tensor = pb_utils.get_input_tensor_by_name(request, name)
@@ -151,6 +156,7 @@ class TritonPythonModel:
     def execute(self, requests):
         pb = self.pb_utils
         errors: dict[int, str] = {}  # request index -> why it fails
+        failed_run: set[int] = set()
         examples: list[Example] = []
         owner: list[int] = []  # example -> its request
         for i, request in enumerate(requests):
@@ -165,14 +171,16 @@ class TritonPythonModel:
             answers = self._answers(examples, owner, errors) if examples else []
         except Exception as exc:  # one failed run must fail its requests, never the server
             answers = []
-            errors.update({i: f"model run failed: {exc}" for i in set(owner) if i not in errors})
+            failed_run = {i for i in set(owner) if i not in errors}  # the server's failure, not the client's
+            errors.update({i: f"model run failed: {exc}" for i in failed_run})
         texts = np.array([[a.text.encode("utf-8") if a is not None else b""] for a in answers], dtype=np.object_).reshape(-1, 1)
         scores = np.array([[a.score if a is not None else 0.0] for a in answers], dtype=np.float32).reshape(-1, 1)
         bounds = np.searchsorted(np.asarray(owner, dtype=np.int64), np.arange(len(requests) + 1)).tolist()
         responses = []
         for i in range(len(requests)):
             if i in errors:
-                responses.append(pb.InferenceResponse(error=pb.TritonError(errors[i])))
+                responses.append(pb.InferenceResponse(error=pb.TritonError(errors[i]) if i in failed_run
+                                                      else _client_error(pb, errors[i])))
             else:
                 lo, hi = bounds[i], bounds[i + 1]
                 responses.append(pb.InferenceResponse(output_tensors=[pb.Tensor("answer", texts[lo:hi]),

@@ -2,7 +2,7 @@
 
     REPO/bertrt_qa/config.pbtxt          Python backend: passage, question (BYTES) -> answer (BYTES), score (FP32)
     REPO/bertrt_qa/1/model.py            serve/triton_model.py (the work is bertrt.serve.python_model)
-    REPO/bertrt_qa/1/<model>, vocab.txt  the QA artifact (+ its .json sidecar) and the vocabulary
+    REPO/bertrt_qa/1/<model>, tokenizer.json  the QA artifact (+ its .json sidecar) and its tokenizer
   with --bls (ServingMode.BLS, GPU production; the model file moves to the tensor model):
     REPO/bertrt_qa_tensor/config.pbtxt   onnxruntime_onnx (ONNX) or tensorrt_plan (engine), called from bertrt_qa
     REPO/bertrt_qa_tensor/1/<model>
@@ -17,6 +17,7 @@ import ctypes
 import dataclasses
 import enum
 import errno
+import fcntl
 import os
 import shutil
 import tempfile
@@ -24,9 +25,13 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from bertrt.engine_sidecar import EngineRecord
 from bertrt.errors import BertrtError
 from bertrt.extras import require
+from bertrt.inputs import check_count, max_threads
 from bertrt.interrupts import held
+from bertrt.messages import shown
+from bertrt.qa.tokenizer import tokenizer_for, tokenizer_json
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, load_qa_model, ort_session_config
 from bertrt.session import RunOptions, SquadParams
 from bertrt.targets import target_of
@@ -36,6 +41,7 @@ TENSOR_MODEL_NAME = "bertrt_qa_tensor"
 INPUTS = ("passage", "question")  # BYTES, one per row
 OUTPUTS = ("answer", "score")  # BYTES, FP32
 ENGINE_SUFFIXES = (".engine", ".plan")
+_FICLONE = 0x40049409  # Linux ioctl: share the blocks of another file (btrfs, XFS), copy-on-write
 
 
 class ServingMode(enum.Enum):
@@ -133,7 +139,7 @@ class ServingParams:
                        options=_fields_from_strings(RunOptions, values),
                        max_input_bytes=int(values["max_input_bytes"]), mode=_mode(values))
         except (KeyError, ValueError, TypeError) as exc:
-            raise BertrtError(f"model config parameters incomplete or malformed ({exc}); rewrite the repository "
+            raise BertrtError(f"model config parameters incomplete or malformed ({shown(exc)}); rewrite the repository "
                               f"with this bertrt's `bertrt triton-repo`") from None
 
 
@@ -157,9 +163,11 @@ class Batching:
     gpus: tuple[int, ...] = ()  # GPUs the instances are placed on (KIND_GPU); (): KIND_CPU, the runtime's GPU 0
 
     def check(self) -> None:
-        if self.max_batch_size < 1 or self.max_queue_delay_us < 0 or self.instances < 1:
-            raise BertrtError(f"max batch size ({self.max_batch_size}) and instances ({self.instances}) must be at "
-                              f"least 1, the queue delay ({self.max_queue_delay_us} us) not negative")
+        """Refused up front: values that would start a server failing every request, or one exhausting the
+        machine (each instance is a process holding its own runtime session)."""
+        check_count("max batch size", self.max_batch_size, 1, MAX_BATCH)
+        check_count("queue delay (us)", self.max_queue_delay_us, 0, MAX_QUEUE_DELAY_US, "10 s")
+        check_count("instances", self.instances, 1, max_threads(), "4 per core here")
         bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
         if bad:
             raise BertrtError(f"preferred batch sizes must be between 1 and the max batch size "
@@ -184,6 +192,17 @@ DEFAULT_BATCHING = {
 
 def default_batching(provider: str) -> Batching:
     return DEFAULT_BATCHING[provider]
+
+
+MAX_BATCH = 4096  # requests per execution, windows per model run
+MAX_QUEUE_DELAY_US = 10_000_000
+MAX_INPUT_BYTES = 64 << 20  # per passage or question
+
+
+def check_serving(batch_size: int | None, max_input_bytes: int) -> None:
+    if batch_size is not None:  # (None: the runtime's default)
+        check_count("batch size (windows per model run)", batch_size, 1, MAX_BATCH)
+    check_count("max input bytes", max_input_bytes, 1, MAX_INPUT_BYTES)
 
 
 def _model_config_pb2():
@@ -246,11 +265,14 @@ def _write_config(config, directory: Path) -> None:
 
 
 def _place(source: Path, target: Path) -> None:
-    """Hard-link when possible (models are large), else copy."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+    """A copy (a reflink where the filesystem shares blocks), never a hard link: editing the repository must not
+    edit the source model."""
+    with open(source, "rb") as src, open(target, "xb") as dst:
+        try:
+            fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
+        except OSError:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    shutil.copystat(source, target)
 
 
 def _tensor_platform(model: Path) -> str:
@@ -266,6 +288,13 @@ def _tensor_platform(model: Path) -> str:
         raise BertrtError(f"{model}: declares onnxruntime session settings that Triton's onnxruntime backend cannot "
                           f"apply; serve it without --bls")
     return "onnxruntime_onnx"
+
+
+def _positions(model: Path) -> int:
+    """The model's usable positions (ONNX metadata or the engine's sidecar)."""
+    if model.suffix == ".onnx":
+        return load_qa_model(model, load_weights=False)[1].max_position_embeddings
+    return EngineRecord.read(model).config.max_position_embeddings
 
 
 def _check_model(model: Path) -> None:
@@ -332,18 +361,23 @@ def _exchange(a: Path, b: Path) -> None:
     os.replace(aside, a)
 
 
-def write_repository(output: Path, model: Path, vocab: Path, batching: Batching, params: ServingParams,
-                     force: bool = False) -> Path:
+def write_repository(output: Path, model: Path, vocab: Path | None, batching: Batching, params: ServingParams,
+                     force: bool = False, fallback_vocab: Path | None = None) -> Path:
     """Write the repository to `output` (which must not exist or be empty; with `force`, may be a repository from
     `bertrt triton-repo`, replaced in one step): all of it, or nothing. `params.model` and `params.vocab` are set
-    here (where the files go); the rest of `params` is written as given."""
+    here (where the files go); the rest of `params` is written as given, except SQuAD lengths beyond the model's
+    positions (its maximum instead). The tokenizer is the one stored with the model (`vocab` overrides it,
+    `fallback_vocab` serves older models), written as tokenizer.json."""
     batching.check()
     batching.check_provider(params.options.provider)
     params.mode.check(params.options)
+    check_serving(params.options.batch_size, params.max_input_bytes)
     _check_model(model)
-    if not vocab.is_file():
+    if vocab is not None and not vocab.is_file():
         raise BertrtError(f"{vocab}: no such vocabulary file")
-    _check_replaceable(output, force, (model, vocab))
+    tokenizer = tokenizer_json(tokenizer_for(model, vocab, fallback=fallback_vocab))
+    params = dataclasses.replace(params, squad=params.squad.fitted(_positions(model)))
+    _check_replaceable(output, force, tuple(p for p in (model, vocab) if p is not None))
     tensor_model = params.mode.tensor_model
     platform = _tensor_platform(model) if tensor_model else None
     sidecar = model.with_name(model.name + ".json")
@@ -357,10 +391,10 @@ def write_repository(output: Path, model: Path, vocab: Path, batching: Batching,
             directory.mkdir(parents=True)
         for source in (model, sidecar) if sidecar.is_file() else (model,):
             _place(source, model_dir / source.name)
-        shutil.copy2(vocab, python_dir / "vocab.txt")
+        (python_dir / "tokenizer.json").write_text(tokenizer, encoding="utf-8")
         shutil.copy2(Path(__file__).with_name("triton_model.py"), python_dir / "model.py")
         model_ref = f"../{tensor_model}/1/{model.name}" if tensor_model else f"1/{model.name}"
-        params = dataclasses.replace(params, model=model_ref, vocab="1/vocab.txt")
+        params = dataclasses.replace(params, model=model_ref, vocab="1/tokenizer.json")
         _write_config(python_model_config(params, batching), tmp / MODEL_NAME)
         if tensor_model:
             # The Python model sends batches of options.batch_size windows; the dynamic batcher may merge them.
@@ -378,6 +412,23 @@ def write_repository(output: Path, model: Path, vocab: Path, batching: Batching,
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(tmp.with_name(tmp.name + ".old"), ignore_errors=True)
     return output
+
+
+def check_repository(repository: Path) -> None:
+    """A repository to serve (written by triton-repo, perhaps edited since): its bertrt_qa config parses and its
+    batching and serving values are within bounds, before a server starts that would fail every request."""
+    from google.protobuf.json_format import MessageToDict
+
+    path = repository / MODEL_NAME / "config.pbtxt"
+    config = read_config(path)
+    try:
+        params = ServingParams.from_parameters(MessageToDict(config, preserving_proto_field_name=True)
+                                               .get("parameters", {}))
+        check_serving(params.options.batch_size, params.max_input_bytes)
+        Batching(config.max_batch_size, config.dynamic_batching.max_queue_delay_microseconds,
+                 sum(group.count for group in config.instance_group) or 1).check()
+    except BertrtError as exc:
+        raise BertrtError(f"{shown(path)}: {exc}") from None
 
 
 def read_parameters(repository: Path) -> ServingParams:

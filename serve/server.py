@@ -8,13 +8,18 @@ directory that is removed on exit.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,11 +27,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertrt.errors import BertrtError
+from bertrt.messages import shown
 from bertrt.serve import triton_install
-from bertrt.serve.repository import serving_mode
+from bertrt.serve.repository import check_repository, serving_mode
 
 EXIT_TIMEOUT_S = 10  # Triton's own wait for in-flight requests on shutdown
+# Triton API categories bertrt never uses, closed to every client: client shared memory (system and CUDA: a client
+# could make the server read or write any /dev/shm object, e.g. the Python stub's own region), model load/unload,
+# and trace and log settings (they name files the server writes). Triton has no switch to turn them off; it can
+# only require a header. The required header cannot be sent at all (so reading it in `ps` does not help): its
+# value holds a newline (an HTTP/1.1 header ends there; gRPC refuses it as an illegal metadata value) and its name
+# an upper-case letter (gRPC metadata names are lower-case on the wire). The random part is generated per start.
+RESTRICTED_APIS = ("shared-memory", "model-repository", "trace", "logging")
+_RESTRICTED_HEADER = "Bertrt-Closed"
 _KILL_GRACE_S = EXIT_TIMEOUT_S + 10
+# What Triton can start its Python stub from (it builds an unquoted shell line from these paths).
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_./@%+=:,-]+")
 
 
 @dataclass(frozen=True)
@@ -81,6 +97,12 @@ def _last_error(log: Path) -> str:
     return (errors or [line for line in lines if "error" in line.lower()] or lines or ["empty log"])[-1].strip()[:500]
 
 
+def _restricted_api_args() -> list[str]:
+    """HTTP and gRPC: the RESTRICTED_APIS behind a header no client can send."""
+    closed = f"{','.join(RESTRICTED_APIS)}:{_RESTRICTED_HEADER}={secrets.token_hex(16)}\n{secrets.token_hex(16)}"
+    return [f"--http-restricted-api={closed}", f"--grpc-restricted-protocol={closed}"]
+
+
 class TritonServer:
     """`with TritonServer(repo, endpoints) as server:` -- ready on exit of __enter__, gone after __exit__."""
 
@@ -93,6 +115,10 @@ class TritonServer:
         self.log_verbose = log_verbose
         self.process: subprocess.Popen | None = None
         self.workdir: Path | None = None
+        self.stubs: set[int] = set()  # the Python-backend stubs, once ready
+        self._pycache_before: set[Path] = set()
+        # This server's own name for the Python backend's /dev/shm regions, so that exactly these are cleaned.
+        self.shm_prefix = f"bertrt_{os.getpid()}_{secrets.token_hex(4)}_"
 
     @property
     def log(self) -> Path:
@@ -112,55 +138,87 @@ class TritonServer:
         self.stop()
 
     def _check_ports(self) -> None:
-        """Both ports must be free: otherwise another server there would answer our readiness probe."""
+        """Both ports must be valid and free: otherwise another server there would answer our readiness probe."""
         e = self.endpoints
+        for port, what in e.ports:
+            if not 1 <= port <= 65535:
+                raise BertrtError(f"{what} port {port}: a TCP port is 1..65535")
         if len({port for port, _ in e.ports}) < len(e.ports):
             raise BertrtError(f"HTTP, gRPC and metrics need different ports ({', '.join(f'{w} {p}' for p, w in e.ports)})")
+        try:
+            family = socket.getaddrinfo(e.host, None, type=socket.SOCK_STREAM)[0][0]
+        except (socket.gaierror, UnicodeError, ValueError) as exc:
+            raise BertrtError(f"--host {shown(e.host, 80)}: not an address or a name of this machine "
+                              f"({getattr(exc, 'strerror', None) or exc})") from None
         for port, what in e.ports:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
                 # Like a server's own bind: a port left in TIME_WAIT by a stopped server counts as free.
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     probe.bind((e.host, port))
                 except OSError as exc:
-                    raise BertrtError(f"{e.host}:{port} ({what}) is already in use ({exc.strerror})") from None
+                    if exc.errno == errno.EADDRINUSE:
+                        raise BertrtError(f"{e.host}:{port} ({what}) is already in use") from None
+                    if exc.errno == errno.EADDRNOTAVAIL:
+                        raise BertrtError(f"--host {shown(e.host, 80)}: not an address of this machine") from None
+                    raise BertrtError(f"{shown(e.host, 80)}:{port} ({what}): cannot listen there "
+                                      f"({exc.strerror or exc})") from None
+
+    def _check_paths(self) -> None:
+        """Triton starts the Python stub through a shell line built from the repository's and the backend's paths,
+        unquoted: a space (or a shell character, or non-ASCII text) there breaks the stub's start. Refused up front."""
+        for path, what in ((self.repository, "the model repository"),
+                           (Path(tempfile.gettempdir()), "the temporary directory ($TMPDIR)")):
+            if not _SAFE_PATH.fullmatch(str(path)):
+                raise BertrtError(f"{shown(path)}: {what} has a space, a shell character or non-ASCII text in its "
+                                  f"path, which Triton's Python backend cannot start its stub from; use a plain path")
 
     def start(self) -> None:
         if not (self.repository / "bertrt_qa" / "config.pbtxt").is_file():
-            raise BertrtError(f"{self.repository}: not a bertrt model repository (no bertrt_qa/config.pbtxt)")
+            raise BertrtError(f"{shown(self.repository)}: not a bertrt model repository (no bertrt_qa/config.pbtxt)")
         mode = serving_mode(self.repository)
         if not mode.runs_on_bundled_server:
-            raise BertrtError(f"{self.repository}/{mode.tensor_model} needs Triton's onnxruntime or TensorRT backend, "
-                              f"which the bundled tritonserver lacks; run this repository with NVIDIA's Triton "
-                              f"container")
+            raise BertrtError(f"{shown(self.repository)}/{mode.tensor_model} needs Triton's onnxruntime or TensorRT "
+                              f"backend, which the bundled tritonserver lacks; run this repository with NVIDIA's "
+                              f"Triton container")
+        check_repository(self.repository)
+        self._check_paths()
         self._check_ports()
         triton_install.check_python()
         install = triton_install.locate()
         env = triton_install.server_environment(install)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # (for the stub's children; the stub itself ignores it, see below)
+        self._pycache_before = set(self.repository.glob("*/*/__pycache__"))
         self.workdir = Path(tempfile.mkdtemp(prefix="bertrt-triton-"))
         try:
             backends = triton_install.backend_directory(install, self.workdir)
             cmd = [str(install.server), "--model-repository", str(self.repository),
                    "--backend-directory", str(backends),
-                   *self.endpoints.triton_args(), "--exit-timeout-secs", str(EXIT_TIMEOUT_S),
-                   "--disable-auto-complete-config", "--log-verbose", str(self.log_verbose)]
+                   *self.endpoints.triton_args(), "--allow-sagemaker", "false", "--allow-vertex-ai", "false",
+                   "--exit-timeout-secs", str(EXIT_TIMEOUT_S),
+                   "--disable-auto-complete-config", "--log-verbose", str(self.log_verbose),
+                   f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+                   *_restricted_api_args()]
             # The stub's interpreter searches its working directory first: run from the directory holding the
             # NumPy 1.x that the stub was built against (see triton_install.stub_search_path).
             cwd = env[triton_install.STUB_PATH_ENV].split(os.pathsep)[0]
             with open(self.log, "wb") as log:
                 self.process = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                                stderr=subprocess.STDOUT, start_new_session=True)
+                                                stderr=subprocess.STDOUT, start_new_session=True,
+                                                preexec_fn=_die_with_parent(os.getpid()))
         except BaseException:
             self._remove_workdir()
             raise
 
-    def ready(self) -> bool:
-        url = f"http://{self.endpoints.http_url}/v2/health/ready"
+    def _get(self, path: str) -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(f"http://{self.endpoints.http_url}{path}", timeout=2) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
+
+    def ready(self) -> bool:
+        return self._get("/v2/health/ready")
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
@@ -168,28 +226,122 @@ class TritonServer:
             if self.process.poll() is not None:
                 raise BertrtError(f"tritonserver exited with code {self.process.returncode}: {_last_error(self.log)}")
             if self.ready():
+                self.stubs = _stubs(self.process.pid)
+                self._remove_new_pycache()
                 return
             time.sleep(0.25)
         raise BertrtError(f"tritonserver not ready after {self.ready_timeout_s:.0f} s: {_last_error(self.log)}")
 
+    def _remove_new_pycache(self) -> None:
+        """The stub's embedded interpreter ignores PYTHONDONTWRITEBYTECODE and writes model.py's bytecode into the
+        repository when it loads the model (before ready): what was not there before the start is removed."""
+        for directory in self.repository.glob("*/*/__pycache__"):
+            if directory not in self._pycache_before:
+                shutil.rmtree(directory, ignore_errors=True)
+
+    def problem(self) -> str | None:
+        """Why the server cannot answer any more, or None. Triton keeps /v2/health/ready at 200 when a model's
+        Python stub dies (every request then fails), so the stubs it started with are watched too."""
+        if self.process.poll() is not None:
+            return f"tritonserver exited with code {self.process.returncode}: {_last_error(self.log)}"
+        gone = sorted(pid for pid in self.stubs if not _alive(pid))
+        if gone:
+            return f"the model's Python stub (pid {gone[0]}) is gone; every request would fail"
+        return None
+
+    def watch(self, interval_s: float = 1.0) -> str:
+        """Block while the server can answer; return the one-line reason when it no longer can."""
+        while (reason := self.problem()) is None:
+            time.sleep(interval_s)
+        return reason
+
     def stop(self) -> None:
-        if self.process is not None:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
+        """SIGTERM (Triton stops taking requests, finishes those in flight, unloads the models), SIGKILL to what is
+        left after the grace period; then the shared-memory regions of this server and the temporary directory go.
+        A second Ctrl-C or SIGTERM meanwhile cuts the grace period short but not the cleanup."""
+        hurry = threading.Event()
+        with _signals_set(hurry):
+            if self.process is not None:
+                if self.process.poll() is None:
+                    self.process.send_signal(signal.SIGTERM)
+                    deadline = time.monotonic() + _KILL_GRACE_S
+                    while self.process.poll() is None and time.monotonic() < deadline and not hurry.is_set():
+                        time.sleep(0.1)
+                # The server's session: whatever is left of it (a stub that did not exit) goes too.
                 try:
-                    self.process.wait(timeout=_KILL_GRACE_S)
-                except subprocess.TimeoutExpired:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
                     pass
-            # The server's session: whatever is left of it (a stub that did not exit) goes too.
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            self.process.wait()
-            self.process = None
-        self._remove_workdir()
+                self.process.wait()
+                self.process = None
+            _remove_shm(self.shm_prefix)
+            self._remove_workdir()
 
     def _remove_workdir(self) -> None:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
+
+
+# --- processes and shared memory ------------------------------------------------------------------------------
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int):
+    """preexec_fn: the server gets SIGTERM when bertrt dies, even by SIGKILL (Linux), so it never outlives it."""
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+    return preexec
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        return [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _stubs(server_pid: int) -> set[int]:
+    """The Python-backend stubs the server runs (its children named triton_python_backend_stub)."""
+    found = set()
+    for pid in _children(server_pid):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip().startswith("triton_python"):
+                found.add(pid)
+        except OSError:
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _remove_shm(prefix: str) -> None:
+    """The Python backend's shared-memory regions of this server (named with its own prefix): Triton removes them
+    on a clean shutdown, not when it or a stub is killed."""
+    shm = Path("/dev/shm")
+    for region in shm.glob(f"{prefix}*") if shm.is_dir() else ():
+        region.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _signals_set(event: threading.Event):
+    """SIGINT and SIGTERM only set `event` for the duration (main thread; elsewhere signals are not ours)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: event.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -112,6 +112,25 @@ def _set_opset(graph: gs.Graph, opset: int) -> None:
                 opsetid.version = opset
 
 
+def _embedding_sum(b: _Builder, emb) -> gs.Variable:
+    """``word[input_ids] (+ type[segment_ids]) + position[0:S]`` where the export computes something else for the
+    same valid tokens (RoBERTa's offset positions from cumsum(ids != pad), a constant one-row token-type term): the
+    matched table is shifted and has the constants added, so rows 0..S-1 are what the export adds there."""
+    total = b.node("Gather", "embeddings_word", [b.const("embeddings_word_table", emb.word_embeddings), emb.input_ids],
+                   {"axis": 0})
+    if emb.token_type_embeddings is not None:
+        types = b.node("Gather", "embeddings_type", [b.const("embeddings_type_table", emb.token_type_embeddings),
+                                                     emb.segment_ids], {"axis": 0})
+        total = b.node("Add", "embeddings_word_type", [total, types])
+    shape = b.node("Shape", "embeddings_ids_shape", [emb.input_ids], dtype=np.int64)
+    seq = b.node("Slice", "embeddings_seq", [shape, b.ints("embeddings_one", [1]), b.ints("embeddings_two", [2])],
+                 dtype=np.int64)
+    positions = b.node("Slice", "embeddings_positions", [b.const("embeddings_position_table", emb.position_embeddings),
+                                                         b.ints("embeddings_zero", [0]), seq,
+                                                         b.ints("embeddings_axis", [0])])
+    return b.node("Add", "embeddings_sum", [total, positions])
+
+
 def _mask_bias(b: _Builder, matches: ModelMatches) -> gs.Variable:
     """[B, 1, 1, S] additive key-padding bias: 0 on tokens, the model's filter value on padding."""
     mask = matches.mask
@@ -198,7 +217,8 @@ def emit(graph: gs.Graph, matches: ModelMatches, cfg: BertConfig, attention: str
     _set_opset(graph, ATTENTION_OPSET if attention == "onnx-attention" else OPSET)
     b = _Builder(graph)
     emb = matches.embedding
-    b.layernorm("embeddings_layernorm", emb.layernorm.input, emb.layernorm, emb.output)
+    b.layernorm("embeddings_layernorm", emb.layernorm.input if emb.canonical else _embedding_sum(b, emb),
+                emb.layernorm, emb.output)
     b.counts["embedding"] += 1
     mask_bias = _mask_bias(b, matches)
     if attention == "onnx-attention":

@@ -44,10 +44,14 @@ def emit(graph: gs.Graph, matches: ModelMatches, cfg: BertConfig, **options) -> 
     out = _Emitter(graph)
     emb = matches.embedding
     mask_index = gs.Variable("mask_index", np.int32, ["batch"])
+    # Families without token types (RoBERTa, DistilBERT) leave segment_ids and its table out (optional inputs); the
+    # position table is already shifted to RoBERTa's offset. ELECTRA's projection stays after the output as exported.
+    types = emb.token_type_embeddings is not None
     out.replace("embedding", "EmbedLayerNormalization", "embeddings",
-                [emb.input_ids, emb.segment_ids, out.const("word_embeddings", emb.word_embeddings),
+                [emb.input_ids, emb.segment_ids if types else gs.Variable.empty(),
+                 out.const("word_embeddings", emb.word_embeddings),
                  out.const("position_embeddings", emb.position_embeddings),
-                 out.const("token_type_embeddings", emb.token_type_embeddings),
+                 out.const("token_type_embeddings", emb.token_type_embeddings) if types else gs.Variable.empty(),
                  out.const("embeddings_gamma", emb.layernorm.gamma), out.const("embeddings_beta", emb.layernorm.beta),
                  matches.mask.input_mask],
                 emb.output, {"epsilon": emb.layernorm.epsilon}, [mask_index])

@@ -192,6 +192,10 @@ def _qa_head(hidden: gs.Tensor) -> tuple[np.ndarray, np.ndarray, gs.Variable] | 
     return weight.astype(np.float32), bias[0].astype(np.float32), add.outputs[0]
 
 
+# The largest LayerNorm epsilon the plugins' missing one stands for: BERT's 1e-12 is invisible (see "Epsilon").
+MAX_PLUGIN_EPSILON = 1e-6
+
+
 def to_sequence_major(out: _Emitter, t: gs.Variable) -> gs.Variable:
     """[B, S] int32 contract input -> [S, B], the layout EmbLN reads."""
     return out.op("Transpose", f"{t.name}_to_sb", [t], SB, {"perm": [1, 0]}, np.int32)
@@ -205,6 +209,10 @@ def emit(graph: gs.Graph, matches: ModelMatches, cfg: BertConfig, plugin_api: st
     option). `matches` must be complete (report.check_matches passed)."""
     if precision not in PRECISIONS:
         raise BertrtError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if cfg.layer_norm_eps > MAX_PLUGIN_EPSILON:
+        raise BertrtError(f"plugins target: TensorRT's BERT plugins have no LayerNorm epsilon (they add none), and "
+                          f"this {cfg.family} model's {cfg.layer_norm_eps:g} changes its logits (RoBERTa/XLM-R use "
+                          f"1e-5: measured 2.2e-4 on the test model); use --target native or ort")
     type_id = PRECISIONS[precision]
     out = _Emitter(graph, PLUGIN_VERSIONS[plugin_api], type_id)
     emb = matches.embedding
@@ -214,17 +222,25 @@ def emit(graph: gs.Graph, matches: ModelMatches, cfg: BertConfig, plugin_api: st
     sb_inputs = [to_sequence_major(out, t) for t in (emb.input_ids, emb.segment_ids, matches.mask.input_mask)]
     x = out.var("embeddings:0", [*SB, e, 1, 1])
     mask_index = out.var("mask_index", ["batch", 1], np.int32)
+    # Families: no token types -> a zero two-row table (segment ids 0/1 add nothing); RoBERTa's offset positions ->
+    # the matched table is already shifted (row s at position s); ELECTRA's projection follows as a dense.
+    types = emb.token_type_embeddings if emb.token_type_embeddings is not None else np.zeros((2, e), np.float32)
     out.plugin(EMB_LN, "embeddings", sb_inputs, [x, mask_index], {
         "bert_embeddings_layernorm_beta": emb.layernorm.beta,
         "bert_embeddings_layernorm_gamma": emb.layernorm.gamma,
         "bert_embeddings_word_embeddings": emb.word_embeddings,
-        "bert_embeddings_token_type_embeddings": emb.token_type_embeddings,
+        "bert_embeddings_token_type_embeddings": types,
         "bert_embeddings_position_embeddings": emb.position_embeddings,
         "output_fp16": int(type_id == TYPE_FP16), "full_mask": 0, "mha_type_id": type_id,
     })
     out.counts["embedding"] += 1
+    if emb.projection is not None:
+        proj = emb.projection
+        x = out.unsqueeze(out.dense(out.squeeze(x, "embeddings"), "embeddings_project", proj.weight, proj.bias),
+                          "embeddings_project")
+        e = proj.weight.shape[1]
 
-    previous = emb.output  # the unfused tensor the next layer reads (for structure checks)
+    previous = emb.encoder_input  # the unfused tensor the next layer reads (for structure checks)
     for layer in matches.layers:
         n, att, a_skip, gelu, f_skip = layer.index, layer.attention, layer.attention_skip, layer.gelu, layer.ffn_skip
         if att.input is not previous or a_skip.skip is not previous or f_skip.skip is not a_skip.output:

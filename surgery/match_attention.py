@@ -278,6 +278,40 @@ def match_mask(graph: gs.Graph, bias: gs.Tensor) -> MaskMatch:
     return MaskMatch(mask_input, bias, max(float(filters[0]), DEFAULT_FILTER))
 
 
+def _masked_fill(t: gs.Tensor) -> tuple[gs.Node, gs.Node, float, list[gs.Node]] | None:
+    """``Where(condition, fill, scale * scores)`` with a scalar constant fill: (Where, scores MatMul, scale,
+    scale nodes), else None."""
+    where = producer_op(t, "Where")
+    if where is None:
+        return None
+    fill = const_value(where.inputs[1])
+    raw, factor, scale_nodes = _strip_scalars(where.inputs[2])
+    matmul = producer_op(raw, "MatMul")
+    if fill is None or fill.size != 1 or matmul is None:
+        return None
+    return where, matmul, factor, scale_nodes
+
+
+def match_fill_mask(graph: gs.Graph, condition: gs.Tensor, fill: float) -> MaskMatch:
+    """Prove that `condition` (where the scores are replaced by `fill`) is True exactly on padded keys."""
+    part = "attention mask fill"
+    mask_input = _mask_input(graph)
+    if fill > -1e4:
+        raise Mismatch(part, f"padded keys are filled with {fill}, not a large negative value")
+    mask = np.array([[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0], [1, 0, 1, 1, 0, 1]], dtype=np.int32)
+    try:
+        (value,) = evaluate(graph, [condition], probe_feed(mask))
+    except Exception as exc:  # noqa: BLE001 (whatever onnxruntime raises, the subgraph is not a mask builder)
+        raise Mismatch(part, f"cannot evaluate it from the inputs ({type(exc).__name__})") from None
+    batch, seq = mask.shape
+    if value.ndim != 4 or value.shape[0] != batch or value.shape[3] != seq:
+        raise Mismatch(part, f"shape {list(value.shape)} is not [B, 1 or N, 1 or S, S]")
+    padded = np.broadcast_to(mask[:, None, None, :] == 0, value.shape)
+    if not np.array_equal(value.astype(bool), padded):
+        raise Mismatch(part, "the filled positions are not the padded keys")
+    return MaskMatch(mask_input, condition, max(fill, DEFAULT_FILTER))
+
+
 def _mask_input(graph: gs.Graph) -> gs.Variable:
     mask_input = next((t for t in graph.inputs if t.name == "input_mask"), None)
     if mask_input is None:
@@ -317,9 +351,14 @@ def _match(graph: gs.Graph, x: gs.Tensor, masks: dict[int, MaskMatch]) -> Attent
         if producer_op(t, "MatMul") is not None:  # no mask bias at all
             scores = (softmax, None, producer_op(t, "MatMul"), factor, scale_nodes, None)
             break
+        fill = _masked_fill(softmax.inputs[0])
+        if fill is not None:  # DistilBERT (eager): scores.masked_fill(padding, finfo.min)
+            scores = (softmax, fill[0], fill[1], fill[2], fill[3], fill[0].inputs[0])
+            break
         add = producer_op(softmax.inputs[0], "Add")
         if add is None:
-            raise Mismatch("softmax input", "the softmax input is not scores + mask bias")
+            raise Mismatch("softmax input", "the softmax input is not scores + mask bias (nor scores with padded "
+                           "keys filled)")
         for raw, other in ((add.inputs[0], add.inputs[1]), (add.inputs[1], add.inputs[0])):
             t, factor, scale_nodes = _strip_scalars(raw)
             if producer_op(t, "MatMul") is not None:
@@ -372,8 +411,11 @@ def _match(graph: gs.Graph, x: gs.Tensor, masks: dict[int, MaskMatch]) -> Attent
 
     key = id(bias)
     if key not in masks:
-        masks[key] = (match_mask(graph, bias) if bias is not None
-                      else MaskMatch(_mask_input(graph), None, DEFAULT_FILTER, exported=False))
+        if add is not None and add.op == "Where":
+            masks[key] = match_fill_mask(graph, bias, float(const_value(add.inputs[1]).reshape(-1)[0]))
+        else:
+            masks[key] = (match_mask(graph, bias) if bias is not None
+                          else MaskMatch(_mask_input(graph), None, DEFAULT_FILTER, exported=False))
 
     nodes = [*q.nodes, *k.nodes, *v.nodes, *q_scale_nodes, *k_scale_nodes, qk, *scale_nodes,
              *([add] if add is not None else []), softmax, *guard_nodes, ctx_mm[0], *identity, merge_t[0],

@@ -57,7 +57,7 @@ def match_model(graph: gs.Graph, cfg: BertConfig | None = None) -> ModelMatches:
     matches = ModelMatches(match_embedding(graph, layernorms))
     if isinstance(matches.embedding, MatchFailure):
         return matches
-    x = matches.embedding.output
+    x = matches.embedding.encoder_input
     masks: dict[int, MaskMatch] = {}
     expected = cfg.num_hidden_layers if cfg is not None else (len(layernorms) - 1) // 2
     for n in range(expected):

@@ -15,11 +15,12 @@ import onnx
 import onnx_graphsurgeon as gs
 from bertrt.surgery.mask_use import IGNORED, check_mask_use, ignored_mask_warning
 from bertrt.surgery.match_model import match_model
-from bertrt.surgery.prepare import infer_config, prepare
+from bertrt.surgery.prepare import export_family, infer_config, prepare
 from bertrt.surgery.report import build_report, check_matches, format_report
 
 from bertrt.artifacts import atomic_outputs, check_outputs, sidecar_path, sidecar_record, write_json
 from bertrt.errors import BertrtError
+from bertrt.qa.tokenizer import META_TOKENIZER, travelling_tokenizer
 from bertrt.qa_contract import stamp
 from bertrt.targets import META_TARGET, TARGETS, surgery_targets
 
@@ -47,7 +48,7 @@ def run_surgery(input_path: str | Path, output_path: str | Path, target: str, **
     matches = match_model(prepared.graph, prepared.cfg)
     check_matches(matches, str(input_path), prepared.cfg)
     mask_use = check_mask_use(prepared.graph, matches, str(input_path))
-    cfg = prepared.cfg or infer_config(matches)
+    cfg = prepared.cfg or infer_config(matches, export_family(input_path))
 
     fused = form.emit(prepared.graph, matches, cfg, **options)
     report = build_report(cfg, fused, target)
@@ -58,7 +59,10 @@ def run_surgery(input_path: str | Path, output_path: str | Path, target: str, **
     graph.cleanup().toposort()
     model = gs.export_onnx(graph, ir_version=max(prepared.ir_version, _IR_FOR_OPSET.get(int(graph.opset), 0)))
     onnx.checker.check_model(model)
-    stamp(model, f"surgery:{target}", cfg, extra={META_TARGET: target})
+    # The tokenizer travels with the model: the input's own (bertrt metadata), else the files beside an export.
+    tokenizer = travelling_tokenizer(input_path)
+    stamp(model, f"surgery:{target}", cfg,
+          extra={META_TARGET: target, **({META_TOKENIZER: tokenizer} if tokenizer else {})})
     # The model, its sidecar and its fusion report are published together (two runs to one output never mix).
     with atomic_outputs(*outputs) as (tmp, tmp_sidecar, tmp_report):
         onnx.save(model, str(tmp))

@@ -9,6 +9,7 @@ semantics the fused op assumes.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from bertrt.qa_contract import INPUT_NAMES
@@ -25,8 +26,8 @@ def evaluate(graph: gs.Graph, tensors: list[gs.Tensor], feed: dict[str, np.ndarr
     outputs = []
     for t in tensors:
         copy = copies[t.name]  # names identify the copies of the same tensors; they carry no meaning here
-        if copy.dtype is None:
-            copy.dtype = np.float32
+        if copy.dtype is None:  # a Cast says its type; anything else untyped here is float (scores, biases)
+            copy.dtype = _output_dtype(copy.inputs[0] if copy.inputs else None)
         outputs.append(copy)
     sub.outputs = outputs
     sub.cleanup()
@@ -37,6 +38,18 @@ def evaluate(graph: gs.Graph, tensors: list[gs.Tensor], feed: dict[str, np.ndarr
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
     return session.run(None, {k: v for k, v in feed.items() if k in names})
+
+
+def _output_dtype(node: gs.Node | None):
+    """The type an untyped output has where its producer states it (Cast, ConstantOfShape, Shape); else float."""
+    if node is not None and node.op == "Cast":
+        return onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["to"]))
+    if node is not None and node.op == "ConstantOfShape":
+        value = node.attrs.get("value")
+        return value.values.dtype if value is not None and hasattr(value, "values") else np.float32
+    if node is not None and node.op in ("Shape", "Size"):
+        return np.int64
+    return np.float32
 
 
 def probe_feed(mask: np.ndarray) -> dict[str, np.ndarray]:

@@ -23,9 +23,10 @@ def check_matches(matches: ModelMatches, source: str, cfg: BertConfig | None) ->
     failures = matches.failures()
     if not failures and cfg is not None:
         emb = matches.embedding
-        if emb.word_embeddings.shape != (cfg.vocab_size, cfg.hidden_size):
+        width = cfg.embedding_size or cfg.hidden_size  # ELECTRA's embeddings are narrower than the encoder
+        if emb.word_embeddings.shape != (cfg.vocab_size, width):
             failures.append(MatchFailure("embeddings", "word embeddings", f"table {list(emb.word_embeddings.shape)} "
-                                         f"is not [{cfg.vocab_size}, {cfg.hidden_size}] as the config says"))
+                                         f"is not [{cfg.vocab_size}, {width}] as the config says"))
         for layer in matches.layers:
             if layer.attention.num_heads != cfg.num_attention_heads:
                 failures.append(MatchFailure(f"layer {layer.index}", "attention head split",

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from bertrt.export.weights import expected_shapes
+from bertrt.checkpoints.weights import expected_shapes
 
 from bertrt.model_config import BertConfig
 

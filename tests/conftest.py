@@ -81,7 +81,7 @@ def embedded_onnx(tmp_path_factory) -> Path:
 def embedded_tf():
     """The TF reference network of the embedded checkpoint (the graph tf2onnx converted)."""
     from bertrt.export.onnx_export import read_weights, resolve_source
-    from bertrt.export.tf_model import build_qa_function
+    from bertrt.checkpoints.tf_model import build_qa_function
 
     from bertrt.model_config import BertConfig
 
@@ -121,7 +121,7 @@ def random_export(tmp_path_factory):
     the whole session, made on first use (every surgery target's tests share them)."""
     import onnx
     from bertrt.export.onnx_export import convert_to_onnx
-    from bertrt.export.tf_model import build_qa_function
+    from bertrt.checkpoints.tf_model import build_qa_function
     from checkpoints import random_weights
 
     from bertrt.model_config import BertConfig

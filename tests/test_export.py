@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from bertrt.export.onnx_export import export, read_weights, resolve_source
-from bertrt.export.tf_model import build_qa_function, run_tf
+from bertrt.checkpoints.tf_model import build_qa_function, run_tf
 from bertrt.runtimes.onnxruntime import ort_session
 from checkpoints import random_weights, write_checkpoint
 from conftest import EMBEDDED, HF_FIXTURES

@@ -222,7 +222,9 @@ def _alive(pid: int) -> bool:
 
 def _shm_regions() -> set[str]:
     shm = Path("/dev/shm")
-    return {p.name for p in shm.glob("triton_python_backend_shm_region_*")} if shm.is_dir() else set()
+    # Triton's default region names, and bertrt serve's own prefix (bertrt_<pid>_<random>_)
+    return {p.name for pattern in ("triton_python_backend_shm_region_*", "bertrt_*") for p in shm.glob(pattern)} \
+        if shm.is_dir() else set()
 
 
 @needs_server

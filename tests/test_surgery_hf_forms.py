@@ -2,7 +2,7 @@
 the dynamo exporter, SDPA and eager attention, two transformers 5.x releases. Every form fuses for every target and
 matches torch's own logits on the valid positions of a padded batch (3 rows of 24, 17 and 9 tokens). Plus the
 inputs surgery must refuse in one line, leaving the input untouched: an export that ignores the mask only in some
-layers, an unknown BERT variant (RoBERTa), an already fused model, a non-BERT graph with Hugging Face's I/O; and an
+layers, an already fused model, a non-BERT graph with Hugging Face's I/O; and an
 export that ignores the mask everywhere, which is fused with the mask applied (tested against torch)."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from test_cli import assert_one_line_error, run_cli
 
 from bertrt.artifacts import sha256_file, sidecar_path
 from bertrt.cli import main
+from bertrt.qa_contract import load_qa_model
 
 FORMS_DIR = HF_FIXTURES / "forms"
 FORMS = sorted(p.parent for p in FORMS_DIR.glob("transformers-*/*-*/model.onnx"))  # <version>/<exporter>-<attn>
@@ -151,10 +152,17 @@ def test_mask_ignored_in_some_layers_only_is_refused(capsys, tmp_path):
                     "layer(s) 0 adds no padding mask", "outputs depend on attention_mask")
 
 
+@pytest.mark.parametrize("target", ("ort", "native"))
 @pytest.mark.parametrize("roberta", ROBERTA, ids=lambda p: p.parent.parent.name)
-def test_roberta_export_is_refused_naming_the_position_embeddings(capsys, tmp_path, roberta):
-    _assert_refused(capsys, tmp_path, roberta, "embeddings: position embeddings did not match",
-                    "not rows 0..S-1")
+def test_roberta_export_fuses_with_offset_positions(tmp_path, roberta, target):
+    """The RoBERTa once refused ("position embeddings did not match") is a known family now (tests/
+    test_surgery_families.py has them all): positions offset by padding_idx + 1 (this one: pad 0, offset 1)."""
+    out = tmp_path / f"model.{target}.onnx"
+    run_surgery(roberta, out, target)
+    feed, expected = torch_reference(roberta.parent)
+    assert worst_valid_error(fused_logits(out, target, feed), expected, feed["input_mask"]) <= TOL
+    cfg = load_qa_model(out)[1]
+    assert (cfg.family, cfg.position_offset, cfg.max_position_embeddings) == ("roberta", 1, 47)
 
 
 def test_already_fused_model_is_refused(capsys, tmp_path):

@@ -19,7 +19,9 @@ from bertrt.errors import BertrtError
 
 @dataclass
 class Feature:
-    """One model input: [CLS] question [SEP] context-window [SEP], unpadded."""
+    """One model input: [CLS] question [SEP] context-window [SEP] (the tokenizer's own special tokens), unpadded.
+    segment_ids is 1 from the context window on (families without token types ignore it; post-processing reads
+    it as "is context")."""
 
     example_index: int
     span_index: int  # which window of the example's context, 0-based
@@ -83,14 +85,40 @@ def _with_combining_marks(context: str, offsets: list[tuple[int, int]]) -> list[
     return extended
 
 
-def _check_tokenizer(tokenizer) -> tuple[int, int]:
+@dataclass(frozen=True)
+class PairLayout:
+    """Where a tokenizer puts its special tokens around a question/passage pair: ``prefix q middle p suffix``
+    (BERT: [CLS] q [SEP] p [SEP]; RoBERTa / XLM-R: <s> q </s></s> p </s>)."""
+
+    prefix: tuple[int, ...]
+    middle: tuple[int, ...]
+    suffix: tuple[int, ...]
+
+    @property
+    def specials(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+
+def pair_layout(tokenizer) -> PairLayout:
+    """The layout the tokenizer's own post-processor gives a pair (read from encoding one), so features match
+    what the model's tokenizer makes; [CLS]/[SEP] BERT layout for a tokenizer without a post-processor."""
     # Truncation or padding set on the (mutable) tokenizer would silently drop or pad context tokens.
     if tokenizer.truncation is not None or tokenizer.padding is not None:
         raise BertrtError("tokenizer has truncation or padding enabled; make_features needs it disabled")
+    enc = tokenizer.encode("a", "b", add_special_tokens=True)
+    seq = enc.sequence_ids
+    if 0 in seq and 1 in seq and any(s is None for s in seq):
+        first_q, last_q = seq.index(0), len(seq) - 1 - seq[::-1].index(0)
+        first_p, last_p = seq.index(1), len(seq) - 1 - seq[::-1].index(1)
+        ids = enc.ids
+        layout = PairLayout(tuple(ids[:first_q]), tuple(ids[last_q + 1:first_p]), tuple(ids[last_p + 1:]))
+        if all(s is None for s in seq[:first_q] + seq[last_q + 1:first_p] + seq[last_p + 1:]) and layout.suffix:
+            return layout
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     if cls_id is None or sep_id is None:
-        raise BertrtError("tokenizer vocabulary lacks [CLS] or [SEP]")
-    return cls_id, sep_id
+        raise BertrtError("tokenizer vocabulary lacks [CLS] or [SEP], and its post-processor adds no special "
+                          "tokens around a pair")
+    return PairLayout((cls_id,), (sep_id,), (sep_id,))
 
 
 class BadExample(BertrtError):
@@ -105,15 +133,15 @@ class BadExample(BertrtError):
         return BadExample, (str(self), self.example_index)
 
 
-def _check_settings(max_seq_length: int, doc_stride: int, max_query_length: int) -> None:
+def _check_settings(max_seq_length: int, doc_stride: int, max_query_length: int, specials: int = 3) -> None:
     if doc_stride < 1:
         raise BertrtError(f"doc_stride must be at least 1, got {doc_stride}")
     if max_query_length < 1:
         raise BertrtError(f"max_query_length must be at least 1, got {max_query_length}")
-    if max_query_length + 3 >= max_seq_length:
+    if max_query_length + specials >= max_seq_length:
         raise BertrtError(
             f"max_seq_length {max_seq_length} leaves no room for context after a question of up to "
-            f"{max_query_length} tokens plus 3 special tokens"
+            f"{max_query_length} tokens plus {specials} special tokens"
         )
 
 
@@ -133,28 +161,28 @@ def _question_ids(ex_index: int, ex: Example, ids: list[int], max_query_length: 
 
 
 def _windows(ex_index: int, prefix: np.ndarray, c_ids: np.ndarray, c_offsets: list[tuple[int, int]],
-             starts: list[int], best_window: np.ndarray, window: int, sep_id: int) -> list[Feature]:
-    """The features of one example: `prefix` ([CLS] question [SEP]) + each context window + [SEP]."""
-    n_prefix, n_ctx = len(prefix), len(c_ids)
+             starts: list[int], best_window: np.ndarray, window: int, suffix: tuple[int, ...]) -> list[Feature]:
+    """The features of one example: `prefix` ([CLS] question [SEP]) + each context window + `suffix` ([SEP])."""
+    n_prefix, n_suffix, n_ctx = len(prefix), len(suffix), len(c_ids)
     features = []
     for span_index, start in enumerate(starts):
         end = min(start + window, n_ctx)
-        length = n_prefix + (end - start) + 1
+        length = n_prefix + (end - start) + n_suffix
         input_ids = np.empty(length, dtype=np.int32)
         input_ids[:n_prefix] = prefix
-        input_ids[n_prefix:-1] = c_ids[start:end]
-        input_ids[-1] = sep_id
+        input_ids[n_prefix:length - n_suffix] = c_ids[start:end]
+        input_ids[length - n_suffix:] = suffix
         segment_ids = np.zeros(length, dtype=np.int32)
         segment_ids[n_prefix:] = 1
         max_context = np.zeros(length, dtype=bool)
-        max_context[n_prefix:-1] = best_window[start:end] == span_index
+        max_context[n_prefix:length - n_suffix] = best_window[start:end] == span_index
         features.append(
             Feature(
                 example_index=ex_index,
                 span_index=span_index,
                 input_ids=input_ids,
                 segment_ids=segment_ids,
-                token_spans=[None] * n_prefix + c_offsets[start:end] + [None],
+                token_spans=[None] * n_prefix + c_offsets[start:end] + [None] * n_suffix,
                 max_context=max_context,
             )
         )
@@ -175,8 +203,8 @@ def make_features(
     `max_query_length` tokens are cut to it, or rejected when `truncate_question` is False. An example that cannot
     become features raises `BadExample` (naming it and its index).
     """
-    _check_settings(max_seq_length, doc_stride, max_query_length)
-    cls_id, sep_id = _check_tokenizer(tokenizer)
+    layout = pair_layout(tokenizer)
+    _check_settings(max_seq_length, doc_stride, max_query_length, layout.specials)
     for ex_index, ex in enumerate(examples):
         if not ex.question.strip():
             raise BadExample(f"example {ex.qas_id!r} has an empty question", ex_index)
@@ -200,14 +228,14 @@ def make_features(
         c_ids, c_offsets = context_tokens[ex.context]
         if len(c_ids) == 0:
             raise BadExample(f"example {ex.qas_id!r}: context has no tokens", ex_index)
-        window = max_seq_length - len(q_ids) - 3
+        window = max_seq_length - len(q_ids) - layout.specials
         key = (ex.context, window)
         if key not in layout_cache:
             starts = _window_starts(len(c_ids), window, doc_stride)
             layout_cache[key] = (starts, _max_context(len(c_ids), starts, window))
         starts, best_window = layout_cache[key]
-        prefix = np.asarray([cls_id, *q_ids, sep_id], dtype=np.int32)
-        features += _windows(ex_index, prefix, c_ids, c_offsets, starts, best_window, window, sep_id)
+        prefix = np.asarray([*layout.prefix, *q_ids, *layout.middle], dtype=np.int32)
+        features += _windows(ex_index, prefix, c_ids, c_offsets, starts, best_window, window, layout.suffix)
     return features
 
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bertrt.errors import BertrtError
+from bertrt.inputs import LIMITS, parse_json, read_bytes
+from bertrt.messages import shown
 
 
 @dataclass
@@ -27,8 +27,6 @@ class Example:
 # Loading
 # ---------------------------------------------------------------------------------------------------------
 
-_GZIP_MAGIC = b"\x1f\x8b"
-
 
 def _error(path: str | os.PathLike[str], what: str) -> BertrtError:
     # One line, always: the CLI prints the message as is, so flatten anything multi-line that slipped in.
@@ -36,20 +34,12 @@ def _error(path: str | os.PathLike[str], what: str) -> BertrtError:
 
 
 def _read_json(path: str | os.PathLike[str]) -> Any:
-    """Parse `path` as JSON, gunzipping it first when it is gzip (by its magic bytes, not its name)."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise _error(path, f"cannot read SQuAD file: {e.strerror or e}") from e
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; truncation is EOFError
-            raise _error(path, f"corrupt gzip file: {e}") from e
+    """Parse `path` as JSON, gunzipping it first when it is gzip (by its magic bytes, not its name); only a regular
+    file, at most inputs.LIMITS["squad"] bytes (also after decompression)."""
+    raw = read_bytes(path, LIMITS["squad"], "SQuAD file")
     try:
         # json.loads on bytes detects UTF-8/16/32 itself, as json.load on the official files expects.
-        return json.loads(raw)
+        return parse_json(raw, f"{shown(path)}: not SQuAD JSON")
     except UnicodeDecodeError as e:
         raise _error(path, f"not SQuAD JSON: not UTF-8 text ({e.reason} at byte {e.start})") from e
     except json.JSONDecodeError as e:

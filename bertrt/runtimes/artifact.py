@@ -14,7 +14,7 @@ import onnx
 
 from bertrt.engine_sidecar import EngineRecord
 from bertrt.errors import BertrtError
-from bertrt.export.onnx_export import resolve_source  # the checkpoint's config (the export's own reader)
+from bertrt.checkpoints.source import resolve_source  # the checkpoint's config (the export's own reader)
 from bertrt.model_config import BertConfig
 from bertrt.qa_contract import load_qa_model, ort_session_config
 from bertrt.targets import Target, target_of

@@ -15,6 +15,7 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
 from bertrt.errors import BertrtError
+from bertrt.inputs import check_threads
 from bertrt.model_config import BertConfig
 from bertrt.profiles import QAProfile, covering_profile
 from bertrt.qa_contract import INPUT_NAMES
@@ -47,8 +48,7 @@ class RunOptions:
             raise BertrtError(f"unknown provider {self.provider!r} (choose from {', '.join(PROVIDERS)})")
         if self.device_id is not None and self.device_id < 0:
             raise BertrtError(f"device id must not be negative, got {self.device_id}")
-        if self.threads is not None and self.threads < 1:
-            raise BertrtError(f"threads must be at least 1, got {self.threads}")
+        check_threads("threads", self.threads)
         # lists from callers become tuples: the options stay hashable and cannot change under a runner
         object.__setattr__(self, "extra_outputs", tuple(self.extra_outputs))
         if self.buckets is not None:

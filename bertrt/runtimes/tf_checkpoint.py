@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bertrt.export.onnx_export import read_weights, resolve_source  # the export's own reader: the same network
-from bertrt.export.tf_model import build_qa_function, run_tf
+from bertrt.checkpoints.source import read_weights, resolve_source  # the export's own reader: the same network
+from bertrt.checkpoints.tf_model import build_qa_function, run_tf
 from bertrt.model_config import BertConfig
 from bertrt.runtimes.artifact import Artifact
 from bertrt.runtimes.base import QABackend, QARunner, RunOptions

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from bertrt.runtimes import QABackend, check_fits
@@ -31,6 +31,15 @@ class SquadParams:
     max_query_length: int = 64
     n_best: int = 20
     max_answer_length: int = 30
+
+    def fitted(self, positions: int) -> SquadParams:
+        """These parameters for a model with `positions` usable positions (fewer than max_seq_length): the sequence
+        at the model's maximum, the question and the stride shrunk so a window still holds context."""
+        if self.max_seq_length <= positions:
+            return self
+        query = min(self.max_query_length, positions // 2)
+        stride = min(self.doc_stride, max(1, positions - query - 4))
+        return replace(self, max_seq_length=positions, max_query_length=query, doc_stride=stride)
 
     def check(self, backend: QABackend, batch_size: int = 1) -> None:
         """Before any work: the model (and an engine's profiles, a backend's buckets, this machine's memory) must

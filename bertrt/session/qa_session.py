@@ -5,7 +5,7 @@ reference: whoever answers questions opens a session, so they all run the same p
 and post-processing with the same options.
 
     from bertrt.session import QASession
-    with QASession("out/model.ort.onnx", "models/minilm-l6-h384-squad11/vocab.txt", provider="cpu") as qa:
+    with QASession("out/model.ort.onnx", provider="cpu") as qa:   # the tokenizer travels with the model
         print(qa.answer(passage, ["What is TensorRT?"])[0].text)
 """
 
@@ -21,7 +21,7 @@ from bertrt.errors import BertrtError
 from bertrt.qa.features import make_features
 from bertrt.qa.postprocess import Answer, best_answers
 from bertrt.qa.squad_data import Example
-from bertrt.qa.tokenizer import load_tokenizer
+from bertrt.qa.tokenizer import tokenizer_for
 from bertrt.runtimes import QABackend, RunOptions, open_backend
 from bertrt.session.answering import SquadParams, answer, run_logits
 from bertrt.session.squad import run_squad
@@ -67,17 +67,24 @@ class QASession:
     runs in another Triton model) instead of the one the runtimes open. Use it as a context manager (or call
     `close()`)."""
 
-    def __init__(self, model: str | Path, vocab: str | Path, params: SquadParams | None = None, *,
-                 options: RunOptions | None = None, backend: QABackend | None = None, **option_fields):
+    def __init__(self, model: str | Path, vocab: str | Path | None = None, params: SquadParams | None = None, *,
+                 options: RunOptions | None = None, backend: QABackend | None = None,
+                 fallback_vocab: str | Path | None = None, fit_positions: bool | None = None, **option_fields):
         if params is not None and not isinstance(params, SquadParams):
             raise BertrtError(f"params must be SquadParams, got {type(params).__name__}")
         if options is not None and not isinstance(options, RunOptions):
             raise BertrtError(f"options must be RunOptions, got {type(options).__name__}")
-        self.model, self.vocab = Path(model), Path(vocab)
+        self.model, self.vocab = Path(model), Path(vocab) if vocab is not None else None
         self.params = params or SquadParams()
         self.options = run_options(options, **option_fields)
         self.backend = backend if backend is not None else open_model(self.model, self.options)
-        self.tokenizer = load_tokenizer(self.vocab, expected_vocab_size=self.backend.config.vocab_size)
+        # The tokenizer that travels with the model (bertrt.qa.tokenizer.tokenizer_for); `vocab` overrides it and
+        # `fallback_vocab` serves models made before it travelled.
+        self.tokenizer = tokenizer_for(self.model, self.vocab, self.backend.config.vocab_size, fallback_vocab)
+        # A model with fewer positions than max_seq_length runs at its own maximum when the length was not asked
+        # for (params not given, or fit_positions); an explicit longer one is refused by check() in one line.
+        if fit_positions or (fit_positions is None and params is None):
+            self.params = self.params.fitted(self.backend.config.max_position_embeddings)
         # Before the backend is activated: an engine would need its GPU first, and a batch that cannot fit is
         # refused before any work.
         self.params.check(self.backend, self.batch_size)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from bertrt.export.weights import Weights
+from bertrt.checkpoints.weights import Weights
 
 from bertrt.model_config import BertConfig
 from bertrt.qa_contract import INPUT_NAMES

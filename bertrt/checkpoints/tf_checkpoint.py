@@ -6,7 +6,7 @@ import glob
 from pathlib import Path
 
 import numpy as np
-from bertrt.export.weights import Weights, is_ignored
+from bertrt.checkpoints.weights import Weights, is_ignored
 
 from bertrt.errors import BertrtError
 from bertrt.extras import require

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
-from bertrt.export.weights import Weights
+from bertrt.checkpoints.weights import Weights
 
 from bertrt.errors import BertrtError
 from bertrt.extras import require
