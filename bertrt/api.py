@@ -22,8 +22,9 @@ from bertrt.errors import BertrtError
 from bertrt.run.answering import SquadParams, answer, run_logits
 from bertrt.qa.postprocess import Answer
 from bertrt.qa.squad_data import Example
+from bertrt.runtimes import RunOptions, open_backend, run_options
 
-__all__ = ["SquadParams", "Answer", "TokenProbabilities", "QuestionAnswerer", "export_model", "fuse", "quantize",
+__all__ = ["SquadParams", "Answer", "RunOptions", "TokenProbabilities", "QuestionAnswerer", "export_model", "fuse", "quantize",
            "build_engine",
            "compare_models", "squad_scores", "perf", "perf_gpu", "read_perf"]
 
@@ -77,15 +78,15 @@ class TokenProbabilities:
 
 class QuestionAnswerer:
     """A QA model and its tokenizer, answering questions about passages (`bertrt infer`) or a SQuAD file
-    (`bertrt squad`). `model` is any artifact `open_backend` takes (ONNX, engine, checkpoint); `backend_options`
-    are its keyword arguments (provider, threads). Use it as a context manager (or call `close()`)."""
+    (`bertrt squad`). `model` is any artifact `open_backend` takes (ONNX, engine, checkpoint); `options` says how it
+    runs (a `RunOptions`; keyword arguments such as provider=, threads=, runtime= set its fields). Use it as a context
+    manager (or call `close()`)."""
 
     def __init__(self, model: str | Path, vocab: str | Path, params: SquadParams | None = None,
-                 batch_size: int = 8, **backend_options):
-        from bertrt.run.backends import open_backend
+                 batch_size: int = 8, options: RunOptions | None = None, **backend_options):
         from bertrt.qa.tokenizer import load_tokenizer
 
-        self.backend = open_backend(Path(model), batch_size=batch_size, **backend_options)
+        self.backend = open_backend(Path(model), options, batch_size=batch_size, **backend_options)
         self.tokenizer = load_tokenizer(Path(vocab), expected_vocab_size=self.backend.config.vocab_size)
         self.params = params or SquadParams()
         self.batch_size = batch_size
@@ -149,40 +150,42 @@ class QuestionAnswerer:
 
 
 def compare_models(a: str | Path, b: str | Path, squad_json: str | Path, vocab: str | Path, num_features: int = 8,
-                   batch_size: int = 4, seq_len: int = 384, per_layer: bool = False, **backend_options) -> list:
+                   batch_size: int = 4, seq_len: int = 384, per_layer: bool = False, options: RunOptions | None = None,
+                   **backend_options) -> list:
     """Worst absolute/relative logit errors of model `b` against reference `a` on real SQuAD features
-    (`bertrt compare`); one row per compared tensor."""
+    (`bertrt compare`); one row per compared tensor. Both models run with `options` (RunOptions fields as keywords
+    also work)."""
     from bertrt.run.compare import check_counts, compare, feature_batches, vocab_size_of
     from bertrt.qa.tokenizer import load_tokenizer
 
     check_counts(num_features, batch_size)
     tokenizer = load_tokenizer(Path(vocab), expected_vocab_size=vocab_size_of(Path(a), Path(b)))
     batches = feature_batches(Path(squad_json), tokenizer, num_features, batch_size, seq_len)
-    return compare(Path(a), Path(b), batches, per_layer=per_layer, backend_options=backend_options)
+    options = run_options(options, **backend_options)
+    return compare(Path(a), Path(b), batches, per_layer=per_layer, options=options)
 
 
 def squad_scores(model: str | Path, squad_json: str | Path, vocab: str | Path, output: str | Path,
                  limit: int | None = None, params: SquadParams | None = None, batch_size: int = 8,
-                 **backend_options) -> dict:
+                 options: RunOptions | None = None, **backend_options) -> dict:
     """`QuestionAnswerer(...).squad(...)` in one call: the report of a SQuAD run (scores, timing, parameters)."""
-    with QuestionAnswerer(model, vocab, params, batch_size, **backend_options) as qa:
+    with QuestionAnswerer(model, vocab, params, batch_size, options, **backend_options) as qa:
         return qa.squad(squad_json, output, limit=limit)
 
 
 def perf(models: list[str | Path], batches: list[int], seqs: list[int], output: str | Path, warmup: int = 3,
-         runs: int = 20, provider: str = "cpu", threads: int | None = None, buckets: tuple[int, ...] | None = None,
-         cuda_graph: bool = False) -> list:
+         runs: int = 20, options: RunOptions | None = None, **backend_options) -> list:
     """Latency of each model over batch x seq (`bertrt perf`), all in one process with models interleaved per
-    shape so that drift of the machine affects every model alike; writes `output` JSON and a CSV beside it."""
+    shape so that drift of the machine affects every model alike; writes `output` JSON and a CSV beside it. Every
+    model runs with `options` (RunOptions fields as keywords also work: provider=, threads=, buckets=, ...)."""
     import contextlib
 
-    from bertrt.run.backends import open_backend
     from bertrt.run.perf import check_shapes, time_backend, write_results
 
     if not models or min([*batches, *seqs, runs, 1]) < 1 or warmup < 0:
         raise BertrtError("perf needs at least one model, and positive batches, sequence lengths and runs")
-    opened = [(Path(m), open_backend(Path(m), provider=provider, threads=threads, buckets=buckets,
-                                     cuda_graph=cuda_graph)) for m in models]
+    options = run_options(options, **backend_options)
+    opened = [(Path(m), open_backend(Path(m), options)) for m in models]
     for _, backend in opened:  # every shape checked (model, profiles, memory) before any model is loaded
         check_shapes(backend.config, batches, seqs)
         for batch in batches:
@@ -195,21 +198,23 @@ def perf(models: list[str | Path], batches: list[int], seqs: list[int], output: 
             for seq in seqs:
                 for path, backend in backends:
                     timings.append(time_backend(backend, path.name, batch, seq, warmup, runs))
-    write_results(timings, Path(output), {"provider": provider, "clock": "host", **_machine()})
+    write_results(timings, Path(output), {"provider": options.provider, "clock": "host", **_machine()})
     return timings
 
 
 def perf_gpu(models: list[str | Path], random_bert: list[str], batches: list[int], seqs: list[int],
              output: str | Path, warmup: int = 5, runs: int = 100, cuda_graph: bool = False, peers: bool = True,
-             vocab: str | Path | None = None) -> list:
+             vocab: str | Path | None = None, options: RunOptions | None = None) -> list:
     """`bertrt perf --provider cuda`: device-side (CUDA event) latency of the given models and of random-weight
     BERT-Base/Large (`random_bert`, built from their configs; needs torch + transformers) on bertrt's IOBinding
-    runner (and CUDA graphs), with torch eager / torch + CUDA graph as peers; writes JSON, CSV and PNG."""
+    runner (and CUDA graphs), with torch eager / torch + CUDA graph as peers; writes JSON, CSV and PNG. `options`
+    (e.g. its runtime, threads) is how every model is opened; the sweep sets the provider, stream and CUDA graphs."""
     from bertrt.run.perf import write_results
     from bertrt.run.perf_gpu import sweep
 
     timings, meta = sweep([Path(m) for m in models], list(random_bert), Path(output).parent,
-                          Path(vocab) if vocab else None, batches, seqs, warmup, runs, cuda_graph, peers)
+                          Path(vocab) if vocab else None, batches, seqs, warmup, runs, cuda_graph, peers,
+                          options=options or RunOptions(provider="cuda"))
     write_results(timings, Path(output), {**meta, **_machine()})
     return timings
 

@@ -2,7 +2,8 @@
 spelling, help and config fallback, and every subcommand that needs it adds the same group.
 
 - model:   --model (.onnx / .engine), --vocab
-- backend: --provider (onnxruntime execution provider), --threads, --buckets, --cuda-graph
+- backend: --runtime (a registered runtime), --provider (cpu | cuda), --threads, --buckets, --cuda-graph,
+           --precision (runtimes that take one): a `bertrt.runtimes.RunOptions`
 - shapes:  --batch-size, --seq-len (one value, or several for grids such as `perf`)
 - squad:   --doc-stride, --max-query-length, --n-best, --max-answer-length
 
@@ -15,8 +16,8 @@ from pathlib import Path
 
 from bertrt.errors import BertrtError
 from bertrt.pipeline_config import PipelineConfig
-
-PROVIDERS = ("cpu", "cuda")
+from bertrt.runtimes import PROVIDERS, RunOptions, registered, runtime_names
+from bertrt.runtimes.buckets import parse_buckets
 
 
 def pick(value, cfg: PipelineConfig, section: str, key: str):
@@ -60,23 +61,29 @@ def vocab_path(args, cfg: PipelineConfig) -> Path:
 
 # --- backend --------------------------------------------------------------------------------------------------
 def add_backend_args(p) -> None:
-    p.add_argument("--provider", choices=PROVIDERS, help="onnxruntime execution provider for ONNX models "
-                                                         "(default: the config's run.provider)")
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+    # The runtime choices and the precision help come from the registry: a registered runtime shows up here.
+    p.add_argument("--runtime", choices=runtime_names(),
+                   help="how the model runs (default: the first registered runtime that runs it with these options): "
+                        + "; ".join(f"{r.name}: {r.description}" for r in registered()))
+    p.add_argument("--provider", choices=PROVIDERS, help="where a runtime that has a choice runs (onnxruntime's "
+                                                         "execution provider; default: the config's run.provider)")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     p.add_argument("--buckets", help="sequence-length buckets, e.g. 128,192,256,320,384 (default with --provider "
                                      "cuda; each batch is padded to its bucket and to --batch-size rows)")
     p.add_argument("--cuda-graph", action="store_true", help="--provider cuda: replay one onnxruntime CUDA graph "
                                                              "per bucket")
+    takers = [f"{r.name}: {', '.join(r.precisions)}" for r in registered() if r.precisions]
+    p.add_argument("--precision", help="inference precision, for runtimes that take one ("
+                                       + ("; ".join(takers) or "none registered") + ")")
 
 
-def backend_options(args, cfg: PipelineConfig) -> dict:
-    """Keyword arguments of `bertrt.run.backends.open_backend` from the backend flags."""
-    from bertrt.run.buckets import parse_buckets
-
+def backend_options(args, cfg: PipelineConfig) -> RunOptions:
+    """The `bertrt.runtimes.RunOptions` of the backend flags (what `open_backend` takes)."""
     if args.threads is not None and args.threads < 1:
         raise BertrtError(f"--threads must be at least 1, got {args.threads}")
-    return {"provider": pick(args.provider, cfg, "run", "provider"), "threads": args.threads,
-            "buckets": parse_buckets(args.buckets) if args.buckets else None, "cuda_graph": args.cuda_graph}
+    return RunOptions(runtime=args.runtime, provider=pick(args.provider, cfg, "run", "provider"),
+                      threads=args.threads, buckets=parse_buckets(args.buckets) if args.buckets else None,
+                      cuda_graph=args.cuda_graph, precision=args.precision)
 
 
 # --- shapes ---------------------------------------------------------------------------------------------------

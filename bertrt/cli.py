@@ -51,7 +51,7 @@ def _answerer(args, cfg: PipelineConfig):
 
     batch_size, seq_len = ag.shapes(args, cfg)
     return api.QuestionAnswerer(ag.model_path(args, cfg), ag.vocab_path(args, cfg), ag.squad_params(args, cfg, seq_len),
-                                batch_size, **ag.backend_options(args, cfg))
+                                batch_size, options=ag.backend_options(args, cfg))
 
 
 # --- infer ----------------------------------------------------------------------------------------------------
@@ -161,7 +161,7 @@ def _run_compare(args, cfg: PipelineConfig) -> int:
     squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
     batch_size, seq_len = ag.shapes(args, cfg)
     rows = api.compare_models(args.a, args.b, squad_json, ag.vocab_path(args, cfg), args.num_features, batch_size,
-                              seq_len, per_layer=args.per_layer, **ag.backend_options(args, cfg))
+                              seq_len, per_layer=args.per_layer, options=ag.backend_options(args, cfg))
     print(f"B = {args.b} against A = {args.a}: {args.num_features} SQuAD features, seq {seq_len}, "
           f"padded positions excluded")
     print(format_rows(rows, args.atol))
@@ -192,15 +192,16 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     if args.runs < 1 or args.warmup < 0:
         raise BertrtError("--runs must be positive and --warmup not negative")
     options = ag.backend_options(args, cfg)
-    if not args.model and not (args.random_bert and options["provider"] == "cuda"):
+    if not args.model and not (args.random_bert and options.provider == "cuda"):
         raise BertrtError("no model given (--model, or --random-bert with --provider cuda)")
     output = args.output or cfg.out_dir / "perf.json"
     check_outputs(perf_outputs(output), args.model)
-    if options["provider"] == "cuda":  # device-side timing, random-weight models and torch peers (run/perf_gpu.py)
+    if options.provider == "cuda":  # device-side timing, random-weight models and torch peers (run/perf_gpu.py)
         timings = api.perf_gpu(args.model, args.random_bert, batches, seqs, output, args.warmup, args.runs,
-                               args.cuda_graph, peers=not args.no_peers, vocab=cfg.get("model", "vocab"))
+                               args.cuda_graph, peers=not args.no_peers, vocab=cfg.get("model", "vocab"),
+                               options=options)
     else:
-        timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs, **options)
+        timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs, options=options)
     print(format_table(timings))
     print(f"wrote {', '.join(map(str, perf_outputs(output)))}")
     return 0

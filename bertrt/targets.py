@@ -30,15 +30,23 @@ class Target:
     fixed_seq: bool  # engines need one sequence length per profile (the fixed-length BERT plugins)
     foreign_domain: str | None  # domain of the ops a runtime must provide, for refusals naming them
     description: str
+    # The runtimes (bertrt.runtimes names) that run an ONNX model of this target; None: plain ONNX, which every
+    # ONNX runtime runs.
+    runtimes: tuple[str, ...] | None = None
+
+    def runs_on(self, runtime: str) -> bool:
+        """Whether the named runtime can run a model of this target (asked by the runtime registry)."""
+        return self.runtimes is None or runtime in self.runtimes
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("export", None, True, True, True, False, None, "unfused export"),
     Target("native", "bertrt.surgery.emit_native", True, True, True, False, None,
            "plain ONNX that TensorRT fuses itself"),
-    Target("ort", "bertrt.surgery.emit_ort", True, False, False, False, CONTRIB_DOMAIN, "onnxruntime contrib ops"),
+    Target("ort", "bertrt.surgery.emit_ort", True, False, False, False, CONTRIB_DOMAIN, "onnxruntime contrib ops",
+           ("onnxruntime", "onnxruntime-bound")),
     Target("plugins", "bertrt.surgery.emit_plugins", False, True, False, True, PLUGIN_DOMAIN,
-           "TensorRT BERT plugins (fixed sequence length)"),
+           "TensorRT BERT plugins (fixed sequence length)", ("plugin-reference",)),
 )}
 SURGERY_TARGETS = tuple(name for name, t in TARGETS.items() if t.emitter is not None)
 

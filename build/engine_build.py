@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bertrt.build import builder_config, calib_cache, network, runtime as runtimes
+from bertrt.build import builder_config, calib_cache, network
+from bertrt.runtimes import tensorrt_library as runtimes
 from bertrt.engine_sidecar import EngineRecord
 from bertrt.profiles import QAProfile, check_profiles
 
@@ -98,7 +99,7 @@ def build(request: BuildRequest, log=print) -> EngineRecord:
     from polygraphy.backend.trt import EngineBytesFromNetwork
 
     started = time.perf_counter()
-    with network.polygraphy_errors(f"{model_path}: {runtime.label} {version}"):
+    with runtimes.polygraphy_errors(f"{model_path}: {runtime.label} {version}"):
         parsed = network.network_loader(model_path, plan.strongly_typed)()
         summary = network.summarize(parsed[1])
         parse_seconds = time.perf_counter() - started

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bertrt.build import builder_config, network, runtime as runtimes
+from bertrt.build import builder_config, network
+from bertrt.runtimes import tensorrt_library as runtimes
 
 from bertrt.qa_contract import load_qa_model
 from bertrt.targets import target_of
@@ -20,7 +21,7 @@ def parse(path: Path, runtime_name: str | None):
     network.check_runtime_takes(path, model, target_of(model), runtime)
     trt = runtimes.load(runtime)
     typed = runtime.strongly_typed(trt.__version__) or builder_config.graph_precision(model) != "fp32"
-    with network.polygraphy_errors(f"{path}: {runtime.label} {trt.__version__}"):
+    with runtimes.polygraphy_errors(f"{path}: {runtime.label} {trt.__version__}"):
         return runtime, trt.__version__, network.network_loader(path, typed)()
 
 

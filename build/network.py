@@ -8,10 +8,7 @@ NORMALIZATION, attention as MatMul -> Softmax -> MatMul, Q/DQ layers) are read d
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,45 +32,6 @@ def check_runtime_takes(path: Path, model: onnx.ModelProto, target: Target, runt
                           f"{ops}; build the `native` target instead")
     raise BertrtError(f"{path}: the `{target.name}` target holds onnxruntime contrib ops ({ops}) that no TensorRT "
                       f"parser takes; build the `native` target instead")
-
-
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.messages: list[tuple[int, str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append((record.levelno, record.getMessage()))
-
-
-@contextlib.contextmanager
-def polygraphy_errors(what: str) -> Iterator[_Records]:
-    """Polygraphy logs TensorRT's and the parser's errors line by line and then raises a generic exception
-    ("Could not parse ONNX correctly"). Route its log into a list for the duration, and turn a failure into one
-    line carrying the first error."""
-    from polygraphy.exception import PolygraphyException
-    from polygraphy.logger import G_LOGGER
-
-    records = _Records()
-    logger = logging.getLogger("Polygraphy")
-    saved = (G_LOGGER.use_python_logging_system, logger.propagate, logger.level, G_LOGGER.colors)
-    G_LOGGER.use_python_logging_system = True
-    G_LOGGER.colors = False  # (else Polygraphy prints a hint about the `colored` module to stdout)
-    logger.addHandler(records)
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield records
-    except PolygraphyException as exc:
-        errors = [m for level, m in records.messages if level >= G_LOGGER.ERROR]
-        first = (errors[0] if errors else str(exc)).splitlines()[0].removeprefix("[E] ").removeprefix("[!] ")
-        count = sum(1 for m in errors if "In node" in m)
-        detail = f"{count} parser errors, first: " if count > 1 else ""
-        raise BertrtError(f"{what}: {detail}{first[:400]}") from None
-    finally:
-        logger.removeHandler(records)
-        G_LOGGER.use_python_logging_system, logger.propagate, level, G_LOGGER.colors = saved
-        logger.setLevel(level)
 
 
 def network_loader(path: Path, strongly_typed: bool):

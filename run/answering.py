@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from bertrt.run.backends import QABackend, check_fits
-from bertrt.run.buckets import BucketBatcher, check_buckets
+from bertrt.runtimes import QABackend, check_fits
+from bertrt.runtimes.buckets import BucketBatcher, check_buckets
 from bertrt.qa.features import Feature, collate, make_features
 from bertrt.forking import can_fork, fork_pool
 from bertrt.qa.postprocess import Answer, best_answers

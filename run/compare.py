@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from bertrt.run.backends import is_checkpoint, open_backend
+from bertrt.runtimes import RunOptions, is_checkpoint, open_backend, read_artifact
 from bertrt.qa.features import collate, make_features
 from bertrt.qa.squad_data import load_squad
+from bertrt.surgery.match_model import match_model
+from bertrt.surgery.prepare import prepare
 from polygraphy.comparator import Comparator
 from polygraphy.logger import G_LOGGER
 
@@ -30,9 +32,6 @@ class Row:
 def layer_tensors(model_path: Path) -> list[tuple[str, str]]:
     """(label, tensor name) of the embedding output and each encoder layer's output in an unfused export: the
     tensors the fused graphs keep (emitters write the fused node onto the block's original output tensor)."""
-    from bertrt.surgery.match_model import match_model
-    from bertrt.surgery.prepare import prepare
-
     prepared = prepare(model_path)
     matches = match_model(prepared.graph, prepared.cfg)
     if matches.failures():
@@ -57,7 +56,7 @@ def check_counts(num_features: int, batch_size: int) -> None:
 def vocab_size_of(a: Path, b: Path) -> int:
     """The vocabulary size both models were made for (from what `open_backend` reads: ONNX metadata, an engine's
     sidecar, a checkpoint's config), so that a vocab file for another model is refused before anything runs."""
-    sizes = {path: open_backend(path).config.vocab_size for path in (a, b)}
+    sizes = {path: read_artifact(path).config.vocab_size for path in (a, b)}
     if len(set(sizes.values())) > 1:
         raise BertrtError(f"{a} and {b} have different vocabulary sizes ({', '.join(map(str, sizes.values()))})")
     return sizes[b]
@@ -71,9 +70,9 @@ def feature_batches(squad_json: Path, tokenizer, num_features: int, batch_size: 
 
 
 def compare(a: Path, b: Path, batches: list[dict[str, np.ndarray]], per_layer: bool = False,
-            backend_options: dict | None = None) -> list[Row]:
+            options: RunOptions | None = None) -> list[Row]:
     """Worst errors of B against A (the reference) over the real (unpadded) positions of every batch. Both models
-    are opened by `open_backend` (the same runner, session config and checks as infer/squad/perf)."""
+    are opened by `open_backend` with `options` (the same runner, session config and checks as infer/squad/perf)."""
     names: list[tuple[str, str]] = []
     if per_layer:
         unfused = next((p for p in (a, b) if not is_checkpoint(p) and stage_of(load_qa_model(p)[0]) == "export"),
@@ -82,7 +81,7 @@ def compare(a: Path, b: Path, batches: list[dict[str, np.ndarray]], per_layer: b
             raise BertrtError("--per-layer needs one of the two models to be an unfused export (bertrt export)")
         names = layer_tensors(unfused)
     extra = [name for _, name in names]
-    backends = [open_backend(path, extra_outputs=extra, **(backend_options or {})) for path in (a, b)]
+    backends = [open_backend(path, options, extra_outputs=tuple(extra)) for path in (a, b)]
     for path, backend in zip((a, b), backends):  # shapes an engine cannot take: one line before anything runs
         for feed in batches:
             if backend.check_shape(*feed["input_ids"].shape) not in (None, 0):

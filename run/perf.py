@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from bertrt.run.backends import QABackend, check_fits
+from bertrt.runtimes import QABackend, check_fits
 
 from bertrt.artifacts import atomic_outputs, write_json
 from bertrt.model_config import BertConfig

@@ -1,9 +1,9 @@
-"""The GPU perf sweep of `bertrt perf --provider cuda`: bertrt's onnxruntime runner with device-resident inputs
-(IOBinding), with and without onnxruntime CUDA graphs, against torch eager and torch + CUDA graph on the same
-random-weight model, over a batch x sequence grid, interleaved per shape.
+"""The GPU perf sweep of `bertrt perf --provider cuda`: bertrt's models opened by `open_backend` on a runtime with
+device-resident inputs (by default onnxruntime-bound: IOBinding), with and without CUDA graphs, against torch eager
+and torch + CUDA graph on the same random-weight model, over a batch x sequence grid, interleaved per shape.
 
-Timing: CUDA events around each run on one stream that onnxruntime (provider option `user_compute_stream`) and
-torch both use, with the stream synchronized after each run, so each sample is one run's latency from an idle GPU
+Timing: CUDA events around each run (`QARunner.run_bound`) on one stream that the runtime (RunOptions.cuda_stream;
+onnxruntime's provider option `user_compute_stream`) and torch both use, with the stream synchronized after each run, so each sample is one run's latency from an idle GPU
 (launches included, input copies excluded). Events come from torch; without torch the host clock times each
 (synchronous) onnxruntime run instead, and the JSON says which clock was used."""
 
@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from bertrt.run.perf import Timing, summarize, synthetic_feed
 
 from bertrt.errors import BertrtError
+from bertrt.qa_contract import load_qa_model
+from bertrt.run.random_bert import ort_fp16_artifact, torch_bert
+from bertrt.runtimes import QABackend, RunOptions, open_backend
+from bertrt.runtimes.onnxruntime import check_cuda_provider
 
 
 @dataclass
@@ -62,15 +66,17 @@ class Clock:
         return out
 
 
-def _ort_runner(model: GpuModel, clock: Clock, cuda_graph: bool):
-    from bertrt.run.backends import ort_session
-    from bertrt.run.ort_cuda import OrtBoundRunner
-
-    options = {"enable_cuda_graph": "1"} if cuda_graph else {}
-    if clock.stream_handle() is not None:
-        options["user_compute_stream"] = str(clock.stream_handle())
-    session = ort_session(model.onnx, "cuda", cuda_options=options or None)
-    return OrtBoundRunner(session, "cuda", cuda_graph, name="ort-cuda-graph" if cuda_graph else "ort-iobinding")
+def _open(model: GpuModel, clock: Clock, options: RunOptions, cuda_graph: bool) -> tuple[str, QABackend]:
+    """(timing label, backend) of `model` on the CUDA provider and the clock's stream, with or without CUDA graphs."""
+    backend = open_backend(model.onnx, replace(options, provider="cuda", cuda_graph=cuda_graph, buckets=None,
+                                               batch_size=None, cuda_stream=clock.stream_handle()))
+    if not backend.runner.device_resident:
+        raise BertrtError(f"{model.onnx}: {backend.runner.name.split(':')[0]} keeps its inputs on the host; perf "
+                          f"--provider cuda times runtimes with device-resident inputs (e.g. onnxruntime-bound)")
+    # the labels of the perf JSON: "ort-iobinding" / "ort-cuda-graph" for the default runtime (as before), else the
+    # chosen runtime's name
+    name, plain = ("ort", "ort-iobinding") if options.runtime is None else (options.runtime, options.runtime)
+    return f"{name}-cuda-graph" if cuda_graph else plain, backend
 
 
 def _torch_inputs(torch, feed: dict[str, np.ndarray]) -> dict:
@@ -93,40 +99,56 @@ def _torch_graph(torch, net, inputs: dict, stream):
 
 
 def gpu_timings(models: list[GpuModel], batches: list[int], seqs: list[int], warmup: int, runs: int,
-                cuda_graph: bool = True, peers: bool = True, log=print) -> tuple[list[Timing], str]:
+                cuda_graph: bool = True, peers: bool = True, log=print, options: RunOptions = RunOptions(provider="cuda")
+                ) -> tuple[list[Timing], str]:
     """Timings of every model x runtime x shape; returns them and the clock used."""
     clock = Clock()
     timings: list[Timing] = []
     for model in models:
-        runners = [_ort_runner(model, clock, False)] + ([_ort_runner(model, clock, True)] if cuda_graph else [])
+        opened = [_open(model, clock, options, False)] + ([_open(model, clock, options, True)] if cuda_graph else [])
         net = model.torch_model if peers and clock.torch is not None else None
         if net is not None:
             # torch's fastest path as the peer: SDPA attention (the eager form was needed only for the export).
             net.set_attn_implementation("sdpa")
             net.half().cuda().eval()
         vocab = 30522 if net is not None else _vocab_size(model.onnx)
-        for batch in batches:
-            for seq in seqs:
-                feed = synthetic_feed(batch, seq, vocab)
-                for runner in runners:
-                    try:
-                        for _ in range(max(warmup, 3)):  # also captures the CUDA graph of this shape
-                            runner.infer_impl(feed)
-                        if clock.stream is not None:
-                            clock.stream.synchronize()
-                        samples = clock.samples(lambda r=runner: r.run_bound((batch, seq)), runs)
-                    except BertrtError:
-                        raise
-                    except Exception as exc:  # e.g. a graph onnxruntime cannot capture: the other runtimes go on
-                        log(f"{runner.name} failed for {model.label} {batch}x{seq}: {str(exc).splitlines()[0][:300]}")
-                        continue
-                    timings.append(summarize(model.label, runner.name, batch, seq, samples, clock.name))
-                    log(_line(timings[-1]))
-                if net is not None:
-                    timings.extend(_torch_timings(model, clock, feed, batch, seq, warmup, runs, log))
-                for runner in runners:  # free this shape's device buffers (and graph) before the next shape
-                    runner.bindings.clear()
+        for _, backend in opened:
+            backend.__enter__()
+        try:
+            for batch in batches:
+                for seq in seqs:
+                    feed = synthetic_feed(batch, seq, vocab)
+                    for label, backend in opened:
+                        timing = _time_runner(backend.runner, label, model, clock, feed, warmup, runs, log)
+                        if timing is not None:
+                            timings.append(timing)
+                            log(_line(timing))
+                    if net is not None:
+                        timings.extend(_torch_timings(model, clock, feed, batch, seq, warmup, runs, log))
+                    for _, backend in opened:  # free this shape's device buffers (and graph) before the next shape
+                        backend.runner.release_shapes()
+        finally:
+            for _, backend in opened:
+                backend.__exit__(None, None, None)
     return timings, clock.name
+
+
+def _time_runner(runner, label: str, model: GpuModel, clock: Clock, feed, warmup: int, runs: int, log
+                 ) -> Timing | None:
+    """Device-side samples of one runner on one shape (None when the runtime fails on it: the others go on)."""
+    batch, seq = feed["input_ids"].shape
+    try:
+        for _ in range(max(warmup, 3)):  # binds the feed, and captures the CUDA graph of this shape
+            runner.infer(feed)
+        if clock.stream is not None:
+            clock.stream.synchronize()
+        samples = clock.samples(lambda: runner.run_bound((batch, seq)), runs)
+    except BertrtError:
+        raise
+    except Exception as exc:  # e.g. a graph onnxruntime cannot capture: the other runtimes go on
+        log(f"{label} failed for {model.label} {batch}x{seq}: {str(exc).splitlines()[0][:300]}")
+        return None
+    return summarize(model.label, label, batch, seq, samples, clock.name)
 
 
 def _torch_timings(model, clock, feed, batch, seq, warmup, runs, log) -> list[Timing]:
@@ -161,8 +183,6 @@ def _torch_timings(model, clock, feed, batch, seq, warmup, runs, log) -> list[Ti
 
 
 def _vocab_size(path: Path) -> int:
-    from bertrt.qa_contract import load_qa_model
-
     return load_qa_model(path, load_weights=False)[1].vocab_size
 
 
@@ -172,20 +192,20 @@ def _line(t: Timing) -> str:
 
 
 def sweep(model_paths: list[Path], random_sizes: list[str], work_dir: Path, vocab: Path | None, batches: list[int],
-          seqs: list[int], warmup: int, runs: int, cuda_graph: bool, peers: bool, log=print) -> tuple[list[Timing], dict]:
+          seqs: list[int], warmup: int, runs: int, cuda_graph: bool, peers: bool, log=print,
+          options: RunOptions = RunOptions(provider="cuda")) -> tuple[list[Timing], dict]:
     """`bertrt perf --provider cuda`: the user's models and/or random-weight BERT models (built from a config,
     made into FP16 `ort` artifacts under `work_dir`), timed on every runtime; returns timings and JSON metadata."""
     import onnxruntime as ort
-    from bertrt.run.random_bert import ort_fp16_artifact, torch_bert
 
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise BertrtError("onnxruntime here has no CUDA execution provider (install onnxruntime-gpu)")
+    check_cuda_provider()
     models = [GpuModel(p.name, Path(p)) for p in model_paths]
     for size in random_sizes:
         log(f"building random-weight BERT-{size} and its FP16 ort artifact in {work_dir} ...")
         net = torch_bert(size)
         models.append(GpuModel(f"random-bert-{size}", ort_fp16_artifact(net, work_dir, f"random-bert-{size}", vocab), net))
-    timings, clock = gpu_timings(models, batches, seqs, warmup, runs, cuda_graph=cuda_graph, peers=peers, log=log)
+    timings, clock = gpu_timings(models, batches, seqs, warmup, runs, cuda_graph=cuda_graph, peers=peers, log=log,
+                                 options=options)
     meta = {"provider": "cuda", "clock": clock, "device": _device_name(), "onnxruntime_module": ort.__version__,
             "inputs": "device-resident (IOBinding), full-length synthetic sequences; copies excluded"}
     return timings, meta

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from bertrt.run.answering import SquadParams, answer
-from bertrt.run.backends import QABackend
+from bertrt.runtimes import QABackend
 from bertrt.qa.squad_data import detect_version, load_squad, select_examples
 from bertrt.qa.squad_metrics import evaluate
 

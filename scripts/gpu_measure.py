@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 from bertrt.run.answering import SquadParams, bucketed_logits
-from bertrt.run.backends import open_backend
-from bertrt.run.buckets import DEFAULT_BUCKETS
+from bertrt.runtimes import RunOptions, open_backend
+from bertrt.runtimes.buckets import DEFAULT_BUCKETS
 from bertrt.qa.features import make_features
 from bertrt.qa.squad_data import load_squad
 from bertrt.run.squad_eval import run_squad
@@ -35,7 +35,7 @@ LIMIT = None
 
 def squad_run(model: Path, vocab: Path, squad_json: Path, out: Path, tag: str, batch: int, buckets, graph: bool):
     t0 = time.perf_counter()
-    backend = open_backend(model, PROVIDER, buckets=buckets, batch_size=batch, cuda_graph=graph)
+    backend = open_backend(model, RunOptions(provider=PROVIDER, buckets=buckets, batch_size=batch, cuda_graph=graph))
     tokenizer = load_tokenizer(vocab, expected_vocab_size=backend.config.vocab_size)
     with backend:  # warm-up (and CUDA graph capture) of every bucket happens here
         warm = time.perf_counter() - t0
@@ -51,7 +51,7 @@ def squad_run(model: Path, vocab: Path, squad_json: Path, out: Path, tag: str, b
 
 
 def logits(model: Path, features, batch: int, buckets, graph: bool):
-    backend = open_backend(model, PROVIDER, buckets=buckets, batch_size=batch, cuda_graph=graph)
+    backend = open_backend(model, RunOptions(provider=PROVIDER, buckets=buckets, batch_size=batch, cuda_graph=graph))
     with backend:
         _, starts, ends, seconds = bucketed_logits(backend, [features], batch)
     return starts, ends, seconds

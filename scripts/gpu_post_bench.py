@@ -6,14 +6,14 @@ beside the GPU), then the post-processing of those logits with 1, 4, 8 and 16 fo
 """
 import sys, time
 from bertrt.run.answering import SquadParams, bucketed_logits, feature_chunks
-from bertrt.run.backends import open_backend
+from bertrt.runtimes import RunOptions, open_backend
 from bertrt.qa.postprocess import best_answers
 from bertrt.qa.squad_data import load_squad
 from bertrt.qa.tokenizer import load_tokenizer
 model, vocab, squad = sys.argv[1:4]
 examples, _ = load_squad(squad)
 tok = load_tokenizer(vocab)
-with open_backend(model, "cuda", batch_size=256, cuda_graph=True) as b:
+with open_backend(model, RunOptions(provider="cuda", batch_size=256, cuda_graph=True)) as b:
     features, starts, ends, secs = bucketed_logits(b, feature_chunks(examples, tok, SquadParams(), True), 256)
     print("model s", round(secs, 3))
     ref = None

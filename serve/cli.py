@@ -9,6 +9,7 @@ Each `run` takes (args, cfg) like the other subcommands; errors are BertrtError 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import tempfile
@@ -138,7 +139,20 @@ def add_serve_bench(sub) -> None:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--requests", type=int, default=256, help="requests per concurrency level (split over clients)")
     p.add_argument("--time-limit", type=float, default=120, help="seconds per concurrency level, at most")
+    p.add_argument("--processes", type=int, help="client processes the load comes from (default: one per 32 "
+                                                 "concurrent requests, at most the cores; one process saturates near "
+                                                 "64)")
+    p.add_argument("--url", help="benchmark an already running server at HOST:PORT (of --protocol) instead of "
+                                 "starting one; its answers are checked against its first answer")
     p.set_defaults(run=run_serve_bench)
+
+
+def client_processes(concurrency: int, asked: int | None) -> int:
+    """Client processes for one concurrency level: as asked, else one per 32 concurrent requests (measured: one
+    Python client process tops out near 64), at most one per core."""
+    if asked is not None:
+        return asked
+    return max(1, min(os.cpu_count() or 1, -(-concurrency // 32)))
 
 
 def _in_process_ms(repository: Path, passage: str, question: str, runs: int = 20) -> float:
@@ -176,10 +190,17 @@ def run_serve_bench(args, cfg) -> int:
 
     if min(args.concurrency) < 1 or args.requests < 1 or args.time_limit <= 0:
         raise BertrtError("--concurrency, --requests and --time-limit must be positive")
-    endpoints = Endpoints("127.0.0.1", free_port(), free_port())
-    url = endpoints.http_url if args.protocol == "http" else endpoints.grpc_url
-    with _repository(args, cfg) as repository, TritonServer(repository, endpoints):
-        baseline_ms = _in_process_ms(repository, args.passage, args.question)
+    if args.processes is not None and not 1 <= args.processes <= 4 * (os.cpu_count() or 1):
+        raise BertrtError(f"--processes must be between 1 and {4 * (os.cpu_count() or 1)}, got {args.processes}")
+    with contextlib.ExitStack() as stack:
+        if args.url:
+            url, baseline_ms = args.url, None
+        else:
+            endpoints = Endpoints("127.0.0.1", free_port(), free_port())
+            url = endpoints.http_url if args.protocol == "http" else endpoints.grpc_url
+            repository = stack.enter_context(_repository(args, cfg))
+            stack.enter_context(TritonServer(repository, endpoints))
+            baseline_ms = _in_process_ms(repository, args.passage, args.question)
         with QAClient(args.protocol, url) as client:
             expected = client.ask(args.passage, args.question)
             for _ in range(3):  # warm-up: first runs allocate
@@ -187,7 +208,8 @@ def run_serve_bench(args, cfg) -> int:
         results = []
         for concurrency in args.concurrency:
             per_client = -(-args.requests // concurrency)
-            result = load(args.protocol, url, args.passage, args.question, concurrency, per_client, args.time_limit)
+            result = load(args.protocol, url, args.passage, args.question, concurrency, per_client, args.time_limit,
+                          processes=client_processes(concurrency, args.processes))
             wrong = sum(answer[0] != expected[0] for answer in result.answers)
             if result.errors or wrong:
                 raise BertrtError(f"concurrency {concurrency}: {len(result.errors)} failed and {wrong} different "
@@ -197,7 +219,8 @@ def run_serve_bench(args, cfg) -> int:
             sizes = client.executed_batch_sizes()
     print(f"answer: {expected[0]!r} (score {expected[1]:.3f})")
     print(format_table(results, args.protocol))
-    print(f"in-process reference (same model and parameters, no server, one request at a time): "
-          f"median {baseline_ms:.1f} ms")
+    if baseline_ms is not None:
+        print(f"in-process reference (same model and parameters, no server, one request at a time): "
+              f"median {baseline_ms:.1f} ms")
     print("model executions by batch size: " + ", ".join(f"{b}: {n}" for b, n in sorted(sizes.items())))
     return 0

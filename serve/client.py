@@ -4,6 +4,8 @@ request's latency as the client sees it."""
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -78,22 +80,36 @@ class LoadResult:
     answers: list[tuple[str, float]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    processes: int = 1  # client processes the load came from
+    client_cpu_s: float = 0.0  # CPU seconds the client processes used (user + system), so a reader sees whether
+    # the client, rather than the server, was the limit
 
     @property
     def throughput(self) -> float:
         return len(self.answers) / self.wall_s if self.wall_s > 0 else 0.0
 
+    @property
+    def client_cores(self) -> float:
+        """Cores the clients kept busy on average over the run."""
+        return self.client_cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+
     def percentile_ms(self, q: float) -> float:
         return float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s else float("nan")
 
+    def merge(self, other: LoadResult) -> None:
+        self.sent += other.sent
+        self.latencies_s += other.latencies_s
+        self.answers += other.answers
+        self.errors += other.errors
+        self.client_cpu_s += other.client_cpu_s
 
-def load(protocol: str, url: str, passage: str, question: str, concurrency: int, requests_per_client: int,
-         time_limit_s: float) -> LoadResult:
-    """`concurrency` clients, each sending up to `requests_per_client` requests back to back until the deadline.
-    Every request is accounted for: answered (latency, answer) or failed (error text)."""
+
+def _threads_load(protocol: str, url: str, passage: str, question: str, concurrency: int,
+                  requests_per_client: int, deadline: float) -> LoadResult:
+    """`concurrency` client threads in this process, each sending up to `requests_per_client` requests back to back
+    until `deadline` (time.monotonic). Every request is accounted for: answered (latency, answer) or failed."""
     result = LoadResult(concurrency)
     lock = threading.Lock()
-    deadline = time.monotonic() + time_limit_s
 
     def client_loop() -> None:
         with QAClient(protocol, url) as client:
@@ -114,21 +130,73 @@ def load(protocol: str, url: str, passage: str, question: str, concurrency: int,
                     result.latencies_s.append(latency)
                     result.answers.append(answer)
 
+    cpu0 = time.process_time()
     threads = [threading.Thread(target=client_loop, daemon=True) for _ in range(concurrency)]
-    t0 = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         # Each request is bounded by REQUEST_TIMEOUT_S, so this join is bounded too.
-        thread.join(timeout=time_limit_s + REQUEST_TIMEOUT_S + 5)
-    result.wall_s = time.perf_counter() - t0
+        thread.join(timeout=max(0.0, deadline - time.monotonic()) + REQUEST_TIMEOUT_S + 5)
+    result.client_cpu_s = time.process_time() - cpu0
     return result
 
 
+def _process_load(args: tuple, start, results) -> None:
+    """One client process: wait for the common start, run its threads, send the result back."""
+    start.wait()
+    protocol, url, passage, question, concurrency, per_client, time_limit_s = args
+    results.put(_threads_load(protocol, url, passage, question, concurrency, per_client,
+                              time.monotonic() + time_limit_s))
+
+
+def split_concurrency(concurrency: int, processes: int) -> list[int]:
+    """Client threads per process: `concurrency` spread as evenly as possible over at most `processes`."""
+    processes = max(1, min(processes, concurrency))
+    return [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
+
+
+def load(protocol: str, url: str, passage: str, question: str, concurrency: int, requests_per_client: int,
+         time_limit_s: float, processes: int = 1) -> LoadResult:
+    """`concurrency` clients spread over `processes` client processes (one Python process saturates its GIL near
+    64 concurrent requests, and then the client is what a benchmark measures), each sending up to
+    `requests_per_client` requests back to back until the deadline. The processes are started first and released
+    together, so their start-up is not timed."""
+    shares = split_concurrency(concurrency, processes)
+    if len(shares) == 1:
+        t0 = time.perf_counter()
+        result = _threads_load(protocol, url, passage, question, concurrency, requests_per_client,
+                               time.monotonic() + time_limit_s)
+        result.wall_s = time.perf_counter() - t0
+        return result
+    # spawn, not fork: gRPC's channels do not survive a fork, and the parent may hold one
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Event(), context.Queue()
+    workers = [context.Process(target=_process_load, daemon=True,
+                               args=((protocol, url, passage, question, share, requests_per_client, time_limit_s),
+                                     start, results)) for share in shares]
+    for worker in workers:
+        worker.start()
+    merged = LoadResult(concurrency, processes=len(workers))
+    t0 = time.perf_counter()
+    start.set()
+    try:
+        for _ in workers:
+            merged.merge(results.get(timeout=time_limit_s + REQUEST_TIMEOUT_S + 30))
+    except queue.Empty:
+        merged.errors.append("a client process did not report back in time")
+    merged.wall_s = time.perf_counter() - t0
+    for worker in workers:
+        worker.join(timeout=5)
+        if worker.is_alive():
+            worker.kill()
+    return merged
+
+
 def format_table(results: list[LoadResult], protocol: str) -> str:
-    rows = ["| concurrency | requests | errors | throughput (req/s) | p50 latency (ms) | p99 latency (ms) |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    rows = ["| concurrency | client processes | requests | errors | throughput (req/s) | p50 latency (ms) | "
+            "p99 latency (ms) | client CPU (cores) |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
-        rows.append(f"| {r.concurrency} | {len(r.answers)} | {len(r.errors)} | {r.throughput:.1f} | "
-                    f"{r.percentile_ms(50):.1f} | {r.percentile_ms(99):.1f} |")
+        rows.append(f"| {r.concurrency} | {r.processes} | {len(r.answers)} | {len(r.errors)} | {r.throughput:.1f} | "
+                    f"{r.percentile_ms(50):.1f} | {r.percentile_ms(99):.1f} | {r.client_cores:.2f} |")
     return f"{protocol.upper()}, tritonclient, one (passage, question) per request\n" + "\n".join(rows)

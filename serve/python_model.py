@@ -14,22 +14,20 @@ import json
 from pathlib import Path
 
 import numpy as np
-from polygraphy.backend.base import BaseRunner
 
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES
+from bertrt.runtimes import QARunner, RunOptions, open_backend
 from bertrt.serve.repository import INPUTS, ServingParams
 
 
 def open_qa_backend(model: Path, provider: str):
-    """The model runs through bertrt's one backend selection (`bertrt.run.backends.open_backend`); this is the only
+    """The model runs through bertrt's one backend selection (`bertrt.runtimes.open_backend`); this is the only
     call into it, so a change of its signature is adapted here."""
-    from bertrt.run.backends import open_backend
-
-    return open_backend(model, provider=provider)
+    return open_backend(model, RunOptions(provider=provider))
 
 
-class TritonModelRunner(BaseRunner):
+class TritonModelRunner(QARunner):
     """A Polygraphy runner whose inference is a BLS call to another model of the same Triton server (the tensor
     model that Triton's onnxruntime or TensorRT backend runs)."""
 
@@ -42,11 +40,6 @@ class TritonModelRunner(BaseRunner):
 
     def deactivate_impl(self):
         pass
-
-    def get_input_metadata_impl(self):
-        from bertrt.run.runners import _qa_input_metadata
-
-        return _qa_input_metadata()
 
     def infer_impl(self, feed_dict):
         import triton_python_backend_utils as pb_utils

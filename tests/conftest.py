@@ -47,7 +47,7 @@ def squad_scores(model: Path, tokenizer, output: Path, limit: int | None) -> dic
     import json
 
     from bertrt.run.answering import SquadParams
-    from bertrt.run.backends import open_backend
+    from bertrt.runtimes import open_backend
     from bertrt.run.squad_eval import run_squad
 
     with open_backend(model) as backend:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from bertrt.run.backends import ort_session
+from bertrt.runtimes.onnxruntime import ort_session
 from bertrt.surgery.pipeline import fusion_report_path
 
 from bertrt.artifacts import sha256_file, sidecar_path

@@ -313,7 +313,7 @@ def test_infer_bad_input(capsys, ws, embedded_onnx, case):
 def test_non_finite_logits_are_an_error_not_json_nan(capsys, ws, embedded_onnx, monkeypatch):
     """A model that computes NaN (e.g. a LayerNorm epsilon <= 0 from a hand-edited artifact) never reaches the
     JSON output as `NaN`, which is not JSON."""
-    from bertrt.run.backends import QABackend
+    from bertrt.runtimes import QABackend
 
     def nan_logits(self, feed):
         nan = np.full(feed["input_ids"].shape, np.nan, np.float32)

@@ -170,7 +170,7 @@ def copy_engine(engine: Path, folder: Path) -> Path:
 
 
 def open_error(path: Path) -> str:
-    from bertrt.run.backends import open_backend
+    from bertrt.runtimes import open_backend
 
     with pytest.raises(BertrtError) as e:
         backend = open_backend(path)
@@ -272,11 +272,11 @@ def test_engine_checks_without_gpu(small, tmp_path, monkeypatch, capsys):
     assert "not a bertrt engine sidecar" in open_error(edited("malformed", lambda s: s["engine"].update(profiles=[])))
     assert "not a bertrt engine sidecar" in open_error(edited("badhash", lambda s: s.update(sha256="x")))
 
-    monkeypatch.setattr("bertrt.build.runtime.device_compute_capability", lambda: "9.0")
+    monkeypatch.setattr("bertrt.runtimes.tensorrt_library.device_compute_capability", lambda: "9.0")
     assert "this GPU is 9.0" in open_error(engine)
     monkeypatch.undo()
     try:
-        from bertrt.build.runtime import device_compute_capability
+        from bertrt.runtimes.tensorrt_library import device_compute_capability
 
         device_compute_capability()
     except BertrtError:
@@ -311,7 +311,7 @@ def test_out_of_profile_shapes_are_one_line(capsys, small):
 # --- running engines: needs TensorRT and a supported GPU ------------------------------------------------------
 
 def _runs_engines() -> str | None:
-    from bertrt.build.runtime import device_compute_capability
+    from bertrt.runtimes.tensorrt_library import device_compute_capability
 
     try:
         capability = device_compute_capability()
@@ -325,7 +325,7 @@ def test_engine_matches_onnxruntime(engines, embedded_native, dev_batch):
     reason = _runs_engines()
     if reason:
         pytest.skip(f"not run: {reason}")
-    from bertrt.run.backends import open_backend
+    from bertrt.runtimes import open_backend
 
     engine, _ = engines("native", "fp32")
     feed = {k: v[:4] for k, v in dev_batch.items()}
@@ -349,10 +349,10 @@ def test_engine_answers_the_classic_question(engines, capsys):
 
 
 def test_fp8_targets_ada_or_newer():
-    from bertrt.build import runtime as runtimes
+    from bertrt.runtimes import tensorrt_library as runtimes
     from bertrt.build.builder_config import parse_compute_capabilities
 
-    rtx = runtimes.RUNTIMES[RTX]
+    rtx = runtimes.LIBRARIES[RTX]
     trt = runtimes.load(rtx)
     assert parse_compute_capabilities(["8.9", "12.0"], trt, rtx, "fp8") == ((8, 9), (12, 0))
     assert parse_compute_capabilities(["8.6"], trt, rtx, "int8") == ((8, 6),)
@@ -376,11 +376,11 @@ def test_fp8_targets_ada_or_newer():
 def test_precision_per_tensorrt_version(version, graph, requested, expected):
     """What --precision means on TensorRT 10 (weak typing) and 11 (strongly typed); the TensorRT 10 INT8 build's
     polygraphy command carries the SQuAD data loader and the calibration cache."""
-    from bertrt.build import runtime as runtimes
+    from bertrt.runtimes import tensorrt_library as runtimes
     from bertrt.build.builder_config import plan_precision
     from bertrt.build.engine_build import polygraphy_command
 
-    tensorrt = runtimes.RUNTIMES["tensorrt"]
+    tensorrt = runtimes.LIBRARIES["tensorrt"]
     if isinstance(expected, str):
         with pytest.raises(BertrtError, match=expected):
             plan_precision(requested, graph, tensorrt, version, Path("m.onnx"))

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from bertrt.export.onnx_export import export, read_weights, resolve_source
 from bertrt.export.tf_model import build_qa_function, run_tf
-from bertrt.run.backends import ort_session
+from bertrt.runtimes.onnxruntime import ort_session
 from checkpoints import random_weights, write_checkpoint
 from conftest import EMBEDDED, HF_FIXTURES
 

@@ -20,7 +20,7 @@ SMALL = (2, 64, 2, "erf")  # layers, hidden, heads, gelu of a random-weight expo
 
 # --- buckets -----------------------------------------------------------------------------------------------------
 def test_parse_and_check_buckets():
-    from bertrt.run.buckets import bucket_for, check_buckets, parse_buckets
+    from bertrt.runtimes.buckets import bucket_for, check_buckets, parse_buckets
 
     assert parse_buckets("384,128,256,128") == (128, 256, 384)
     for bad in ("", "128,x", "0,384", "-5"):
@@ -39,7 +39,7 @@ def test_parse_and_check_buckets():
 def test_bucket_batcher_on_real_squad_lengths(tokenizer):
     """Every feature lands exactly once, in the smallest bucket that holds it; batches are full except the last
     one of each bucket; a chunked feed gives the same batches' contents as one feed."""
-    from bertrt.run.buckets import BucketBatcher
+    from bertrt.runtimes.buckets import BucketBatcher
     from bertrt.qa.features import make_features
     from bertrt.qa.squad_data import load_squad
 
@@ -74,8 +74,8 @@ def test_collate_pads_rows_with_one_token():
 def test_bound_runner_matches_session_run(random_fused):
     """Same logits as a plain session.run, for two shapes, and results that survive the next call (the runner
     reuses its buffers)."""
-    from bertrt.run.backends import ort_session
-    from bertrt.run.ort_cuda import OrtBoundRunner
+    from bertrt.runtimes.onnxruntime import ort_session
+    from bertrt.runtimes.onnxruntime_bound import OrtBoundRunner
 
     _, fused, cfg = random_fused(SMALL, "ort")
     session = ort_session(fused, "cpu")
@@ -102,7 +102,7 @@ def test_bound_runner_matches_session_run(random_fused):
 
 
 def test_failed_warm_up_releases_the_runner(random_fused, monkeypatch):
-    from bertrt.run.backends import open_backend
+    from bertrt.runtimes import open_backend
 
     _, fused, _ = random_fused(SMALL, "ort")
     backend = open_backend(fused, buckets=(64,), batch_size=4)
@@ -121,7 +121,7 @@ def test_bucketed_squad_equals_length_sorted_batches(embedded_onnx, tokenizer):
     """The bucketed path (IOBinding, batches padded to buckets and rows, features made in overlapped chunks) gives
     the same logits and answers as the length-sorted dynamic batches, on real dev questions."""
     from bertrt.run.answering import SquadParams, answer
-    from bertrt.run.backends import open_backend
+    from bertrt.runtimes import open_backend
     from bertrt.qa.squad_data import load_squad
 
     examples, _ = load_squad(require(DEV))
@@ -264,3 +264,33 @@ def test_post_processing_in_processes_equals_one_process(tokenizer):
     one = best_answers(examples, features, starts, ends)
     forked = best_answers(examples, features, starts, ends, workers=3)
     assert forked == one and len({a.text for a in one}) > 100
+
+
+def test_gpu_sweep_times_runners_through_the_protocol(random_fused, monkeypatch):
+    """The GPU sweep opens bertrt's models with `open_backend` and times `run_bound` of device-resident runners;
+    here on the CPU provider (the open is redirected; the host clock times) so its logic runs without a GPU."""
+    from dataclasses import replace
+
+    from bertrt.run import perf_gpu
+    from bertrt.runtimes import open_backend
+
+    _, fused, _ = random_fused(SMALL, "ort")
+    opened = []
+
+    def on_cpu(path, options):
+        opened.append(options)
+        # the CPU default with buckets is the runtime the CUDA provider gets by default: onnxruntime-bound
+        return open_backend(path, replace(options, provider="cpu", cuda_stream=None, buckets=(16,)))
+
+    monkeypatch.setattr(perf_gpu, "open_backend", on_cpu)
+    model = perf_gpu.GpuModel("tiny", fused)
+    timings, clock = perf_gpu.gpu_timings([model], [1, 2], [16], warmup=1, runs=3, cuda_graph=False, peers=False,
+                                          log=lambda _: None)
+    assert [(t.runtime, t.batch, t.seq, t.runs) for t in timings] == [("ort-iobinding", 1, 16, 3),
+                                                                      ("ort-iobinding", 2, 16, 3)]
+    assert [o.provider for o in opened] == ["cuda"] and opened[0].cuda_graph is False
+    # a runtime that keeps its inputs on the host cannot be timed on the device: refused in one line
+    with pytest.raises(BertrtError, match="onnxruntime-cpu keeps its inputs on the host; perf --provider cuda times "
+                                          "runtimes with device-resident inputs"):
+        perf_gpu.gpu_timings([model], [1], [16], 1, 3, cuda_graph=False, peers=False, log=lambda _: None,
+                             options=perf_gpu.RunOptions(provider="cuda", runtime="onnxruntime"))

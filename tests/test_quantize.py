@@ -14,7 +14,7 @@ import onnx
 import pytest
 from bertrt.calibration.qdq import gemm_nodes
 from bertrt.calibration.quantize import quantize
-from bertrt.run.backends import open_backend
+from bertrt.runtimes import open_backend
 from conftest import QUANT_CALIB_NUM as CALIB_NUM
 from conftest import QUANT_SETTINGS as SETTINGS
 from conftest import squad_scores

@@ -111,6 +111,21 @@ def test_bounded_load_loses_nothing_and_batches(server, infer_answer):
           f"p99 {result.percentile_ms(99):.1f} ms; executions by batch size {sorted(sizes.items())}")
 
 
+@needs_server
+def test_load_from_several_client_processes_loses_nothing(server, infer_answer):
+    """serve-bench's multi-process load: every request of every process is counted and answered alike, and the
+    clients' CPU time comes back with them."""
+    from bertrt.serve.client import load, split_concurrency
+
+    assert split_concurrency(10, 3) == [4, 3, 3] and split_concurrency(2, 8) == [1, 1]
+    result = load("grpc", server.endpoints.grpc_url, TENSORRT_PASSAGE, QUESTION, concurrency=4,
+                  requests_per_client=10, time_limit_s=240, processes=2)
+    assert result.processes == 2 and result.errors == [], result.errors[:1]
+    assert result.sent == len(result.answers) == 40
+    assert {a for a, _ in result.answers} == {infer_answer["answer"]}
+    assert result.client_cpu_s > 0 and result.wall_s > 0
+
+
 def _raw_request(server, inputs: dict[str, np.ndarray]):
     """An HTTP request with exactly these inputs (any dtype), bypassing QAClient's checks."""
     import tritonclient.http as http

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
-from bertrt.run.backends import ort_session
+from bertrt.runtimes.onnxruntime import ort_session
 from bertrt.surgery.mask_use import APPLIED, IGNORED
 from bertrt.surgery.pattern import const_value
 from bertrt.surgery.pipeline import fusion_report_path, run_surgery

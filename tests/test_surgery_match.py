@@ -127,7 +127,7 @@ def test_variant_fuses_and_matches_torch(tmp_path, variant):
     run_surgery(path, out, "ort")
     ref = np.load(FIXTURE / "reference.npz")
     feed = {k: ref[k] for k in ("input_ids", "segment_ids", "input_mask")}
-    from bertrt.run.backends import ort_session
+    from bertrt.runtimes.onnxruntime import ort_session
 
     got = ort_session(out, threads=1).run(["start_logits", "end_logits"], feed)
     valid = ref["input_mask"].astype(bool)

@@ -152,7 +152,7 @@ def test_broken_attention_names_layer_and_part(tmp_path):
 
 def test_ort_target_squad_f1_equals_unfused_on_ci_subset(real_fused, tokenizer, tmp_path):
     from bertrt.run.answering import SquadParams
-    from bertrt.run.backends import open_backend
+    from bertrt.runtimes import open_backend
     from bertrt.run.squad_eval import run_squad
     from conftest import DEV, require
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from bertrt.run.backends import ort_session
+from bertrt.runtimes.onnxruntime import ort_session
 from bertrt.surgery import emit_plugins
 from bertrt.surgery.match_model import match_model
 from bertrt.surgery.pipeline import fusion_report_path, run_surgery

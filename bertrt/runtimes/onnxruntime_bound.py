@@ -1,22 +1,30 @@
-"""onnxruntime with device-resident I/O: a Polygraphy runner over an InferenceSession that keeps one set of
-preallocated input/output buffers per input shape (IOBinding), copies each input in once and each output out once,
-and can replay one onnxruntime CUDA graph per shape.
+"""The `onnxruntime-bound` runtime: onnxruntime with device-resident I/O, a runner over an InferenceSession that
+keeps one set of preallocated input/output buffers per input shape (IOBinding), copies each input in once and each
+output out once, and can replay one onnxruntime CUDA graph per shape.
 
 Polygraphy's OnnxrtRunner feeds numpy arrays through `session.run`, which allocates and copies every call; with a
 few fixed shapes (see buckets.py) the buffers can instead live on the device for the whole run, which is also what
 onnxruntime's CUDA graphs require (fixed input/output addresses). Written against onnxruntime's public Python API
 (OrtValue, IOBinding, RunOptions `gpu_graph_id`, CUDA provider option `enable_cuda_graph`); on the CPU provider the
-same runner works with host buffers (so its logic is tested without a GPU)."""
+same runner works with host buffers (so its logic is tested without a GPU).
+
+The default for ONNX models on the CUDA provider, or when sequence-length buckets or CUDA graphs are asked for.
+"""
 
 from __future__ import annotations
 
 import time
 
 import numpy as np
-from polygraphy.backend.base import BaseRunner
+import onnxruntime as ort
 
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES
+from bertrt.runtimes.artifact import Artifact
+from bertrt.runtimes.base import QABackend, QARunner, RunOptions, zeros_feed
+from bertrt.runtimes.buckets import DEFAULT_BUCKETS
+from bertrt.runtimes.onnxruntime import artifact_session, check_packed
+from bertrt.runtimes.registry import Runtime
 
 _ORT_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -25,8 +33,6 @@ class _ShapeBinding:
     """The device buffers and IOBinding of one (batch, seq) shape, and its CUDA graph id."""
 
     def __init__(self, session, shape: tuple[int, int], device: str, output_types: dict, graph_id: int | None):
-        import onnxruntime as ort
-
         self.binding = session.io_binding()
         self.inputs = {n: ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.int32, device, 0)
                        for n in INPUT_NAMES}
@@ -41,7 +47,7 @@ class _ShapeBinding:
             self.run_options.add_run_config_entry("gpu_graph_id", str(graph_id))
 
 
-class OrtBoundRunner(BaseRunner):
+class OrtBoundRunner(QARunner):
     """Runs the QA contract (int32 [B, S] inputs, float [B, S] logits) through IOBinding.
 
     `session` is an onnxruntime InferenceSession (made with `enable_cuda_graph` when `cuda_graph` is set);
@@ -58,13 +64,11 @@ class OrtBoundRunner(BaseRunner):
         self.bindings: dict[tuple[int, int], _ShapeBinding] = {}
         self.graphs = 0  # graph ids are never reused: onnxruntime keeps each captured graph (with its addresses)
 
+    # run_bound runs on the bound buffers with no copies (device buffers on the CUDA provider, host ones on the CPU)
+    device_resident = True
+
     def activate_impl(self):
-        pass  # the session is made by the caller (backends.open_backend), so that load errors are reported there
-
-    def get_input_metadata_impl(self):
-        from bertrt.run.runners import qa_input_metadata
-
-        return qa_input_metadata()
+        pass  # the session is made by `open` (so that load errors are reported there)
 
     def _binding(self, shape: tuple[int, int]) -> _ShapeBinding:
         if shape not in self.bindings:
@@ -113,10 +117,44 @@ class OrtBoundRunner(BaseRunner):
         """Plan (and with CUDA graphs capture) every shape once, before any timed run. onnxruntime's CUDA EP runs a
         graph id normally a couple of times before it captures it, hence several runs."""
         for batch, seq in shapes:
-            feed = {n: np.zeros((batch, seq), np.int32) for n in INPUT_NAMES}
-            feed["input_mask"][:, 0] = 1
+            feed = zeros_feed(batch, seq)
             for _ in range(runs):
-                self.infer_impl(feed)
+                self.infer(feed)
+
+    def release_shapes(self) -> None:
+        self.bindings.clear()
 
     def deactivate_impl(self):
         self.bindings.clear()
+
+
+def _check(artifact: Artifact, options: RunOptions) -> None:
+    check_packed(artifact, options)
+    if options.cuda_graph and options.provider != "cuda":
+        raise BertrtError("CUDA graphs need the CUDA provider (--provider cuda)")
+
+
+def _open(artifact: Artifact, options: RunOptions) -> QABackend:
+    """IOBinding on sequence-length buckets, optionally replaying one CUDA graph per bucket: the GPU path (and the
+    same feeding on the CPU when buckets are given)."""
+    cuda_options = {"enable_cuda_graph": "1"} if options.cuda_graph else {}
+    if options.cuda_stream is not None:  # run on the caller's stream (perf's CUDA events are recorded on it)
+        cuda_options["user_compute_stream"] = str(options.cuda_stream)
+    session = artifact_session(artifact, options, cuda_options=cuda_options or None)
+    runner = OrtBoundRunner(session, device="cuda" if options.provider == "cuda" else "cpu",
+                            cuda_graph=options.cuda_graph,
+                            name=f"onnxruntime-{options.provider}-iobinding:{artifact.path.name}")
+    buckets = tuple(options.buckets or DEFAULT_BUCKETS)
+    graph = ", CUDA graphs" if options.cuda_graph else ""
+    return QABackend(runner, artifact.config, f"onnxruntime {options.provider} IOBinding, buckets "
+                     f"{','.join(map(str, buckets))}{graph}: {artifact.path}", buckets=buckets,
+                     batch_size=options.batch_size)
+
+
+RUNTIME = Runtime(
+    name="onnxruntime-bound", artifact="onnx", open=_open, check=_check,
+    description="onnxruntime with IOBinding: device-resident buffers per shape, batches padded to sequence-length "
+                "buckets, optional CUDA graphs",
+    requires=("onnxruntime",), install="pip install onnxruntime-gpu (or onnxruntime)", providers=("cpu", "cuda"),
+    takes=frozenset({"cuda_stream"}),
+    default_when=lambda options: options.provider == "cuda" or bool(options.buckets) or options.cuda_graph)
