@@ -111,10 +111,11 @@ class OpenVinoRunner(QARunner):
 
 def _open(artifact: Artifact, options: RunOptions) -> QABackend:
     static = bool(options.buckets)
-    runner = OpenVinoRunner(artifact.path, options.precision, options.threads, options.extra_outputs, static,
-                            name=f"openvino-{options.precision or 'auto'}:{artifact.path.name}")
+    precision = resolve_precision(options.precision)  # named in the description (auto -> what this CPU runs)
+    runner = OpenVinoRunner(artifact.path, precision, options.threads, options.extra_outputs, static,
+                            name=f"openvino-{precision}:{artifact.path.name}")
     shapes = f", buckets {','.join(map(str, options.buckets))}" if static else ""
-    return QABackend(runner, artifact.config, f"OpenVINO CPU {options.precision or 'auto'}{shapes}: {artifact.path}",
+    return QABackend(runner, artifact.config, f"OpenVINO CPU {precision}{shapes}: {artifact.path}",
                      buckets=options.buckets if static else None, batch_size=options.batch_size if static else None)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bertrt.errors import BertrtError
@@ -38,6 +38,9 @@ class Runtime:
     precisions: tuple[str, ...] = ()  # the --precision values it takes (with "precision" in `takes`)
     default_when: Callable[[RunOptions], bool] | None = None  # it is the default for these options; None: never
     check: Callable[[Artifact, RunOptions], None] | None = None  # its own refusals (one-line BertrtErrors)
+    # The reference of its artifact kind: what other runtimes are checked against (compare's side A when no runtime
+    # is named), which need not be the fastest default.
+    reference: bool = False
 
     def missing(self) -> str | None:
         """Why it cannot run here (one line naming what to install), or None when it can."""
@@ -128,6 +131,22 @@ def choose_runtime(artifact: Artifact, options: RunOptions) -> Runtime:
     raise BertrtError(f"{where}: no registered runtime runs {_kind_label(artifact.kind)}{target} with --provider "
                       f"{options.provider} by default (registered for {_kind_label(artifact.kind)}: "
                       f"{', '.join(r.name for r in registered(artifact.kind)) or 'none'})")
+
+
+def reference_options(model: str | Path, options: RunOptions) -> RunOptions:
+    """`options` for running `model` as a reference: with no runtime named, the installed reference runtime of its
+    kind (when it runs the model's target on the provider), without the requests it does not take (a precision
+    meant for the runtime under test); otherwise `options` unchanged."""
+    if options.runtime is not None:
+        return options
+    artifact = read_artifact(Path(model))
+    for runtime in registered(artifact.kind):
+        if (runtime.reference and runtime.runs(artifact) and runtime.missing() is None
+                and (runtime.providers is None or options.provider in runtime.providers)):
+            dropped = {name: None for name in options.requested() if name not in runtime.takes
+                       and name != "extra_outputs"}  # extra outputs are asked of both sides
+            return replace(options, runtime=runtime.name, **dropped)
+    return options
 
 
 def check_options(runtime: Runtime, artifact: Artifact, options: RunOptions) -> None:
