@@ -1,13 +1,16 @@
-"""Flag groups shared by the subcommands (as Polygraphy's `tools/args`): each group is defined once, with its
-spelling, help and config fallback, and every subcommand that needs it adds the same group.
+"""Flag groups shared by the subcommands (as Polygraphy's `tools/args`): each group is defined once, here, with its
+spelling, help and config fallback, and every subcommand that needs it adds the same group (no subcommand defines
+these flags itself) and reads it back through the same function.
 
-- model:   --model (.onnx / .engine), --vocab
+- model:   --model (the QA model: .onnx / .engine / checkpoint), --vocab (also alone: `add_vocab_arg`)
 - backend: --runtime (a registered runtime), --provider (cpu | cuda), --threads, --buckets, --cuda-graph,
-           --precision (runtimes that take one): a `bertrt.runtimes.RunOptions`
+           --precision (runtimes that take one) -> a `bertrt.runtimes.RunOptions` (`backend_options`, `run_options`)
 - shapes:  --batch-size, --seq-len (one value, or several for grids such as `perf`)
-- squad:   --doc-stride, --max-query-length, --n-best, --max-answer-length
+- squad:   --doc-stride, --max-query-length, --n-best, --max-answer-length -> `squad_params`
+- session: all four (infer, squad, triton-repo, serve, serve-bench) -> `session_args`
 
-Older spellings (`--max-seq-length`, `--seq`, `--batch`) are accepted as aliases of the one flag.
+Older spellings (`--max-seq-length`, `--seq`, `--batch`) are accepted as aliases of the one flag. A flag that only
+one stage has, or that means something else there (build's `--model` is the ONNX to build), is that stage's own.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from bertrt.errors import BertrtError
 from bertrt.pipeline_config import PipelineConfig
 from bertrt.runtimes import PROVIDERS, RunOptions, registered, runtime_names
 from bertrt.runtimes.buckets import parse_buckets
+from bertrt.session import SquadParams, run_options as session_run_options
 
 
 def pick(value, cfg: PipelineConfig, section: str, key: str):
@@ -40,7 +44,12 @@ def add_model_args(p, several: bool = False, vocab: bool = True, required: bool 
     else:
         p.add_argument("--model", type=Path, help=help_)
     if vocab:
-        p.add_argument("--vocab", type=Path, help="vocab.txt (default: the config's)")
+        add_vocab_arg(p)
+
+
+def add_vocab_arg(p, purpose: str = "") -> None:
+    """--vocab alone (compare, and the calibration features of quantize/build/calibrate)."""
+    p.add_argument("--vocab", type=Path, help=f"vocab.txt{purpose} (default: the config's)")
 
 
 def default_model(cfg: PipelineConfig) -> Path:
@@ -116,9 +125,28 @@ def add_squad_args(p) -> None:
     p.add_argument("--max-answer-length", type=int)
 
 
-def squad_params(args, cfg: PipelineConfig, seq_len: int):
-    from bertrt.run.answering import SquadParams
-
+def squad_params(args, cfg: PipelineConfig, seq_len: int) -> SquadParams:
     values = {k: pick(getattr(args, k, None), cfg, "squad", k) for k in SquadParams.__dataclass_fields__
               if k != "max_seq_length"}
     return SquadParams(max_seq_length=seq_len, **values)
+
+
+# --- session: what a QA session is opened with ---------------------------------------------------------------------
+def add_session_args(p) -> None:
+    """Everything a `QASession` is opened with: model, runtime options, shapes and SQuAD parameters."""
+    add_model_args(p)
+    add_backend_args(p)
+    add_shape_args(p)
+    add_squad_args(p)
+
+
+def run_options(args, cfg: PipelineConfig, batch_size: int) -> RunOptions:
+    return session_run_options(backend_options(args, cfg), batch_size=batch_size)
+
+
+def session_args(args, cfg: PipelineConfig) -> tuple[Path, Path, SquadParams, RunOptions]:
+    """(model, vocab, SQuAD parameters, run options) from the session flag group, for `QASession` or a Triton
+    repository's parameters."""
+    batch_size, seq_len = shapes(args, cfg)
+    return (model_path(args, cfg), vocab_path(args, cfg), squad_params(args, cfg, seq_len),
+            run_options(args, cfg, batch_size))

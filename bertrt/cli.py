@@ -7,9 +7,19 @@ import json
 import sys
 from pathlib import Path
 
+from bertrt import api
 from bertrt import arg_groups as ag
+from bertrt.build.cli import add_build, add_calibrate
+from bertrt.calibration.cli import add_quantize
 from bertrt.errors import BertrtError
 from bertrt.pipeline_config import PipelineConfig, load_config
+from bertrt.run.compare import format_rows
+from bertrt.run.perf import format_table, perf_outputs
+from bertrt.serve.cli import add_serve, add_serve_bench, add_triton_repo
+from bertrt.session import QASession
+from bertrt.session.squad import eval_path, summary
+from bertrt.surgery.packing import add_varseqlen
+from bertrt.surgery.pipeline import fusion_report_path
 
 
 # --- export ---------------------------------------------------------------------------------------------------
@@ -25,39 +35,27 @@ def _add_export(sub) -> None:
 
 
 def _run_export(args, cfg: PipelineConfig) -> int:
-    from bertrt.export.onnx_export import export
-
     checkpoint = Path(ag.required(ag.pick(args.checkpoint, cfg, "model", "checkpoint"), "--checkpoint"))
     output = args.output or ag.default_model(cfg)
     vocab = args.vocab
     if vocab is None and args.checkpoint is None and cfg.get("model", "vocab"):
         vocab = Path(cfg.get("model", "vocab"))
-    export(checkpoint, output, config=args.bert_config, vocab=vocab, gelu=ag.pick(args.gelu, cfg, "model", "gelu"),
-           opset=ag.pick(args.opset, cfg, "model", "opset"))
+    api.export_model(checkpoint, output, bert_config=args.bert_config, vocab=vocab,
+                     gelu=ag.pick(args.gelu, cfg, "model", "gelu"), opset=ag.pick(args.opset, cfg, "model", "opset"))
     print(f"wrote {output} (+ {output.name}.json)")
     return 0
 
 
 # --- shared by infer / squad ----------------------------------------------------------------------------------
-def _add_answering_args(p) -> None:
-    ag.add_model_args(p)
-    ag.add_backend_args(p)
-    ag.add_shape_args(p)
-    ag.add_squad_args(p)
-
-
-def _answerer(args, cfg: PipelineConfig):
-    from bertrt import api
-
-    batch_size, seq_len = ag.shapes(args, cfg)
-    return api.QuestionAnswerer(ag.model_path(args, cfg), ag.vocab_path(args, cfg), ag.squad_params(args, cfg, seq_len),
-                                batch_size, options=ag.backend_options(args, cfg))
+def _answerer(args, cfg: PipelineConfig) -> QASession:
+    model, vocab, params, options = ag.session_args(args, cfg)
+    return QASession(model, vocab, params, options=options)
 
 
 # --- infer ----------------------------------------------------------------------------------------------------
 def _add_infer(sub) -> None:
     p = sub.add_parser("infer", help="answer questions about a passage")
-    _add_answering_args(p)
+    ag.add_session_args(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--passage", help="the passage text")
     src.add_argument("--passage-file", type=Path, help="a UTF-8 text file holding the passage")
@@ -89,7 +87,7 @@ def _run_infer(args, cfg: PipelineConfig) -> int:
 # --- squad ----------------------------------------------------------------------------------------------------
 def _add_squad(sub) -> None:
     p = sub.add_parser("squad", help="run a SQuAD v1.1/v2.0 file; write predictions.json and EM/F1")
-    _add_answering_args(p)
+    ag.add_session_args(p)
     p.add_argument("--squad-json", type=Path, help="SQuAD JSON (default: the config's data.dev)")
     p.add_argument("--output", type=Path, help="predictions.json to write (default out/<config>/predictions.json)")
     p.add_argument("--limit", type=int, help="only the first N questions of the file")
@@ -100,12 +98,8 @@ def _add_squad(sub) -> None:
 
 
 def _run_squad(args, cfg: PipelineConfig) -> int:
-    from bertrt.artifacts import check_outputs
-    from bertrt.run.squad_eval import eval_path, squad_outputs, summary
-
     squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
     output = args.output or cfg.out_dir / "predictions.json"
-    check_outputs(squad_outputs(output), [squad_json, ag.model_path(args, cfg), ag.vocab_path(args, cfg)])
     with _answerer(args, cfg) as qa:
         report = qa.squad(squad_json, output, limit=args.limit,
                           null_score_diff_threshold=args.null_score_diff_threshold, progress=not args.no_progress)
@@ -128,11 +122,9 @@ def _add_surgery(sub) -> None:
 
 
 def _run_surgery(args, cfg: PipelineConfig) -> int:
-    from bertrt.surgery.pipeline import fusion_report_path, run_surgery
-
     source = args.input or ag.default_model(cfg)
     output = args.output or cfg.out_dir / f"model.{args.target}.onnx"
-    run_surgery(source, output, args.target, plugin_api=args.plugin_api, attention=args.attention)
+    api.fuse(source, output, args.target, plugin_api=args.plugin_api, attention=args.attention)
     print(f"wrote {output} (+ {output.name}.json, {fusion_report_path(output).name})")
     return 0
 
@@ -144,7 +136,7 @@ def _add_compare(sub) -> None:
     p.add_argument("b", type=Path, help="model to check: ONNX (any target; plugin graphs run on numpy references) "
                                         "or an engine from `bertrt build`")
     p.add_argument("--squad-json", type=Path, help="SQuAD file the features come from (default: the config's dev)")
-    p.add_argument("--vocab", type=Path, help="vocab.txt (default: the config's)")
+    ag.add_vocab_arg(p)
     p.add_argument("--num-features", type=int, default=8)
     ag.add_backend_args(p)
     ag.add_shape_args(p, batch_default=4)
@@ -155,9 +147,6 @@ def _add_compare(sub) -> None:
 
 
 def _run_compare(args, cfg: PipelineConfig) -> int:
-    from bertrt import api
-    from bertrt.run.compare import format_rows
-
     squad_json = Path(ag.required(ag.pick(args.squad_json, cfg, "data", "dev"), "--squad-json"))
     batch_size, seq_len = ag.shapes(args, cfg)
     rows = api.compare_models(args.a, args.b, squad_json, ag.vocab_path(args, cfg), args.num_features, batch_size,
@@ -184,10 +173,6 @@ def _add_perf(sub) -> None:
 
 
 def _run_perf(args, cfg: PipelineConfig) -> int:
-    from bertrt import api
-    from bertrt.artifacts import check_outputs
-    from bertrt.run.perf import format_table, perf_outputs
-
     batches, seqs = ag.shapes(args, cfg)
     if args.runs < 1 or args.warmup < 0:
         raise BertrtError("--runs must be positive and --warmup not negative")
@@ -195,7 +180,6 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     if not args.model and not (args.random_bert and options.provider == "cuda"):
         raise BertrtError("no model given (--model, or --random-bert with --provider cuda)")
     output = args.output or cfg.out_dir / "perf.json"
-    check_outputs(perf_outputs(output), args.model)
     if options.provider == "cuda":  # device-side timing, random-weight models and torch peers (run/perf_gpu.py)
         timings = api.perf_gpu(args.model, args.random_bert, batches, seqs, output, args.warmup, args.runs,
                                args.cuda_graph, peers=not args.no_peers, vocab=cfg.get("model", "vocab"),
@@ -220,11 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="pipeline config (default configs/minilm-l6-h384-squad11.yaml)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    from bertrt.build.cli import add_build, add_calibrate
-    from bertrt.calibration.cli import add_quantize
-    from bertrt.serve.cli import add_serve, add_serve_bench, add_triton_repo
-    from bertrt.surgery.packing import add_varseqlen
-
     for add in (_add_export, _add_infer, _add_squad, _add_surgery, _add_compare, _add_perf, add_quantize,
                 add_varseqlen, add_build, add_calibrate, add_triton_repo, add_serve, add_serve_bench):
         add(sub)

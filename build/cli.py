@@ -37,7 +37,7 @@ def add_build(sub) -> None:
 def _add_calibration_data(p) -> None:
     p.add_argument("--calib-json", type=Path, help="TensorRT 10 INT8: SQuAD training JSON (default: the shipped subset)")
     p.add_argument("--calib-num", type=int, default=calib_data.DEFAULT_CALIB_NUM, help="calibration features")
-    p.add_argument("--vocab", type=Path, help="vocab.txt for the calibration features (default: the config's)")
+    ag.add_vocab_arg(p, " for the calibration features")
 
 
 def _profiles(specs, cfg):

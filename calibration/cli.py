@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bertrt import arg_groups as ag
 from bertrt.calibration import calib_data
 
 
@@ -38,7 +39,7 @@ def add_quantize(sub) -> None:
                                           "attention_bmm,ffn_down, fp8 none)")
     p.add_argument("--float-precision", choices=["fp16", "fp32"],
                    help="int8/fp8: precision of what is not quantized (default: int8 fp16, fp8 fp32)")
-    p.add_argument("--vocab", type=Path, help="vocab.txt for the calibration features (default: the config's)")
+    ag.add_vocab_arg(p, " for the calibration features")
     p.set_defaults(run=run_quantize)
 
 

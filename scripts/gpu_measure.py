@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The GPU measurements of the README's "GPU runtime" section (issue 8), in one process on a CUDA machine with
 onnxruntime-gpu (and torch + transformers for the random-weight BERT-Large): full SQuAD v1.1 dev through
-`bertrt.run.squad_eval.run_squad` per runtime variant, packing-mode (varseqlen) parity against the padded graph on
+`bertrt.session.squad.run_squad` per runtime variant, packing-mode (varseqlen) parity against the padded graph on
 real dev features, and model throughput on the real dev length distribution for BERT-Large.
 
     python scripts/gpu_measure.py --model model.ort.fp16.onnx --vocab vocab.txt --squad-json dev-v1.1.json \\
@@ -20,12 +20,12 @@ import traceback
 from pathlib import Path
 
 import numpy as np
-from bertrt.run.answering import SquadParams, bucketed_logits
+from bertrt.session.answering import SquadParams, bucketed_logits
 from bertrt.runtimes import RunOptions, open_backend
 from bertrt.runtimes.buckets import DEFAULT_BUCKETS
 from bertrt.qa.features import make_features
 from bertrt.qa.squad_data import load_squad
-from bertrt.run.squad_eval import run_squad
+from bertrt.session.squad import run_squad
 from bertrt.qa.tokenizer import load_tokenizer
 from bertrt.surgery.packing import convert
 

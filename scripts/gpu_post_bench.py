@@ -5,7 +5,7 @@ beside the GPU), then the post-processing of those logits with 1, 4, 8 and 16 fo
     python scripts/gpu_post_bench.py model.ort.fp16.onnx vocab.txt dev-v1.1.json
 """
 import sys, time
-from bertrt.run.answering import SquadParams, bucketed_logits, feature_chunks
+from bertrt.session.answering import SquadParams, bucketed_logits, feature_chunks
 from bertrt.runtimes import RunOptions, open_backend
 from bertrt.qa.postprocess import best_answers
 from bertrt.qa.squad_data import load_squad

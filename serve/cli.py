@@ -12,36 +12,38 @@ import contextlib
 import os
 import signal
 import socket
+import statistics
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from bertrt import arg_groups as ag
 from bertrt.errors import BertrtError
+from bertrt.qa.squad_data import Example
+from bertrt.serve.client import QAClient, format_table, load
+from bertrt.serve.python_model import open_session
+from bertrt.serve.repository import MODEL_NAME, Batching, ServingMode, ServingParams, read_parameters, write_repository
+from bertrt.serve.server import Endpoints, TritonServer
 
 
 def _add_repository_args(p) -> None:
-    """What a generated repository is made of (triton-repo, and serve/serve-bench without --repository)."""
-    ag.add_model_args(p)
+    """What a generated repository is made of (triton-repo, and serve/serve-bench without --repository): the QA
+    session's flags, as `bertrt squad` takes them (model, runtime options, shapes, SQuAD parameters), and batching."""
+    ag.add_session_args(p)
     p.add_argument("--max-batch-size", type=int, help="requests the dynamic batcher gathers per execution")
     p.add_argument("--max-queue-delay-us", type=int, help="how long the batcher waits to fill a batch")
-    p.add_argument("--instances", type=int, help="model instances (each with its own runtime session)")
+    p.add_argument("--instances", type=int, help="model instances (each with its own QA session)")
     p.add_argument("--max-input-bytes", type=int, help="larger passages or questions are refused")
-    p.add_argument("--provider", choices=ag.PROVIDERS, help="onnxruntime execution provider")
-    p.add_argument("--batch-size", type=int, help="windows per model run")
 
 
-def _write(args, cfg, output: Path, bls: bool = False) -> Path:
-    from bertrt.run.answering import SquadParams
-    from bertrt.serve.repository import Batching, write_repository
-
+def _write(args, cfg, output: Path, mode: ServingMode = ServingMode.LOCAL) -> Path:
     batching = Batching(**{key: ag.pick(getattr(args, key), cfg, "serve", key)
                            for key in ("max_batch_size", "max_queue_delay_us", "instances")})
-    squad = {key: cfg.get("squad", key) for key in SquadParams.__dataclass_fields__}
-    return write_repository(output, ag.model_path(args, cfg), ag.vocab_path(args, cfg), batching, squad,
-                            provider=ag.pick(args.provider, cfg, "run", "provider"),
-                            batch_size=ag.pick(args.batch_size, cfg, "run", "batch_size"),
-                            max_input_bytes=ag.pick(args.max_input_bytes, cfg, "serve", "max_input_bytes"), bls=bls)
+    model, vocab, squad, options = ag.session_args(args, cfg)
+    params = ServingParams(model="", vocab="", squad=squad, options=options, mode=mode,
+                           max_input_bytes=ag.pick(args.max_input_bytes, cfg, "serve", "max_input_bytes"))
+    return write_repository(output, model, vocab, batching, params)
 
 
 # --- triton-repo ----------------------------------------------------------------------------------------------
@@ -49,14 +51,19 @@ def add_triton_repo(sub) -> None:
     p = sub.add_parser("triton-repo", help="write a Triton model repository (model bertrt_qa)")
     _add_repository_args(p)
     p.add_argument("--output", type=Path, required=True, help="repository directory to create (new or empty)")
-    p.add_argument("--bls", action="store_true",
-                   help="GPU production: the network as its own model for Triton's onnxruntime_onnx/tensorrt_plan "
-                        "backend, called from bertrt_qa (BLS); not runnable with the bundled server")
+    modes = p.add_mutually_exclusive_group()
+    modes.add_argument("--mode", choices=[m.value for m in ServingMode], default=ServingMode.LOCAL.value,
+                       help="local (default): the network runs in bertrt_qa on the QA session's runtime; bls: see "
+                            "--bls")
+    modes.add_argument("--bls", dest="mode", action="store_const", const=ServingMode.BLS.value,
+                       help="GPU production (--mode bls): the network as its own model for Triton's "
+                            "onnxruntime_onnx/tensorrt_plan backend, called from bertrt_qa (BLS); not runnable with "
+                            "the bundled server")
     p.set_defaults(run=run_triton_repo)
 
 
 def run_triton_repo(args, cfg) -> int:
-    output = _write(args, cfg, args.output, bls=args.bls)
+    output = _write(args, cfg, args.output, ServingMode(args.mode))
     print(f"wrote {output}")
     return 0
 
@@ -103,8 +110,6 @@ def add_serve(sub) -> None:
 
 
 def run_serve(args, cfg) -> int:
-    from bertrt.serve.server import Endpoints, TritonServer
-
     endpoints = Endpoints(args.host, args.http_port, args.grpc_port)
     with _stop_signals_interrupt(), _repository(args, cfg) as repository:
         try:
@@ -156,38 +161,20 @@ def client_processes(concurrency: int, asked: int | None) -> int:
 
 
 def _in_process_ms(repository: Path, passage: str, question: str, runs: int = 20) -> float:
-    """Median time of the same question answered in this process with the repository's own model and parameters
-    (no server): what the server adds shows against it."""
-    import statistics
-    import time
-
-    from bertrt.run.answering import SquadParams, answer
-    from bertrt.qa.squad_data import Example
-    from bertrt.qa.tokenizer import load_tokenizer
-    from bertrt.serve.python_model import open_qa_backend
-    from bertrt.serve.repository import MODEL_NAME, ServingParams, read_config
-
-    from google.protobuf.json_format import MessageToDict
-
-    config = MessageToDict(read_config(repository / MODEL_NAME / "config.pbtxt"), preserving_proto_field_name=True)
-    params = ServingParams.from_parameters(config["parameters"])
-    model_dir = repository / MODEL_NAME
+    """Median time of the same question answered in this process by the QA session the Triton model opens (same
+    model, parameters and run options; no server): what the server adds shows against it."""
     times = []
-    with open_qa_backend(model_dir / params.model, params.provider) as backend:
-        tokenizer = load_tokenizer(model_dir / params.vocab, expected_vocab_size=backend.config.vocab_size)
+    with open_session(repository / MODEL_NAME, read_parameters(repository)) as session:
+        examples = [Example("0", question, passage)]
         for _ in range(runs + 3):  # the first runs allocate
             t0 = time.perf_counter()
-            answer(backend, tokenizer, [Example("0", question, passage)], SquadParams(**params.squad),
-                   params.batch_size, truncate_question=False)
+            session.answer_examples(examples, keep_nbest=False)  # as the Triton model answers
             times.append(time.perf_counter() - t0)
     return statistics.median(times[3:]) * 1000
 
 
 def run_serve_bench(args, cfg) -> int:
     """Starts its own server on free ports of 127.0.0.1, sends only there, and checks every answer."""
-    from bertrt.serve.client import QAClient, format_table, load
-    from bertrt.serve.server import Endpoints, TritonServer
-
     if min(args.concurrency) < 1 or args.requests < 1 or args.time_limit <= 0:
         raise BertrtError("--concurrency, --requests and --time-limit must be positive")
     if args.processes is not None and not 1 <= args.processes <= 4 * (os.cpu_count() or 1):

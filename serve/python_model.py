@@ -1,39 +1,40 @@
-"""The `bertrt_qa` Triton Python-backend model: (passage, question) text per request -> (answer, score), with bertrt's
-own pre- and post-processing (features, doc-stride windows, answer extraction) and bertrt's backend selection.
+"""The `bertrt_qa` Triton Python-backend model: (passage, question) text per request -> (answer, score), answered by a
+`QASession` opened from the repository's parameters (the model, SQuAD parameters and run options of `bertrt squad`).
 
-Runs inside Triton's Python-backend stub (`triton_python_backend_utils` exists only there). One `execute` call gets
-the requests the dynamic batcher gathered; their windows run through the model together, `batch_size` at a time.
-A bad request gets an error response naming the problem; the other requests of the batch are still answered.
+Runs inside Triton's Python-backend stub (`triton_python_backend_utils` exists only there; it is imported in
+`initialize`/`execute`, so this module imports anywhere). One `execute` call gets the requests the dynamic batcher
+gathered: their texts are checked request by request (a bad request gets an error response naming the problem, the
+others are still answered), then all examples go through the session in one call, as `squad` runs them: one batch
+tokenization, windows batched together, one vectorized post-processing.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
 from bertrt.errors import BertrtError
-from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES
-from bertrt.runtimes import QARunner, RunOptions, open_backend
-from bertrt.serve.repository import INPUTS, ServingParams
-
-
-def open_qa_backend(model: Path, provider: str):
-    """The model runs through bertrt's one backend selection (`bertrt.runtimes.open_backend`); this is the only
-    call into it, so a change of its signature is adapted here."""
-    return open_backend(model, RunOptions(provider=provider))
+from bertrt.engine_sidecar import EngineRecord
+from bertrt.model_config import BertConfig
+from bertrt.qa.features import BadExample
+from bertrt.qa.squad_data import Example
+from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, load_qa_model
+from bertrt.runtimes import QABackend, QARunner
+from bertrt.runtimes.artifact import ENGINE_SUFFIXES
+from bertrt.serve.repository import INPUTS, ServingMode, ServingParams
+from bertrt.session import QASession
 
 
 class TritonModelRunner(QARunner):
     """A Polygraphy runner whose inference is a BLS call to another model of the same Triton server (the tensor
     model that Triton's onnxruntime or TensorRT backend runs)."""
 
-    def __init__(self, model_name: str):
+    def __init__(self, model_name: str, pb_utils):
         super().__init__(name=f"triton-bls-{model_name}", prefix="triton-bls-runner")
         self.model_name = model_name
+        self.pb_utils = pb_utils
 
     def activate_impl(self):
         pass
@@ -41,15 +42,44 @@ class TritonModelRunner(QARunner):
     def deactivate_impl(self):
         pass
 
-    def infer_impl(self, feed_dict):
-        import triton_python_backend_utils as pb_utils
+    def warm_up(self, shapes, runs: int = 1) -> None:
+        """Nothing: a BLS request may be made only from `execute` (not while the model initializes), and the
+        tensor model's backend plans its own shapes."""
 
-        request = pb_utils.InferenceRequest(model_name=self.model_name, requested_output_names=list(OUTPUT_NAMES),
-                                            inputs=[pb_utils.Tensor(n, feed_dict[n]) for n in INPUT_NAMES])
+    def infer_impl(self, feed_dict):
+        pb = self.pb_utils
+        request = pb.InferenceRequest(model_name=self.model_name, requested_output_names=list(OUTPUT_NAMES),
+                                      inputs=[pb.Tensor(n, feed_dict[n]) for n in INPUT_NAMES])
         response = request.exec()
         if response.has_error():
             raise BertrtError(f"{self.model_name}: {response.error().message()}")
-        return {n: pb_utils.get_output_tensor_by_name(response, n).as_numpy() for n in OUTPUT_NAMES}
+        return {n: pb.get_output_tensor_by_name(response, n).as_numpy() for n in OUTPUT_NAMES}
+
+
+def _bls_backend(model: Path, params: ServingParams, pb_utils) -> QABackend:
+    """The network's contract (BERT config, an engine's profiles) read from the artifact, and the BLS runner: the
+    runtime itself is Triton's tensor model, so nothing is loaded here (no onnxruntime session, no TensorRT)."""
+    if model.suffix in ENGINE_SUFFIXES:
+        record = EngineRecord.read(model)
+        config: BertConfig = record.config
+        profiles = record.profiles
+    else:
+        _, config = load_qa_model(model, load_weights=False)
+        profiles = ()
+    options = params.options
+    return QABackend(TritonModelRunner(params.mode.tensor_model, pb_utils), config,
+                     f"Triton model {params.mode.tensor_model} (BLS)", profiles,
+                     buckets=options.buckets, batch_size=options.batch_size if options.buckets else None)
+
+
+def open_session(model_dir: Path, params: ServingParams, pb_utils=None) -> QASession:
+    """The QA session of a repository's bertrt_qa model (`model_dir`): the Triton model's, and serve-bench's
+    in-process reference. BLS mode needs `pb_utils` (inside Triton); without it the network runs here."""
+    backend = None
+    if params.mode is ServingMode.BLS and pb_utils is not None:
+        backend = _bls_backend(model_dir / params.model, params, pb_utils)
+    return QASession(model_dir / params.model, model_dir / params.vocab, params.squad, options=params.options,
+                     backend=backend)
 
 
 def _texts(pb_utils, request, name: str, max_bytes: int) -> list[str]:
@@ -74,71 +104,70 @@ def _texts(pb_utils, request, name: str, max_bytes: int) -> list[str]:
     return texts
 
 
+def _examples(pb_utils, request, max_bytes: int) -> list[Example]:
+    passages, questions = (_texts(pb_utils, request, name, max_bytes) for name in INPUTS)
+    if len(passages) != len(questions):
+        raise BertrtError(f"{len(passages)} passages but {len(questions)} questions; send one of each per row")
+    return [Example(qas_id=str(row), question=q, context=p) for row, (p, q) in enumerate(zip(passages, questions))]
+
+
 class TritonPythonModel:
     def initialize(self, args):
-        from bertrt.run.answering import SquadParams
-        from bertrt.qa.tokenizer import load_tokenizer
+        import triton_python_backend_utils as pb_utils
 
+        self.pb_utils = pb_utils
         config = json.loads(args["model_config"])
-        model_dir = Path(args["model_repository"])
         self.params = ServingParams.from_parameters(config.get("parameters", {}))
-        self.squad = SquadParams(**self.params.squad)
-        self._stack = contextlib.ExitStack()
-        backend = open_qa_backend(model_dir / self.params.model, self.params.provider)
-        if self.params.tensor_model:
-            # Same contract checks and limits as the local backend; only the runner is the BLS call.
-            backend = dataclasses.replace(backend, runner=TritonModelRunner(self.params.tensor_model),
-                                          description=f"Triton model {self.params.tensor_model} (BLS)")
-        self.backend = self._stack.enter_context(backend)
-        self.squad.check(self.backend)
-        self.tokenizer = load_tokenizer(model_dir / self.params.vocab, expected_vocab_size=self.backend.config.vocab_size)
+        self.session = open_session(Path(args["model_repository"]), self.params, pb_utils)
 
-    def _features(self, pb_utils, request, first_example: int):
-        from bertrt.qa.features import make_features
-        from bertrt.qa.squad_data import Example
-
-        passages, questions = (_texts(pb_utils, request, name, self.params.max_input_bytes) for name in INPUTS)
-        if len(passages) != len(questions):
-            raise BertrtError(f"{len(passages)} passages but {len(questions)} questions; send one of each per row")
-        examples = [Example(qas_id=str(first_example + i), question=q, context=p)
-                    for i, (p, q) in enumerate(zip(passages, questions))]
-        # A question that does not fit is an error, as in `bertrt infer`.
-        features = make_features(examples, self.tokenizer, self.squad.max_seq_length, self.squad.doc_stride,
-                                 self.squad.max_query_length, truncate_question=False)
-        return examples, [dataclasses.replace(f, example_index=f.example_index + first_example) for f in features]
+    def _answers(self, examples: list[Example], owner: list[int], errors: dict[int, str]) -> list:
+        """Answers of `examples` (example k belongs to request owner[k]) in one session call. A request whose
+        question does not fit (the one check that needs the tokenizer) is recorded in `errors` and its examples
+        left out, and the rest answered again: one call normally, one more per such request."""
+        while True:
+            keep = [k for k in range(len(examples)) if owner[k] not in errors]
+            if not keep:
+                return [None] * len(examples)
+            try:
+                answers = self.session.answer_examples([examples[k] for k in keep], keep_nbest=False)
+            except BadExample as exc:
+                errors[owner[keep[exc.example_index]]] = str(exc)
+                continue
+            out: list = [None] * len(examples)
+            for k, a in zip(keep, answers):
+                out[k] = a
+            return out
 
     def execute(self, requests):
-        import triton_python_backend_utils as pb_utils
-        from bertrt.run.answering import run_logits
-        from bertrt.qa.postprocess import best_answers
-
-        responses: list = [None] * len(requests)
-        examples, features, rows = [], [], {}  # rows: request index -> its example indices
+        pb = self.pb_utils
+        errors: dict[int, str] = {}  # request index -> why it fails
+        examples: list[Example] = []
+        owner: list[int] = []  # example -> its request
         for i, request in enumerate(requests):
             try:
-                request_examples, request_features = self._features(pb_utils, request, len(examples))
+                request_examples = _examples(pb, request, self.params.max_input_bytes)
             except BertrtError as exc:
-                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
+                errors[i] = str(exc)
                 continue
-            rows[i] = range(len(examples), len(examples) + len(request_examples))
             examples += request_examples
-            features += request_features
-        if rows:
-            try:
-                starts, ends, _ = run_logits(self.backend, features, self.params.batch_size)
-                answers = best_answers(examples, features, starts, ends, self.squad.n_best,
-                                       self.squad.max_answer_length)
-            except Exception as exc:  # one failed run must fail its requests, never the server
-                for i in rows:
-                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"model run failed: {exc}"))
-                return responses
-            for i, indices in rows.items():
-                chosen = [answers[k] for k in indices]
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("answer", np.array([[a.text.encode("utf-8")] for a in chosen], dtype=np.object_)),
-                    pb_utils.Tensor("score", np.array([[a.score] for a in chosen], dtype=np.float32)),
-                ])
+            owner += [i] * len(request_examples)
+        try:
+            answers = self._answers(examples, owner, errors) if examples else []
+        except Exception as exc:  # one failed run must fail its requests, never the server
+            answers = []
+            errors.update({i: f"model run failed: {exc}" for i in set(owner) if i not in errors})
+        texts = np.array([[a.text.encode("utf-8") if a is not None else b""] for a in answers], dtype=np.object_).reshape(-1, 1)
+        scores = np.array([[a.score if a is not None else 0.0] for a in answers], dtype=np.float32).reshape(-1, 1)
+        bounds = np.searchsorted(np.asarray(owner, dtype=np.int64), np.arange(len(requests) + 1)).tolist()
+        responses = []
+        for i in range(len(requests)):
+            if i in errors:
+                responses.append(pb.InferenceResponse(error=pb.TritonError(errors[i])))
+            else:
+                lo, hi = bounds[i], bounds[i + 1]
+                responses.append(pb.InferenceResponse(output_tensors=[pb.Tensor("answer", texts[lo:hi]),
+                                                                      pb.Tensor("score", scores[lo:hi])]))
         return responses
 
     def finalize(self):
-        self._stack.close()
+        self.session.close()

@@ -3,7 +3,7 @@
     REPO/bertrt_qa/config.pbtxt          Python backend: passage, question (BYTES) -> answer (BYTES), score (FP32)
     REPO/bertrt_qa/1/model.py            serve/triton_model.py (the work is bertrt.serve.python_model)
     REPO/bertrt_qa/1/<model>, vocab.txt  the QA artifact (+ its .json sidecar) and the vocabulary
-  with --bls (GPU production; the model file moves to the tensor model):
+  with --bls (ServingMode.BLS, GPU production; the model file moves to the tensor model):
     REPO/bertrt_qa_tensor/config.pbtxt   onnxruntime_onnx (ONNX) or tensorrt_plan (engine), called from bertrt_qa
     REPO/bertrt_qa_tensor/1/<model>
 
@@ -13,13 +13,19 @@ in its text format, so a field or value Triton does not know cannot be written; 
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import os
 import shutil
 import tempfile
+import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from bertrt.errors import BertrtError
+from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, load_qa_model, ort_session_config
+from bertrt.session import RunOptions, SquadParams
+from bertrt.targets import target_of
 
 MODEL_NAME = "bertrt_qa"
 TENSOR_MODEL_NAME = "bertrt_qa_tensor"
@@ -28,36 +34,111 @@ OUTPUTS = ("answer", "score")  # BYTES, FP32
 ENGINE_SUFFIXES = (".engine", ".plan")
 
 
+class ServingMode(enum.Enum):
+    """Where the network runs. The one place that knows what each mode means for the repository and the server."""
+
+    LOCAL = "local"  # in bertrt_qa's Python model, through the QA session's runtime (the `squad` path)
+    BLS = "bls"  # as its own model (Triton's onnxruntime_onnx/tensorrt_plan backend), called from bertrt_qa
+
+    @property
+    def tensor_model(self) -> str | None:
+        """The Triton model the network runs in, when not in bertrt_qa."""
+        return TENSOR_MODEL_NAME if self is ServingMode.BLS else None
+
+    @property
+    def runs_on_bundled_server(self) -> bool:
+        """The bundled tritonserver (nvidia-pytriton) has only the Python backend."""
+        return self is ServingMode.LOCAL
+
+    def check(self, options: RunOptions) -> None:
+        if self is ServingMode.BLS and options.cuda_graph:
+            raise BertrtError("CUDA graphs are the local runtime's; with --bls the tensor model's Triton backend "
+                              "runs the network (leave out --cuda-graph)")
+        if options.extra_outputs or options.cuda_stream is not None:
+            raise BertrtError("a served model returns the logits only, on its own stream (no extra outputs, no "
+                              "CUDA stream)")
+
+
+def _encode(value) -> str:
+    """One field as a Triton parameter string: "" for None, "true"/"false", comma-joined tuples."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, enum.Enum):
+        return value.value
+    return str(value)
+
+
+def _decode(text: str, hint, key: str):
+    """The inverse of `_encode` for a field annotated `hint` (str, int, bool, enums, tuple[X, ...], X | None)."""
+    args = typing.get_args(hint)
+    if type(None) in args:  # X | None
+        (inner,) = [a for a in args if a is not type(None)]
+        return None if text == "" else _decode(text, inner, key)
+    if typing.get_origin(hint) is tuple:
+        return tuple(_decode(item, args[0], key) for item in text.split(",")) if text else ()
+    if hint is bool:
+        if text not in ("true", "false"):
+            raise ValueError(f"{key}: expected true or false, got {text!r}")
+        return text == "true"
+    if hint in (int, str) or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
+        return hint(text)
+    raise TypeError(f"{key}: no string form for {hint}")
+
+
+def _fields_to_strings(value) -> dict[str, str]:
+    return {f.name: _encode(getattr(value, f.name)) for f in fields(value)}
+
+
+def _fields_from_strings(cls, values: dict[str, str]):
+    """A `cls` from the parameters named as its fields (a field absent keeps its default)."""
+    hints = typing.get_type_hints(cls)
+    return cls(**{f.name: _decode(values[f.name], hints[f.name], f.name) for f in fields(cls) if f.name in values})
+
+
 @dataclass(frozen=True)
 class ServingParams:
-    """What the Python model needs, stored as the config's `parameters` (Triton keeps them as strings)."""
+    """What the Python model opens its QA session with, stored as the config's `parameters` (Triton keeps them as
+    strings): the SQuAD parameters and the run options are those of `bertrt squad`, field by field."""
 
     model: str  # the QA artifact, relative to the model's directory
     vocab: str
-    squad: dict  # bertrt.run.answering.SquadParams fields
-    provider: str  # onnxruntime execution provider (local runs)
-    batch_size: int  # windows per model run
+    squad: SquadParams
+    options: RunOptions  # provider, threads, buckets, batch_size (windows per model run), cuda_graph, ...
     max_input_bytes: int  # a larger passage or question is refused
-    tensor_model: str = ""  # set: run the network through this Triton model (BLS)
+    mode: ServingMode = ServingMode.LOCAL
 
     def to_parameters(self) -> dict[str, str]:
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "squad"}
-        values.update(self.squad)
-        return {key: str(value) for key, value in values.items()}
+        values = {"model": self.model, "vocab": self.vocab, "max_input_bytes": str(self.max_input_bytes),
+                  "mode": self.mode.value}
+        for group in (self.squad, self.options):
+            values.update(_fields_to_strings(group))
+        return values
 
     @classmethod
     def from_parameters(cls, parameters: dict) -> ServingParams:
         """From the `parameters` of a model config as the Python backend passes it ({key: {"string_value": v}})."""
-        from bertrt.run.answering import SquadParams
-
-        values = {key: value.get("string_value", "") for key, value in parameters.items()}  # proto3: "" may be absent
+        # proto3 leaves an empty string out: {"string_value": ""} comes as {}
+        values = {key: value.get("string_value", "") for key, value in parameters.items()}
         try:
             return cls(model=values["model"], vocab=values["vocab"],
-                       squad={f.name: int(values[f.name]) for f in fields(SquadParams)},
-                       provider=values["provider"], batch_size=int(values["batch_size"]),
-                       max_input_bytes=int(values["max_input_bytes"]), tensor_model=values.get("tensor_model", ""))
-        except (KeyError, ValueError) as exc:
-            raise BertrtError(f"model config parameters incomplete or malformed ({exc})") from None
+                       squad=_fields_from_strings(SquadParams, values),
+                       options=_fields_from_strings(RunOptions, values),
+                       max_input_bytes=int(values["max_input_bytes"]), mode=_mode(values))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise BertrtError(f"model config parameters incomplete or malformed ({exc}); rewrite the repository "
+                              f"with this bertrt's `bertrt triton-repo`") from None
+
+
+def _mode(values: dict[str, str]) -> ServingMode:
+    # Repositories written before ServingMode said BLS by naming the tensor model.
+    return ServingMode(values.get("mode") or ("bls" if values.get("tensor_model") else "local"))
+
+
+assert not {f.name for f in fields(SquadParams)} & {f.name for f in fields(RunOptions)}, "parameter names collide"
 
 
 @dataclass(frozen=True)
@@ -98,8 +179,6 @@ def python_model_config(params: ServingParams, batching: Batching):
 def tensor_model_config(model_file: str, platform: str, batching: Batching):
     """The network alone (int32 [batch, seq] ids/segments/mask -> float [batch, seq] start/end logits) for Triton's
     onnxruntime (`onnxruntime_onnx`) or TensorRT (`tensorrt_plan`) backend, on the GPUs."""
-    from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES
-
     pb = _model_config_pb2()
     config = pb.ModelConfig(name=TENSOR_MODEL_NAME, platform=platform, max_batch_size=batching.max_batch_size,
                             default_model_filename=model_file)
@@ -141,9 +220,6 @@ def _tensor_platform(model: Path) -> str:
     """Which Triton backend runs the network alone; refuses what it cannot run as bertrt runs it."""
     if model.suffix in ENGINE_SUFFIXES:
         return "tensorrt_plan"
-    from bertrt.qa_contract import load_qa_model, ort_session_config
-    from bertrt.targets import target_of
-
     onnx_model, _ = load_qa_model(model, load_weights=False)
     if not target_of(onnx_model).onnxruntime:
         raise BertrtError(f"{model}: a TensorRT-plugin graph runs on TensorRT; build an engine for --bls")
@@ -157,42 +233,43 @@ def _check_model(model: Path) -> None:
     if not model.is_file():
         raise BertrtError(f"{model}: no such model file")
     if model.suffix == ".onnx":
-        from bertrt.qa_contract import load_qa_model
-
         load_qa_model(model, load_weights=False)  # the bertrt contract (inputs, outputs, stored BERT config)
     elif model.suffix not in ENGINE_SUFFIXES:
         raise BertrtError(f"{model}: unsupported model file (expected .onnx or {' or '.join(ENGINE_SUFFIXES)})")
 
 
-def write_repository(output: Path, model: Path, vocab: Path, batching: Batching, squad: dict, provider: str,
-                     batch_size: int, max_input_bytes: int, bls: bool = False) -> Path:
-    """Write the repository to `output` (which must not exist or be empty): all of it, or nothing."""
+def write_repository(output: Path, model: Path, vocab: Path, batching: Batching, params: ServingParams) -> Path:
+    """Write the repository to `output` (which must not exist or be empty): all of it, or nothing. `params.model`
+    and `params.vocab` are set here (where the files go); the rest of `params` is written as given."""
     batching.check()
+    params.mode.check(params.options)
     _check_model(model)
     if not vocab.is_file():
         raise BertrtError(f"{vocab}: no such vocabulary file")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise BertrtError(f"{output}: exists and is not an empty directory")
-    platform = _tensor_platform(model) if bls else None
+    tensor_model = params.mode.tensor_model
+    platform = _tensor_platform(model) if tensor_model else None
     sidecar = model.with_name(model.name + ".json")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
     try:
         python_dir = tmp / MODEL_NAME / "1"
-        model_dir = tmp / TENSOR_MODEL_NAME / "1" if bls else python_dir
+        model_dir = tmp / tensor_model / "1" if tensor_model else python_dir
         for directory in {python_dir, model_dir}:
             directory.mkdir(parents=True)
         for source in (model, sidecar) if sidecar.is_file() else (model,):
             _place(source, model_dir / source.name)
         shutil.copy2(vocab, python_dir / "vocab.txt")
         shutil.copy2(Path(__file__).with_name("triton_model.py"), python_dir / "model.py")
-        model_ref = f"../{TENSOR_MODEL_NAME}/1/{model.name}" if bls else f"1/{model.name}"
-        params = ServingParams(model=model_ref, vocab="1/vocab.txt", squad=dict(squad), provider=provider,
-                               batch_size=batch_size, max_input_bytes=max_input_bytes,
-                               tensor_model=TENSOR_MODEL_NAME if bls else "")
+        model_ref = f"../{tensor_model}/1/{model.name}" if tensor_model else f"1/{model.name}"
+        params = dataclasses.replace(params, model=model_ref, vocab="1/vocab.txt")
         _write_config(python_model_config(params, batching), tmp / MODEL_NAME)
-        if bls:
-            _write_config(tensor_model_config(model.name, platform, batching), tmp / TENSOR_MODEL_NAME)
+        if tensor_model:
+            # The Python model sends batches of options.batch_size windows; the dynamic batcher may merge them.
+            tensor_batching = dataclasses.replace(batching, max_batch_size=max(batching.max_batch_size,
+                                                                               params.options.batch_size or 1))
+            _write_config(tensor_model_config(model.name, platform, tensor_batching), tmp / tensor_model)
         if output.exists():
             output.rmdir()
         os.replace(tmp, output)
@@ -201,5 +278,14 @@ def write_repository(output: Path, model: Path, vocab: Path, batching: Batching,
     return output
 
 
-def uses_tensor_model(repository: Path) -> bool:
-    return (repository / TENSOR_MODEL_NAME / "config.pbtxt").is_file()
+def read_parameters(repository: Path) -> ServingParams:
+    """The ServingParams of a written repository (what its Python model opens its session with)."""
+    from google.protobuf.json_format import MessageToDict
+
+    config = MessageToDict(read_config(repository / MODEL_NAME / "config.pbtxt"), preserving_proto_field_name=True)
+    return ServingParams.from_parameters(config.get("parameters", {}))
+
+
+def serving_mode(repository: Path) -> ServingMode:
+    """The mode a repository was written for."""
+    return read_parameters(repository).mode

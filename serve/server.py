@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bertrt.errors import BertrtError
 from bertrt.serve import triton_install
-from bertrt.serve.repository import TENSOR_MODEL_NAME, uses_tensor_model
+from bertrt.serve.repository import serving_mode
 
 EXIT_TIMEOUT_S = 10  # Triton's own wait for in-flight requests on shutdown
 _KILL_GRACE_S = EXIT_TIMEOUT_S + 10
@@ -112,8 +112,9 @@ class TritonServer:
     def start(self) -> None:
         if not (self.repository / "bertrt_qa" / "config.pbtxt").is_file():
             raise BertrtError(f"{self.repository}: not a bertrt model repository (no bertrt_qa/config.pbtxt)")
-        if uses_tensor_model(self.repository):
-            raise BertrtError(f"{self.repository}/{TENSOR_MODEL_NAME} needs Triton's onnxruntime or TensorRT backend, "
+        mode = serving_mode(self.repository)
+        if not mode.runs_on_bundled_server:
+            raise BertrtError(f"{self.repository}/{mode.tensor_model} needs Triton's onnxruntime or TensorRT backend, "
                               f"which the bundled tritonserver lacks; run this repository with NVIDIA's Triton "
                               f"container")
         self._check_ports()

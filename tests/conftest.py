@@ -47,9 +47,9 @@ def squad_scores(model: Path, tokenizer, output: Path, limit: int | None, option
     reference runtime of its kind (onnxruntime for ONNX, not the CPU default) unless `options` name a runtime."""
     import json
 
-    from bertrt.run.answering import SquadParams
+    from bertrt.session.answering import SquadParams
     from bertrt.runtimes import RunOptions, open_backend, reference_options
-    from bertrt.run.squad_eval import run_squad
+    from bertrt.session.squad import run_squad
 
     with open_backend(model, reference_options(model, options or RunOptions())) as backend:
         report = run_squad(backend, tokenizer, require(DEV), output, SquadParams(), batch_size=8, limit=limit,

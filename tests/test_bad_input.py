@@ -162,7 +162,7 @@ UNWRITABLE = {
 @pytest.mark.parametrize("case", list(UNWRITABLE))
 def test_unwritable_output_is_refused_first(capsys, ws, embedded_onnx, monkeypatch, case):
     # The work must not even start: fail loudly if it does.
-    import bertrt.run.answering as answering
+    import bertrt.session.answering as answering
 
     def no_work(*args, **kwargs):
         raise AssertionError("the work started before the output was checked")
@@ -398,7 +398,7 @@ def test_a_bug_is_one_line_too(capsys, ws, embedded_onnx, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("something bertrt did not expect\nsecond line")
 
-    monkeypatch.setattr("bertrt.run.answering.make_features", broken)
+    monkeypatch.setattr("bertrt.session.answering.make_features", broken)
     argv = ["infer", "--model", ws.model, "--vocab", ws.vocab, "--passage", TENSORRT_PASSAGE, "--question", "q?"]
     code, out, err = run_cli(capsys, *argv)
     assert code == 1 and out == ""

@@ -120,7 +120,7 @@ def test_failed_warm_up_releases_the_runner(random_fused, monkeypatch):
 def test_bucketed_squad_equals_length_sorted_batches(embedded_onnx, tokenizer):
     """The bucketed path (IOBinding, batches padded to buckets and rows, features made in overlapped chunks) gives
     the same logits and answers as the length-sorted dynamic batches, on real dev questions."""
-    from bertrt.run.answering import SquadParams, answer
+    from bertrt.session.answering import SquadParams, answer
     from bertrt.runtimes import open_backend
     from bertrt.qa.squad_data import load_squad
 
@@ -139,7 +139,7 @@ def test_bucketed_squad_equals_length_sorted_batches(embedded_onnx, tokenizer):
 
 def test_feature_chunks_equal_make_features(tokenizer):
     """Chunks made in a background thread or in forked worker processes are make_features' features, field by field."""
-    from bertrt.run.answering import SquadParams, feature_chunks, prefetched
+    from bertrt.session.answering import SquadParams, feature_chunks, prefetched
     from bertrt.qa.features import make_features
     from bertrt.qa.squad_data import load_squad
 

@@ -42,14 +42,12 @@ needs_server = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_r
 
 
 def _params(tmp: Path, model: Path, bls: bool = False, max_batch_size: int = 16) -> Path:
-    import dataclasses
+    from bertrt.serve.repository import Batching, ServingMode, ServingParams, write_repository
+    from bertrt.session import RunOptions, SquadParams
 
-    from bertrt.run.answering import SquadParams
-    from bertrt.serve.repository import Batching, write_repository
-
-    return write_repository(tmp / "repo", model, VOCAB, Batching(max_batch_size, 20_000, 1),
-                            dataclasses.asdict(SquadParams()), provider="cpu", batch_size=8,
-                            max_input_bytes=100_000, bls=bls)
+    params = ServingParams("", "", SquadParams(), RunOptions(provider="cpu", batch_size=8), max_input_bytes=100_000,
+                           mode=ServingMode.BLS if bls else ServingMode.LOCAL)
+    return write_repository(tmp / "repo", model, VOCAB, Batching(max_batch_size, 20_000, 1), params)
 
 
 @pytest.fixture(scope="module")
@@ -285,14 +283,14 @@ def test_repository_configs_follow_tritons_schema(embedded_onnx, tmp_path):
         "python", ["passage", "question"], ["answer", "score"])
     assert qa.max_batch_size == 16 and qa.dynamic_batching.max_queue_delay_microseconds == 20_000
     params = ServingParams.from_parameters(MessageToDict(qa, preserving_proto_field_name=True)["parameters"])
-    assert params.tensor_model == "bertrt_qa_tensor"
+    assert params.mode.tensor_model == "bertrt_qa_tensor"
     assert (repo / "bertrt_qa" / params.model).resolve() == (repo / "bertrt_qa_tensor" / "1" / "model.onnx").resolve()
     assert tensor.platform == "onnxruntime_onnx" and tensor.default_model_filename == "model.onnx"
     assert [i.name for i in tensor.input] == ["input_ids", "segment_ids", "input_mask"]
     assert {i.data_type for i in tensor.input} == {tensor.input[0].data_type} and tensor.input[0].data_type == 8
     local = read_config(_params(tmp_path / "local", embedded_onnx) / "bertrt_qa" / "config.pbtxt")
     local_params = MessageToDict(local, preserving_proto_field_name=True)["parameters"]
-    assert ServingParams.from_parameters(local_params).tensor_model == ""  # proto3 leaves the empty string out
+    assert ServingParams.from_parameters(local_params).mode.tensor_model is None
     (repo / "bertrt_qa" / "config.pbtxt").write_text("name: \"bertrt_qa\"\nmax_batchsize: 4\n")
     with pytest.raises(BertrtError, match="not a valid Triton model config"):
         read_config(repo / "bertrt_qa" / "config.pbtxt")

@@ -151,9 +151,9 @@ def test_broken_attention_names_layer_and_part(tmp_path):
 
 
 def test_ort_target_squad_f1_equals_unfused_on_ci_subset(real_fused, tokenizer, tmp_path):
-    from bertrt.run.answering import SquadParams
+    from bertrt.session.answering import SquadParams
     from bertrt.runtimes import open_backend
-    from bertrt.run.squad_eval import run_squad
+    from bertrt.session.squad import run_squad
     from conftest import DEV, require
 
     expected = json.loads((Path(__file__).parent / "expected" / "accuracy.json").read_text())

@@ -93,6 +93,74 @@ def _check_tokenizer(tokenizer) -> tuple[int, int]:
     return cls_id, sep_id
 
 
+class BadExample(BertrtError):
+    """An example that cannot become features (empty or too long question, context without tokens); names it.
+    `example_index` is its index in the examples given, so a caller answering many requests can refuse just it."""
+
+    def __init__(self, message: str, example_index: int):
+        super().__init__(message)
+        self.example_index = example_index
+
+    def __reduce__(self):  # raised in forked feature workers too
+        return BadExample, (str(self), self.example_index)
+
+
+def _check_settings(max_seq_length: int, doc_stride: int, max_query_length: int) -> None:
+    if doc_stride < 1:
+        raise BertrtError(f"doc_stride must be at least 1, got {doc_stride}")
+    if max_query_length < 1:
+        raise BertrtError(f"max_query_length must be at least 1, got {max_query_length}")
+    if max_query_length + 3 >= max_seq_length:
+        raise BertrtError(
+            f"max_seq_length {max_seq_length} leaves no room for context after a question of up to "
+            f"{max_query_length} tokens plus 3 special tokens"
+        )
+
+
+def _question_ids(ex_index: int, ex: Example, ids: list[int], max_query_length: int, truncate_question: bool
+                  ) -> list[int]:
+    """The question's token ids, cut to max_query_length (or refused when truncation is not allowed)."""
+    if not ids:
+        raise BadExample(f"example {ex.qas_id!r}: question {ex.question!r} has no tokens", ex_index)
+    if len(ids) > max_query_length:
+        if not truncate_question:
+            raise BadExample(
+                f"example {ex.qas_id!r}: question has {len(ids)} tokens; at most {max_query_length} fit "
+                "(raise max_query_length or allow truncation)", ex_index
+            )
+        ids = ids[:max_query_length]
+    return ids
+
+
+def _windows(ex_index: int, prefix: np.ndarray, c_ids: np.ndarray, c_offsets: list[tuple[int, int]],
+             starts: list[int], best_window: np.ndarray, window: int, sep_id: int) -> list[Feature]:
+    """The features of one example: `prefix` ([CLS] question [SEP]) + each context window + [SEP]."""
+    n_prefix, n_ctx = len(prefix), len(c_ids)
+    features = []
+    for span_index, start in enumerate(starts):
+        end = min(start + window, n_ctx)
+        length = n_prefix + (end - start) + 1
+        input_ids = np.empty(length, dtype=np.int32)
+        input_ids[:n_prefix] = prefix
+        input_ids[n_prefix:-1] = c_ids[start:end]
+        input_ids[-1] = sep_id
+        segment_ids = np.zeros(length, dtype=np.int32)
+        segment_ids[n_prefix:] = 1
+        max_context = np.zeros(length, dtype=bool)
+        max_context[n_prefix:-1] = best_window[start:end] == span_index
+        features.append(
+            Feature(
+                example_index=ex_index,
+                span_index=span_index,
+                input_ids=input_ids,
+                segment_ids=segment_ids,
+                token_spans=[None] * n_prefix + c_offsets[start:end] + [None],
+                max_context=max_context,
+            )
+        )
+    return features
+
+
 def make_features(
     examples: Sequence[Example],
     tokenizer,
@@ -104,25 +172,19 @@ def make_features(
     """Features for `examples`, in example order then window order.
 
     `doc_stride` is the step between window starts (run_squad.py's meaning). Questions longer than
-    `max_query_length` tokens are cut to it, or rejected when `truncate_question` is False.
+    `max_query_length` tokens are cut to it, or rejected when `truncate_question` is False. An example that cannot
+    become features raises `BadExample` (naming it and its index).
     """
-    if doc_stride < 1:
-        raise BertrtError(f"doc_stride must be at least 1, got {doc_stride}")
-    if max_query_length < 1:
-        raise BertrtError(f"max_query_length must be at least 1, got {max_query_length}")
-    if max_query_length + 3 >= max_seq_length:
-        raise BertrtError(
-            f"max_seq_length {max_seq_length} leaves no room for context after a question of up to "
-            f"{max_query_length} tokens plus 3 special tokens"
-        )
+    _check_settings(max_seq_length, doc_stride, max_query_length)
     cls_id, sep_id = _check_tokenizer(tokenizer)
-    for ex in examples:
+    for ex_index, ex in enumerate(examples):
         if not ex.question.strip():
-            raise BertrtError(f"example {ex.qas_id!r} has an empty question")
+            raise BadExample(f"example {ex.qas_id!r} has an empty question", ex_index)
         if not ex.context.strip():
-            raise BertrtError(f"example {ex.qas_id!r} has an empty context")
+            raise BadExample(f"example {ex.qas_id!r} has an empty context", ex_index)
 
-    # SQuAD has ~5 questions per paragraph: tokenize each distinct context once.
+    # One batch encode each for the contexts and the questions. SQuAD has ~5 questions per paragraph: each distinct
+    # context is tokenized once.
     contexts = list(dict.fromkeys(ex.context for ex in examples))
     context_tokens = {
         c: (np.asarray(enc.ids, dtype=np.int32), _with_combining_marks(c, enc.offsets))
@@ -134,51 +196,18 @@ def make_features(
     layout_cache: dict[tuple[str, int], tuple[list[int], np.ndarray]] = {}
     features: list[Feature] = []
     for ex_index, (ex, q_enc) in enumerate(zip(examples, question_enc)):
-        q_ids = q_enc.ids
-        if not q_ids:
-            raise BertrtError(f"example {ex.qas_id!r}: question {ex.question!r} has no tokens")
-        if len(q_ids) > max_query_length:
-            if not truncate_question:
-                raise BertrtError(
-                    f"example {ex.qas_id!r}: question has {len(q_ids)} tokens; at most {max_query_length} fit "
-                    "(raise max_query_length or allow truncation)"
-                )
-            q_ids = q_ids[:max_query_length]
+        q_ids = _question_ids(ex_index, ex, q_enc.ids, max_query_length, truncate_question)
         c_ids, c_offsets = context_tokens[ex.context]
-        n_ctx = len(c_ids)
-        if n_ctx == 0:
-            raise BertrtError(f"example {ex.qas_id!r}: context has no tokens")
-
+        if len(c_ids) == 0:
+            raise BadExample(f"example {ex.qas_id!r}: context has no tokens", ex_index)
         window = max_seq_length - len(q_ids) - 3
         key = (ex.context, window)
         if key not in layout_cache:
-            starts = _window_starts(n_ctx, window, doc_stride)
-            layout_cache[key] = (starts, _max_context(n_ctx, starts, window))
+            starts = _window_starts(len(c_ids), window, doc_stride)
+            layout_cache[key] = (starts, _max_context(len(c_ids), starts, window))
         starts, best_window = layout_cache[key]
-
         prefix = np.asarray([cls_id, *q_ids, sep_id], dtype=np.int32)
-        n_prefix = len(prefix)
-        for span_index, start in enumerate(starts):
-            end = min(start + window, n_ctx)
-            length = n_prefix + (end - start) + 1
-            input_ids = np.empty(length, dtype=np.int32)
-            input_ids[:n_prefix] = prefix
-            input_ids[n_prefix:-1] = c_ids[start:end]
-            input_ids[-1] = sep_id
-            segment_ids = np.zeros(length, dtype=np.int32)
-            segment_ids[n_prefix:] = 1
-            max_context = np.zeros(length, dtype=bool)
-            max_context[n_prefix:-1] = best_window[start:end] == span_index
-            features.append(
-                Feature(
-                    example_index=ex_index,
-                    span_index=span_index,
-                    input_ids=input_ids,
-                    segment_ids=segment_ids,
-                    token_spans=[None] * n_prefix + c_offsets[start:end] + [None],
-                    max_context=max_context,
-                )
-            )
+        features += _windows(ex_index, prefix, c_ids, c_offsets, starts, best_window, window, sep_id)
     return features
 
 

@@ -1,4 +1,5 @@
-"""Questions over passages -> answers, through any QA backend (the core loop of `infer` and `squad`)."""
+"""Questions over passages -> answers, through any QA backend: the loop under `QASession` (infer, squad, the Triton
+model), and `SquadParams`, the pre- and post-processing settings."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from bertrt.runtimes import QABackend, check_fits
 from bertrt.runtimes.buckets import BucketBatcher, check_buckets
-from bertrt.qa.features import Feature, collate, make_features
+from bertrt.qa.features import BadExample, Feature, collate, make_features
 from bertrt.forking import can_fork, fork_pool
 from bertrt.qa.postprocess import Answer, best_answers
 from bertrt.qa.squad_data import Example
@@ -125,12 +126,17 @@ def _features_from(examples: list[Example], tokenizer, params: SquadParams, trun
     """make_features for examples[first:first + count] (example_index stays an index into `examples`), and the
     seconds it took."""
     t0 = time.perf_counter()
-    chunk = make_features(examples[first:first + count], tokenizer, params.max_seq_length, params.doc_stride,
-                          params.max_query_length, truncate_question=truncate_question)
+    try:
+        chunk = make_features(examples[first:first + count], tokenizer, params.max_seq_length, params.doc_stride,
+                              params.max_query_length, truncate_question=truncate_question)
+    except BadExample as exc:  # its index into `examples`, not into the chunk
+        raise BadExample(str(exc), exc.example_index + first) from None
     for f in chunk:
         f.example_index += first
     return chunk, time.perf_counter() - t0
 
+
+CHUNK_EXAMPLES = 1024  # examples per feature chunk (in one process)
 
 # What forked feature workers read (inherited, so nothing is pickled on the way in): _features_from's arguments.
 _FEATURE_SHARED: tuple | None = None
@@ -158,7 +164,7 @@ def _chunks_in_processes(args: tuple, firsts: range, workers: int) -> Iterator[t
 
 
 def feature_chunks(examples: list[Example], tokenizer, params: SquadParams, truncate_question: bool,
-                   chunk_examples: int = 1024, spent: list[float] | None = None, workers: int = 1
+                   chunk_examples: int = CHUNK_EXAMPLES, spent: list[float] | None = None, workers: int = 1
                    ) -> Iterator[list[Feature]]:
     """make_features over consecutive chunks of examples (example_index stays an index into `examples`); the
     seconds each chunk took are appended to `spent`. `workers` > 1 makes the chunks in that many forked processes
@@ -221,10 +227,13 @@ def answer(backend: QABackend, tokenizer, examples: list[Example], params: Squad
         workers = workers_for(len(examples))
         if backend.buckets:
             # Features in chunks, made while the GPU runs the batches of earlier chunks: in processes for a large
-            # run, else in a background thread (tokenization is Rust and releases the GIL).
-            chunks = (feature_chunks(examples, tokenizer, params, truncate_question, 256, spent, workers)
-                      if workers > 1 else prefetched(feature_chunks(examples, tokenizer, params, truncate_question,
-                                                                    spent=spent)))
+            # run, else in a background thread (tokenization is Rust and releases the GIL). One chunk (a request,
+            # a Triton batch) has nothing to overlap: no thread.
+            if workers > 1:
+                chunks = feature_chunks(examples, tokenizer, params, truncate_question, 256, spent, workers)
+            else:
+                chunks = feature_chunks(examples, tokenizer, params, truncate_question, CHUNK_EXAMPLES, spent=spent)
+                chunks = prefetched(chunks) if len(examples) > CHUNK_EXAMPLES else chunks
             features, starts, ends, seconds = bucketed_logits(backend, chunks, batch_size, progress)
         else:
             # all features exist before the length-sorted batches are formed

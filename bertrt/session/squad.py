@@ -1,4 +1,5 @@
-"""The `squad` stage: run a QA model over a SQuAD file, write predictions.json and its EM/F1 beside it."""
+"""SQuAD evaluation (`bertrt squad`, `QASession.squad`): run a QA model over a SQuAD file, write predictions.json and
+its EM/F1 beside it."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import json
 import time
 from pathlib import Path
 
-from bertrt.run.answering import SquadParams, answer
+from bertrt.session.answering import SquadParams, answer
 from bertrt.runtimes import QABackend
 from bertrt.qa.squad_data import detect_version, load_squad, select_examples
 from bertrt.qa.squad_metrics import evaluate
 
-from bertrt.artifacts import atomic_outputs, sha256_file, write_json
+from bertrt.artifacts import atomic_outputs, check_outputs, sha256_file, write_json
 
 
 def eval_path(predictions: Path) -> Path:
@@ -43,7 +44,11 @@ def _subset(data: list[dict], qids: set[str]) -> list[dict]:
 
 def run_squad(backend: QABackend, tokenizer, squad_json: Path, output: Path, params: SquadParams,
               batch_size: int, limit: int | None = None, null_score_diff_threshold: float = 0.0,
-              progress: bool = True) -> dict:
+              progress: bool = True, inputs: tuple[Path, ...] = ()) -> dict:
+    """Answer every question of `squad_json` (the first `limit`), write `output` (predictions), its .eval.json and,
+    for SQuAD v2, its .na_probs.json; return the report. Outputs that would overwrite `squad_json` or one of
+    `inputs` (the model and vocabulary files) are refused before any work."""
+    check_outputs(squad_outputs(output), [squad_json, *inputs])
     examples, dataset = load_squad(squad_json)
     version = detect_version(dataset)
     examples = select_examples(examples, limit)
