@@ -166,6 +166,11 @@ def _add_perf(sub) -> None:
     p.add_argument("--random-bert", choices=["base", "large"], action="append", default=[],
                    help="--provider cuda: also a random-weight BERT-Base/Large built from its config (needs torch)")
     p.add_argument("--no-peers", action="store_true", help="--provider cuda: skip the torch eager/CUDA graph peers")
+    p.add_argument("--runtimes", nargs="+", metavar="RUNTIME[:PRECISION]",
+                   help="CPU: run every model on each of these side by side, e.g. onnxruntime openvino:f32 "
+                        "openvino:bf16 (the first is the speed-up's base)")
+    p.add_argument("--thread-counts", type=int, nargs="+", metavar="N",
+                   help="CPU: repeat the grid per intra-op thread count (0: all cores), e.g. 1 2 0")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--output", type=Path, help="perf JSON (+ .csv and .png beside it; default out/<config>/perf.json)")
@@ -180,12 +185,15 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     if not args.model and not (args.random_bert and options.provider == "cuda"):
         raise BertrtError("no model given (--model, or --random-bert with --provider cuda)")
     output = args.output or cfg.out_dir / "perf.json"
+    if options.provider == "cuda" and (args.runtimes or args.thread_counts):
+        raise BertrtError("--runtimes and --thread-counts compare CPU runtimes (leave out --provider cuda)")
     if options.provider == "cuda":  # device-side timing, random-weight models and torch peers (run/perf_gpu.py)
         timings = api.perf_gpu(args.model, args.random_bert, batches, seqs, output, args.warmup, args.runs,
                                args.cuda_graph, peers=not args.no_peers, vocab=cfg.get("model", "vocab"),
                                options=options)
     else:
-        timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs, options=options)
+        timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs, options=options,
+                           runtimes=args.runtimes, thread_counts=args.thread_counts)
     print(format_table(timings))
     print(f"wrote {', '.join(map(str, perf_outputs(output)))}")
     return 0
