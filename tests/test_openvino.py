@@ -108,6 +108,9 @@ def test_auto_precision_follows_the_cpu():
     assert resolve_precision("auto", Core(["FP32", "BF16", "INT8"])) == "bf16"
     assert resolve_precision(None, Core(["FP32", "INT8"])) == "f32"
     assert resolve_precision("f32", Core(["BF16"])) == "f32"
+    assert resolve_precision("bf16", Core(["FP32", "BF16"])) == "bf16"
+    with pytest.raises(BertrtError, match="this CPU has no bf16 units"):
+        resolve_precision("bf16", Core(["FP32", "INT8"]))
 
 
 def test_default_cpu_runtime_and_reference(embedded_onnx):
@@ -134,3 +137,19 @@ def test_compare_reference_stays_onnxruntime(capsys, embedded_onnx):
     if HAS_BF16:
         assert 1e-3 < compare_worst(capsys, embedded_onnx, embedded_onnx, "--precision", "bf16") <= PARITY_TOL["bf16"]
     assert compare_worst(capsys, embedded_onnx, embedded_onnx, "--runtime", "onnxruntime") == 0.0
+
+
+def test_perf_runtimes_side_by_side(embedded_onnx, tmp_path):
+    """perf --runtimes onnxruntime openvino:f32 --thread-counts 1 2: every model on each runtime, per thread count."""
+    from bertrt import api
+    from bertrt.run.perf import runtime_variants
+
+    timings = api.perf([embedded_onnx], [1], [16], tmp_path / "perf.json", warmup=0, runs=1,
+                       runtimes=["onnxruntime", "openvino:f32"], thread_counts=[1, 2])
+    assert [t.runtime for t in timings] == ["onnxruntime-cpu 1t", "openvino-f32 1t", "onnxruntime-cpu 2t",
+                                            "openvino-f32 2t"]
+    assert runtime_variants(["openvino:bf16", "onnxruntime"]) == [("openvino", "bf16"), ("onnxruntime", None)]
+    with pytest.raises(BertrtError, match="expected RUNTIME or RUNTIME:PRECISION"):
+        runtime_variants(["openvino:"])
+    with pytest.raises(BertrtError, match="takes --precision auto, f32, bf16, not 'int4'"):
+        api.perf([embedded_onnx], [1], [16], tmp_path / "p2.json", runtimes=["openvino:int4"])

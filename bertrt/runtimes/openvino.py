@@ -39,11 +39,15 @@ def _ov():
 
 def resolve_precision(precision: str | None, core=None) -> str:
     """`auto` (or None) -> bf16 where OpenVINO's CPU device has BF16 among its optimization capabilities (AMX or
-    AVX512-BF16), else f32; f32 and bf16 stay as they are."""
-    if precision not in (None, "auto"):
+    AVX512-BF16), else f32. bf16 asked of a CPU without it is refused (OpenVINO would quietly run f32)."""
+    if precision == "f32":
         return precision
     core = core or _ov().Core()
-    return "bf16" if "BF16" in core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES") else "f32"
+    has_bf16 = "BF16" in core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")
+    if precision == "bf16" and not has_bf16:
+        raise BertrtError("--precision bf16: this CPU has no bf16 units (AMX or AVX512-BF16), OpenVINO would run "
+                          "f32 (use --precision f32 or auto)")
+    return "bf16" if has_bf16 else "f32"
 
 
 class OpenVinoRunner(QARunner):
