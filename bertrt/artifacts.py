@@ -5,7 +5,7 @@ Every stage that writes files follows the same three steps (new stages, e.g. bui
 1. `check_outputs(outputs, inputs)` before any work: no output may be (through a symlink, `..` or a hard link)
    one of the inputs or another output, nor a directory, nor in a place that cannot be written.
 2. `atomic_outputs(*paths)` yields temporaries beside the targets and, when the block succeeds, renames them all
-   onto the targets together (under a lock on their directories, with Ctrl-C held off), so a reader or a
+   onto the targets together (under a lock on their directories, with Ctrl-C and SIGTERM held off), so a reader or a
    concurrent run never sees an artifact with the sidecars of another run; a failed or interrupted run leaves
    the previous files intact and no temporary behind.
 3. `sidecar_record(artifact, content, ...)` describes the artifact from its (temporary) content.
@@ -23,8 +23,6 @@ import json
 import os
 import platform
 import secrets
-import signal
-import threading
 from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 
 import bertrt
 from bertrt.errors import BertrtError
+from bertrt.interrupts import held
 
 # Tools whose versions change what an artifact contains.
 _TOOLS = ("numpy", "onnx", "onnxruntime", "onnx-graphsurgeon", "polygraphy", "tensorflow-cpu", "tf2onnx", "tokenizers")
@@ -57,23 +56,6 @@ def tool_versions() -> dict[str, str]:
 
 def sidecar_path(artifact: PathLike) -> Path:
     return Path(f"{artifact}.json")
-
-
-@contextlib.contextmanager
-def _sigint_held() -> Iterator[None]:
-    """Hold Ctrl-C off for a few file operations that must happen together, and deliver it right after. (A
-    handler, not a signal mask: the kernel may hand SIGINT to any thread, e.g. one of onnxruntime's.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 # --- 1. outputs never destroy inputs ------------------------------------------------------------------------------
@@ -104,7 +86,7 @@ def _check_writable(output: Path) -> None:
     if not ancestor.is_dir():
         raise BertrtError(f"{output}: cannot write there ({ancestor} is not a directory)")
     probe = ancestor / f".{output.name}.{secrets.token_hex(4)}.probe"
-    with _sigint_held():  # an interrupt between creating and removing the probe would leave it behind
+    with held():  # an interrupt between creating and removing the probe would leave it behind
         try:
             os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except OSError as exc:
@@ -163,10 +145,10 @@ def atomic_outputs(*paths: PathLike) -> Iterator[list[Path]]:
     try:
         for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
-            with _sigint_held():  # created and recorded for the cleanup below as one step
+            with held():  # created and recorded for the cleanup below as one step
                 temporaries.append(_create_temporary(target))
         yield list(temporaries)
-        with _sigint_held(), _directory_locks(t.parent.resolve() for t in targets):
+        with held(), _directory_locks(t.parent.resolve() for t in targets):
             for tmp, target in zip(temporaries, targets):
                 try:
                     os.replace(tmp, target)

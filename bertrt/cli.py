@@ -12,14 +12,16 @@ from bertrt import arg_groups as ag
 from bertrt.build.cli import add_build, add_calibrate
 from bertrt.calibration.cli import add_quantize
 from bertrt.errors import BertrtError
+from bertrt.interrupts import exit_code, interrupted_message, stop_signals_raise
 from bertrt.pipeline_config import PipelineConfig, load_config
 from bertrt.run.compare import format_rows
 from bertrt.run.perf import format_table, perf_outputs
 from bertrt.serve.cli import add_serve, add_serve_bench, add_triton_repo
 from bertrt.session import QASession
 from bertrt.session.squad import eval_path, summary
-from bertrt.surgery.packing import add_varseqlen
 from bertrt.surgery.pipeline import fusion_report_path
+from bertrt.surgery.varseqlen import add_varseqlen
+from bertrt.targets import TARGETS, surgery_targets
 
 
 # --- export ---------------------------------------------------------------------------------------------------
@@ -110,21 +112,28 @@ def _run_squad(args, cfg: PipelineConfig) -> int:
 
 # --- surgery --------------------------------------------------------------------------------------------------
 def _add_surgery(sub) -> None:
-    p = sub.add_parser("surgery", help="fuse BERT blocks for a target: plugins | native | ort")
+    names = surgery_targets()
+    p = sub.add_parser("surgery", help=f"fuse BERT blocks for a target: {' | '.join(names)}")
     p.add_argument("--input", type=Path, help="ONNX from bertrt export or torch.onnx.export (default: the export)")
     p.add_argument("--output", type=Path, help="fused ONNX (default out/<config>/model.<target>.onnx)")
-    p.add_argument("--target", required=True, help="plugins | native | ort")
-    p.add_argument("--plugin-api", default="v3", help="plugins target: v2 (IPluginV2, deprecated) or v3 (IPluginV3)")
-    p.add_argument("--attention", default="matmul",
-                   help="native target: matmul (opset 17 MatMul-Softmax-MatMul, TensorRT 10/11) or onnx-attention "
-                        "(opset 23 Attention -> IAttention, TensorRT >= 10.14)")
+    p.add_argument("--target", required=True, metavar="|".join(names), help=" | ".join(
+        f"{name}: {TARGETS[name].description}" for name in names))
+    # Each target's options, from the registry; a flag is passed on only to the target that takes it (the Target
+    # validates it), so one command line can carry the flags of several targets (the Makefile does).
+    for option in {o.name: o for name in names for o in TARGETS[name].options}.values():
+        owners = ", ".join(name for name in names if option in TARGETS[name].options)
+        p.add_argument(option.flag, dest=option.name, metavar="|".join(option.choices),
+                       help=f"{owners} target: {option.help} (default {option.default})")
     p.set_defaults(run=_run_surgery)
 
 
 def _run_surgery(args, cfg: PipelineConfig) -> int:
     source = args.input or ag.default_model(cfg)
     output = args.output or cfg.out_dir / f"model.{args.target}.onnx"
-    api.fuse(source, output, args.target, plugin_api=args.plugin_api, attention=args.attention)
+    target = TARGETS.get(args.target)
+    options = {o.name: getattr(args, o.name) for o in (target.options if target else ())
+               if getattr(args, o.name) is not None}
+    api.fuse(source, output, args.target, **options)
     print(f"wrote {output} (+ {output.name}.json, {fusion_report_path(output).name})")
     return 0
 
@@ -222,17 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args, load_config(args.config))
+        with stop_signals_raise():  # SIGTERM cleans up like Ctrl-C: every stage's temporaries are removed
+            return args.run(args, load_config(args.config))
     except BertrtError as exc:
         if args.debug:
             raise
         print(f"bertrt {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # outputs are published atomically: nothing half-written is left behind
+    except KeyboardInterrupt as exc:  # outputs are published atomically: nothing half-written is left behind
         if args.debug:
             raise
-        print(f"bertrt {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"bertrt {args.command}: {interrupted_message(exc)}", file=sys.stderr)
+        return exit_code(exc)  # 130 for SIGINT, 143 for SIGTERM
     except OSError as exc:  # the environment (disk full, permissions) rather than bertrt: still one line
         if args.debug:
             raise

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bertrt.profiles import QAProfile
 
-from bertrt.artifacts import sidecar_path, tool_versions, write_json_atomic
+from bertrt.artifacts import sidecar_path, tool_versions
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig, parse_json_strict
 
@@ -39,9 +39,9 @@ class EngineRecord:
     source_sha256: str
     calib_cache: str | None = None  # TensorRT 10 INT8 calibration cache used
 
-    def write(self, engine: str | Path, parameters: dict | None = None) -> None:
-        """Write `<engine>.json` atomically (call after the engine is in place)."""
-        record = {
+    def sidecar(self, engine: str | Path, parameters: dict | None = None) -> dict:
+        """The content of `<engine>.json` (written by `bertrt build` together with the engine, as one set)."""
+        return {
             "stage": STAGE,
             "artifact": Path(engine).name,
             "sha256": self.engine_sha256,
@@ -54,7 +54,6 @@ class EngineRecord:
             "inputs": {"model": {"path": self.source_path, "sha256": self.source_sha256}},
             "tools": tool_versions(),
         }
-        write_json_atomic(sidecar_path(engine), record)
 
     @classmethod
     def read(cls, engine: str | Path) -> EngineRecord:

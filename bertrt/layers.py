@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("core", "contracts and artifacts every layer shares",
      ("bertrt.errors", "bertrt.model_config", "bertrt.qa_contract", "bertrt.artifacts", "bertrt.pipeline_config",
       "bertrt.forking", "bertrt.profiles", "bertrt.engine_sidecar", "bertrt.layers", "bertrt.inputs",
-      "bertrt.messages", "bertrt.resources", "bertrt.signals", "bertrt.extras")),
+      "bertrt.messages", "bertrt.resources", "bertrt.signals", "bertrt.extras", "bertrt.interrupts")),
     ("qa", "QA data: tokenization, SQuAD examples, windows, answers, metrics", ("bertrt.qa",)),
     ("families", "model families: inputs, positions, weights, tokenizer of each", ("bertrt.families",)),
     ("graph", "graph forms: the surgery that makes them and the target registry", ("bertrt.surgery", "bertrt.targets")),

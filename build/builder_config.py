@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
+from bertrt.calibration.polygraphy_data_loader import load_data
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import INPUT_NAMES, metadata
 
@@ -96,11 +98,20 @@ def parse_compute_capabilities(values: list[str] | None, trt, runtime, precision
     return tuple(chosen)
 
 
-def create_config(runtime, trt, plan: PrecisionPlan, profiles, timing_cache: Path | None,
-                  compute_capabilities: tuple[tuple[int, int], ...], calibrator=None):
-    """Polygraphy's lazy builder-config loader: CreateConfigRTX for TensorRT-RTX, CreateConfig otherwise."""
+class TimingCacheBuffer(io.BytesIO):
+    """A timing cache in memory, handed to Polygraphy as a file object (which it requires to have a `mode`)."""
+
+    mode = "rb+"
+
+
+def create_config(runtime, trt, plan: PrecisionPlan, profiles, timing_cache: bytes | None,
+                  compute_capabilities: tuple[tuple[int, int], ...], calibrator=None, progress_monitor=None):
+    """Polygraphy's lazy builder-config loader: CreateConfigRTX for TensorRT-RTX, CreateConfig otherwise. The
+    timing cache to load is handed over as bytes (a file object to Polygraphy, so it leaves no `.lock` file beside
+    the user's cache); the build publishes the updated cache with the engine."""
     common = {"profiles": polygraphy_profiles(profiles),
-              "load_timing_cache": str(timing_cache) if timing_cache and timing_cache.is_file() else None}
+              "load_timing_cache": TimingCacheBuffer(timing_cache) if timing_cache else None,
+              "progress_monitor": progress_monitor}
     if runtime.rtx:
         from polygraphy.backend.tensorrt_rtx import CreateConfigRTX
 
@@ -110,10 +121,29 @@ def create_config(runtime, trt, plan: PrecisionPlan, profiles, timing_cache: Pat
     return CreateConfig(fp16=plan.fp16, int8=plan.int8, calibrator=calibrator, **common)
 
 
+def cancelling_monitor(trt, stop):
+    """A TensorRT IProgressMonitor that cancels the build (`step_complete` returning False) once `stop.requested`
+    (a stop signal arrived: bertrt.interrupts.deferred)."""
+
+    class CancelOnSignal(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            pass
+
+        def step_complete(self, phase_name, step):
+            return not stop.requested
+
+        def phase_finish(self, phase_name):
+            pass
+
+    return CancelOnSignal()
+
+
 def calibrator(trt, cache: Path, calib_json, calib_num: int, batch_size: int, seq_len: int, vocab):
     """Polygraphy's Calibrator over the SQuAD-train feature batches (the data loader `polygraphy convert
     --data-loader-script calibration/polygraphy_data_loader.py` uses); it calibrates on the last profile."""
-    from bertrt.calibration.polygraphy_data_loader import load_data
     from polygraphy.backend.trt import Calibrator
 
     data = load_data(calib_json, calib_num, batch_size, seq_len, vocab)

@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 
 from bertrt.errors import BertrtError
-from bertrt.targets import Target, foreign_ops
+from bertrt.targets import Target
 
 # Layers a path from an attention GEMM to the softmax (and on to the next GEMM) may pass through: the mask Add, the
 # Q/DQ pairs of an INT8/FP8 graph, casts of an FP16 graph.
@@ -23,15 +23,9 @@ _PASS_THROUGH = {"ELEMENTWISE", "QUANTIZE", "DEQUANTIZE", "CAST", "SHUFFLE"}
 
 
 def check_runtime_takes(path: Path, model: onnx.ModelProto, target: Target, runtime) -> None:
-    """Refuse, before any parsing, a target the runtime cannot parse, naming the ops it lacks."""
-    if (target.tensorrt_rtx if runtime.rtx else target.tensorrt):
-        return
-    ops = ", ".join(foreign_ops(model, target)) or target.description
-    if target.name == "plugins":
-        raise BertrtError(f"{path}: {runtime.label} ships no TensorRT BERT plugins, and this `plugins` graph needs "
-                          f"{ops}; build the `native` target instead")
-    raise BertrtError(f"{path}: the `{target.name}` target holds onnxruntime contrib ops ({ops}) that no TensorRT "
-                      f"parser takes; build the `native` target instead")
+    """Refuse, before any parsing, a target the runtime (a build/runtime.py `Runtime`, whose name is a runtime name
+    of the targets registry: tensorrt or tensorrt-rtx) cannot parse, naming the ops it lacks."""
+    target.check_runs_on(runtime.name, str(path), model, runtime.label)
 
 
 def network_loader(path: Path, strongly_typed: bool):

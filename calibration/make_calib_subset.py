@@ -1,6 +1,6 @@
 """Make the shipped calibration subset: `python -m bertrt.calibration.make_calib_subset [--train PATH]`.
 
-Takes the first `--questions` examples of the seeded shuffle of SQuAD v1.1 *train* (the same shuffle
+Takes the first `--questions` (default 600, what ships) examples of the seeded shuffle of SQuAD v1.1 *train* (the same shuffle
 `calib_data` uses) and writes them, grouped by article and paragraph, as SQuAD JSON (gzip, deterministic bytes)
 to calibration/data/squad-train-calib.json.gz.
 """
@@ -20,10 +20,13 @@ from bertrt.calibration.calib_data import (
 
 from bertrt.artifacts import atomic_output
 
+# The shipped file holds 600 questions: the defaults below reproduce it byte for byte (gzip mtime 0, no file
+# name; tests/test_calib_subset.py compares the sha256).
+DEFAULT_QUESTIONS = 600
 DEFAULT_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "train-v1.1.reconstructed.json.gz"
 
 
-def make_subset(train: Path, output: Path, questions: int = 400, seed: int = DEFAULT_SEED) -> dict:
+def make_subset(train: Path, output: Path, questions: int = DEFAULT_QUESTIONS, seed: int = DEFAULT_SEED) -> dict:
     from bertrt.qa.squad_data import load_squad
 
     chosen = {e.qas_id for e in shuffled_examples(train, seed)[:questions]}
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=Path, default=DEFAULT_TRAIN)
     parser.add_argument("--output", type=Path, default=DEFAULT_CALIB_JSON)
-    parser.add_argument("--questions", type=int, default=400)
+    parser.add_argument("--questions", type=int, default=DEFAULT_QUESTIONS)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     args = parser.parse_args(argv)
     print(json.dumps(make_subset(args.train, args.output, args.questions, args.seed)))

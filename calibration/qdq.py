@@ -16,7 +16,6 @@ what TensorRT expects, so it is not used.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,6 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from bertrt.errors import BertrtError
+from bertrt.interrupts import private_tempdir
 
 CALIB_METHODS = ("max", "percentile", "entropy")
 GEMM_OPS = ("MatMul", "Gemm")
@@ -159,7 +159,9 @@ def quantize_int8(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]
         extra["CalibNumBins"] = num_bins
     if calib_method == "entropy":
         extra["CalibNumBins"] = num_bins
-    with tempfile.TemporaryDirectory(prefix="bertrt-quant.") as tmp:
+    # One bertrt-owned directory for our files and onnxruntime's own (`ort.quant.*`: tempfile.tempdir points here),
+    # removed whatever happens (SIGTERM included: the CLI turns it into an interrupt).
+    with private_tempdir("bertrt-quant.") as tmp:
         src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
         onnx.save(model, src)
         try:

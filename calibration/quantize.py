@@ -7,6 +7,7 @@
   stays in float is FP16, with the fp16 stage's FP32 exceptions (LayerNorm statistics, overflowing nodes).
 - fp8: E4M3 Q/DQ with the INT8 placement (Hopper and newer); every GEMM, FP32 rest by default.
 
+Which precisions a graph form takes, and why not the others, is the target's answer (bertrt/targets/).
 The output keeps the bertrt metadata (stage `quantize:<precision>`), is written atomically and gets a sidecar.
 """
 
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import onnx
 from bertrt.calibration import calib_data
-from bertrt.calibration.qdq import CALIB_METHODS, check_exclude
+from bertrt.calibration.fp16 import DEFAULT_KEEP_FP32, convert_fp16
+from bertrt.calibration.qdq import CALIB_METHODS, check_exclude, int8_to_fp8, qdq_summary, quantize_int8
 
 from bertrt.artifacts import atomic_outputs, check_outputs, sha256_file, sidecar_path, sidecar_record, write_json
 from bertrt.errors import BertrtError
@@ -34,27 +36,6 @@ DEFAULT_FLOAT = {"int8": "fp16", "fp8": "fp32"}
 OVERFLOW_SCAN_FEATURES = 32  # the FP16 overflow scan needs a few batches only
 
 
-SUPPORTED = {
-    "export": PRECISIONS,
-    "native": PRECISIONS,
-    "ort": ("fp16", "int8"),  # no onnxruntime EP runs FP8 GEMMs, and TensorRT does not take contrib ops
-    "plugins": (),  # plugins choose precision by their type_id attribute; see the INT8/plugins notes
-}
-
-
-def check_supported(target: str, precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise BertrtError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
-    allowed = SUPPORTED.get(target, PRECISIONS)
-    if precision not in allowed:
-        if target == "plugins":
-            raise BertrtError(f"precision {precision} is not supported for the plugins target: TensorRT plugins take "
-                              "their precision from their type_id attribute (and INT8 from TensorRT 10 calibration "
-                              "with `bertrt calibrate`), not from Q/DQ; quantize the native target instead")
-        raise BertrtError(f"precision {precision} is not supported for the {target} target "
-                          f"(supported: {', '.join(allowed)})")
-
-
 def quantize(input: str | Path, output: str | Path, precision: str, calib_json: str | Path | None = None,
              calib_num: int = calib_data.DEFAULT_CALIB_NUM, calib_method: str = "max",
              vocab: str | Path | None = None, exclude: tuple[str, ...] | None = None,
@@ -67,74 +48,41 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
     `seq_len`: calibration sequence length, default 384 clamped to the model's positions (calib_data.calib_seq_len)."""
     input, output = Path(input), Path(output)
     check_outputs([output, sidecar_path(output)], [input, calib_json or calib_data.DEFAULT_CALIB_JSON, vocab])
-    if precision not in PRECISIONS:
-        raise BertrtError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
-    if calib_method not in CALIB_METHODS:
-        raise BertrtError(f"unknown calibration method {calib_method!r} (choose from {', '.join(CALIB_METHODS)})")
-    quantized = precision in DEFAULT_EXCLUDE
-    if not quantized and (exclude or float_precision not in (None, "fp16")):
-        raise BertrtError("GEMM exclusion and the float precision apply to int8 and fp8 only")
-    if quantized:
-        exclude = DEFAULT_EXCLUDE[precision] if exclude is None else tuple(exclude)
-        check_exclude(exclude)
-        float_precision = float_precision or DEFAULT_FLOAT[precision]
-        if float_precision not in FLOAT_PRECISIONS:
-            raise BertrtError(f"unknown float precision {float_precision!r} (choose from {', '.join(FLOAT_PRECISIONS)})")
+    exclude, float_precision = _check_request(precision, calib_method, exclude, float_precision)
     model, cfg = load_qa_model(input)
     if stage_of(model).startswith("quantize:"):
         raise BertrtError(f"{input}: already quantized ({stage_of(model)}); quantize the FP32 model")
-    target = target_of(model).name
-    check_supported(target, precision)
+    target = target_of(model)
+    target.check_precision(precision)
 
+    quantized = precision in DEFAULT_EXCLUDE
     calibrated = quantized or (precision == "fp16" and (keep_fp32 is None or "overflow" in keep_fp32))
-    feeds: list = []
     calib_json_path = Path(calib_json) if calib_json is not None else calib_data.DEFAULT_CALIB_JSON
     seq_len = calib_data.calib_seq_len(cfg.max_position_embeddings, seq_len)
+    feeds = []
     if calibrated:
-        if precision == "fp16":
-            calib_num = min(calib_num, OVERFLOW_SCAN_FEATURES)
-        features = calib_data.calibration_features(calib_json_path, calib_num, vocab=vocab,
-                                                   vocab_size=cfg.vocab_size, seq_len=seq_len)
-        # Padded to `seq_len` tokens, the length TensorRT engines are built for (padding positions are part of
-        # the statistics there too), and so histogram calibrators get same-shaped batches.
-        feeds = list(calib_data.feed_batches(features, batch_size, seq_len))
-
-    extra_meta: dict[str, str] = {"bertrt.precision": precision, "bertrt.quantize.source_sha256": sha256_file(input)}
-    from bertrt.calibration.fp16 import DEFAULT_KEEP_FP32, convert_fp16
-
+        count = calib_num if quantized else min(calib_num, OVERFLOW_SCAN_FEATURES)
+        feeds = _calibration_feeds(calib_json_path, count, vocab, cfg.vocab_size, seq_len, batch_size)
     keep_fp32 = keep_fp32 if keep_fp32 is not None else DEFAULT_KEEP_FP32
-    if precision == "fp16":
-        out, info = convert_fp16(model, keep_fp32, feeds)
+    if quantized:
+        out, info, conversion_meta = _quantize_gemms(model, precision, feeds, calib_method, exclude, percentile,
+                                                     float_precision, keep_fp32, batch_size)
     else:
-        from bertrt.calibration.qdq import int8_to_fp8, qdq_summary, quantize_int8
-
-        out, info = quantize_int8(model, feeds, calib_method, exclude=exclude, percentile=percentile)
-        if precision == "fp8":
-            out = int8_to_fp8(out, model)
-            # onnxruntime fuses DQ -> MatMul -> Q into QLinearMatMul, which has no float8 kernel: FP8 runs on its CPU
-            # provider only with the Q/DQ fusion off (the GEMM then runs in FP32 on dequantized values).
-            extra_meta[META_ORT_SESSION_CONFIG] = json.dumps({"session.disable_quant_qdq": "1"})
-        if float_precision == "fp16":
-            # On the Q/DQ graph, so the overflow scan and the FP32 exceptions see what the GEMMs will be fed.
-            scan = feeds[:max(1, OVERFLOW_SCAN_FEATURES // batch_size)]
-            out, fp16_info = convert_fp16(out, keep_fp32, scan)
-            info["fp16"] = fp16_info
-        info["qdq"] = qdq_summary(out)
-        info["float_precision"] = float_precision
-        extra_meta.update({"bertrt.calib_method": calib_method,
-                           "bertrt.calib_num": str(sum(f["input_ids"].shape[0] for f in feeds)),
-                           "bertrt.float_precision": float_precision,
-                           "bertrt.quantize.excluded_gemms": ",".join(exclude) or "none"})
+        out, info = convert_fp16(model, keep_fp32, feeds)
+        conversion_meta = {}
     # Keep everything the input carried (its stage history) and stamp this stage on top.
     del out.metadata_props[:]
     out.metadata_props.extend(model.metadata_props)
-    stamp(out, f"quantize:{precision}", cfg, extra=extra_meta)
+    stamp(out, f"quantize:{precision}", cfg, extra={"bertrt.precision": precision,
+                                                    "bertrt.quantize.source_sha256": sha256_file(input),
+                                                    **conversion_meta})
     try:
         onnx.checker.check_model(out)
     except onnx.checker.ValidationError as exc:
         raise BertrtError(f"the {precision} graph is not valid ONNX: {' '.join(str(exc).split())[:300]}") from None
 
-    params = {"precision": precision, "target": target, "calib_method": calib_method if precision != "fp16" else None,
+    params = {"precision": precision, "target": target.name,
+              "calib_method": calib_method if precision != "fp16" else None,
               "calib_num": sum(f["input_ids"].shape[0] for f in feeds) if feeds else 0,
               "calib_json": str(calib_json_path) if calibrated else None, "batch_size": batch_size,
               "calib_seq_len": seq_len if calibrated else None, **info}
@@ -147,3 +95,58 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
         load_qa_model(tmp, load_weights=False)
         write_json(tmp_sidecar, sidecar_record(output, tmp, f"quantize:{precision}", params, inputs))
     return {"output": str(output), **params}
+
+
+def _check_request(precision: str, calib_method: str, exclude: tuple[str, ...] | None,
+                   float_precision: str | None) -> tuple[tuple[str, ...] | None, str | None]:
+    """The arguments' own checks (before the model is read); returns (exclude, float_precision) with the
+    precision's defaults filled in."""
+    if precision not in PRECISIONS:
+        raise BertrtError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    if calib_method not in CALIB_METHODS:
+        raise BertrtError(f"unknown calibration method {calib_method!r} (choose from {', '.join(CALIB_METHODS)})")
+    if precision not in DEFAULT_EXCLUDE:
+        if exclude or float_precision not in (None, "fp16"):
+            raise BertrtError("GEMM exclusion and the float precision apply to int8 and fp8 only")
+        return exclude, float_precision
+    exclude = DEFAULT_EXCLUDE[precision] if exclude is None else tuple(exclude)
+    check_exclude(exclude)
+    float_precision = float_precision or DEFAULT_FLOAT[precision]
+    if float_precision not in FLOAT_PRECISIONS:
+        raise BertrtError(f"unknown float precision {float_precision!r} (choose from {', '.join(FLOAT_PRECISIONS)})")
+    return exclude, float_precision
+
+
+def _calibration_feeds(calib_json: Path, calib_num: int, vocab, vocab_size: int, seq_len: int,
+                       batch_size: int) -> list:
+    features = calib_data.calibration_features(calib_json, calib_num, vocab=vocab, vocab_size=vocab_size,
+                                               seq_len=seq_len)
+    # Padded to `seq_len` tokens, the length TensorRT engines are built for (padding positions are part of the
+    # statistics there too), and so histogram calibrators get same-shaped batches.
+    return list(calib_data.feed_batches(features, batch_size, seq_len))
+
+
+def _quantize_gemms(model: onnx.ModelProto, precision: str, feeds: list, calib_method: str, exclude: tuple[str, ...],
+                    percentile: float, float_precision: str, keep_fp32: tuple[str, ...],
+                    batch_size: int) -> tuple[onnx.ModelProto, dict, dict[str, str]]:
+    """int8 / fp8: Q/DQ on the GEMMs not excluded, then what stays float to `float_precision`; returns the graph,
+    the report's details and the metadata it adds."""
+    meta: dict[str, str] = {}
+    out, info = quantize_int8(model, feeds, calib_method, exclude=exclude, percentile=percentile)
+    if precision == "fp8":
+        out = int8_to_fp8(out, model)
+        # onnxruntime fuses DQ -> MatMul -> Q into QLinearMatMul, which has no float8 kernel: FP8 runs on its CPU
+        # provider only with the Q/DQ fusion off (the GEMM then runs in FP32 on dequantized values).
+        meta[META_ORT_SESSION_CONFIG] = json.dumps({"session.disable_quant_qdq": "1"})
+    if float_precision == "fp16":
+        # On the Q/DQ graph, so the overflow scan and the FP32 exceptions see what the GEMMs will be fed.
+        scan = feeds[:max(1, OVERFLOW_SCAN_FEATURES // batch_size)]
+        out, fp16_info = convert_fp16(out, keep_fp32, scan)
+        info["fp16"] = fp16_info
+    info["qdq"] = qdq_summary(out)
+    info["float_precision"] = float_precision
+    meta.update({"bertrt.calib_method": calib_method,
+                 "bertrt.calib_num": str(sum(f["input_ids"].shape[0] for f in feeds)),
+                 "bertrt.float_precision": float_precision,
+                 "bertrt.quantize.excluded_gemms": ",".join(exclude) or "none"})
+    return out, info, meta

@@ -27,7 +27,7 @@ from bertrt.qa.features import make_features
 from bertrt.qa.squad_data import load_squad
 from bertrt.session.squad import run_squad
 from bertrt.qa.tokenizer import load_tokenizer
-from bertrt.surgery.packing import convert
+from bertrt.surgery.varseqlen import convert
 
 PROVIDER = "cuda"
 LIMIT = None

@@ -37,13 +37,13 @@ def _add_repository_args(p) -> None:
     p.add_argument("--max-input-bytes", type=int, help="larger passages or questions are refused")
 
 
-def _write(args, cfg, output: Path, mode: ServingMode = ServingMode.LOCAL) -> Path:
+def _write(args, cfg, output: Path, mode: ServingMode = ServingMode.LOCAL, force: bool = False) -> Path:
     batching = Batching(**{key: ag.pick(getattr(args, key), cfg, "serve", key)
                            for key in ("max_batch_size", "max_queue_delay_us", "instances")})
     model, vocab, squad, options = ag.session_args(args, cfg)
     params = ServingParams(model="", vocab="", squad=squad, options=options, mode=mode,
                            max_input_bytes=ag.pick(args.max_input_bytes, cfg, "serve", "max_input_bytes"))
-    return write_repository(output, model, vocab, batching, params)
+    return write_repository(output, model, vocab, batching, params, force=force)
 
 
 # --- triton-repo ----------------------------------------------------------------------------------------------
@@ -51,6 +51,8 @@ def add_triton_repo(sub) -> None:
     p = sub.add_parser("triton-repo", help="write a Triton model repository (model bertrt_qa)")
     _add_repository_args(p)
     p.add_argument("--output", type=Path, required=True, help="repository directory to create (new or empty)")
+    p.add_argument("--force", action="store_true", help="replace --output if it is a repository from `bertrt "
+                                                        "triton-repo` (in one step; any other directory is refused)")
     modes = p.add_mutually_exclusive_group()
     modes.add_argument("--mode", choices=[m.value for m in ServingMode], default=ServingMode.LOCAL.value,
                        help="local (default): the network runs in bertrt_qa on the QA session's runtime; bls: see "
@@ -63,7 +65,7 @@ def add_triton_repo(sub) -> None:
 
 
 def run_triton_repo(args, cfg) -> int:
-    output = _write(args, cfg, args.output, ServingMode(args.mode))
+    output = _write(args, cfg, args.output, ServingMode(args.mode), force=args.force)
     print(f"wrote {output}")
     return 0
 

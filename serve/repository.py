@@ -13,8 +13,10 @@ in its text format, so a field or value Triton does not know cannot be written; 
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import enum
+import errno
 import os
 import shutil
 import tempfile
@@ -23,6 +25,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from bertrt.errors import BertrtError
+from bertrt.interrupts import held
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, load_qa_model, ort_session_config
 from bertrt.session import RunOptions, SquadParams
 from bertrt.targets import target_of
@@ -221,8 +224,10 @@ def _tensor_platform(model: Path) -> str:
     if model.suffix in ENGINE_SUFFIXES:
         return "tensorrt_plan"
     onnx_model, _ = load_qa_model(model, load_weights=False)
-    if not target_of(onnx_model).onnxruntime:
-        raise BertrtError(f"{model}: a TensorRT-plugin graph runs on TensorRT; build an engine for --bls")
+    target = target_of(onnx_model)
+    if not target.runs_on("onnxruntime"):
+        raise BertrtError(f"{model}: the `{target.name}` target ({target.description}) does not run on onnxruntime, "
+                          f"Triton's backend for an ONNX model; build an engine for --bls")
     if ort_session_config(onnx_model, source=str(model)):
         raise BertrtError(f"{model}: declares onnxruntime session settings that Triton's onnxruntime backend cannot "
                           f"apply; serve it without --bls")
@@ -238,21 +243,78 @@ def _check_model(model: Path) -> None:
         raise BertrtError(f"{model}: unsupported model file (expected .onnx or {' or '.join(ENGINE_SUFFIXES)})")
 
 
-def write_repository(output: Path, model: Path, vocab: Path, batching: Batching, params: ServingParams) -> Path:
-    """Write the repository to `output` (which must not exist or be empty): all of it, or nothing. `params.model`
-    and `params.vocab` are set here (where the files go); the rest of `params` is written as given."""
+def is_bertrt_repository(path: Path) -> bool:
+    """Whether `path` is a repository `bertrt triton-repo` wrote, with nothing else in it: its `bertrt_qa` model is
+    our Python model (config with bertrt's parameters), and besides it at most the BLS tensor model. The only kind
+    of directory `--force` replaces."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    names = {p.name for p in path.iterdir()}
+    if MODEL_NAME not in names or not names <= {MODEL_NAME, TENSOR_MODEL_NAME}:
+        return False
+    try:
+        config = read_config(path / MODEL_NAME / "config.pbtxt")
+    except BertrtError:
+        return False
+    return config.name == MODEL_NAME and config.backend == "python" and {"model", "vocab"} <= set(config.parameters)
+
+
+def _check_replaceable(output: Path, force: bool, inputs: tuple[Path, ...]) -> None:
+    if not output.exists() and not output.is_symlink():
+        return
+    if output.is_dir() and not output.is_symlink() and not any(output.iterdir()):
+        return
+    if not force:
+        raise BertrtError(f"{output}: exists and is not an empty directory (--force replaces a repository from "
+                          "`bertrt triton-repo`)")
+    if not is_bertrt_repository(output):
+        raise BertrtError(f"{output}: exists and is not a repository from `bertrt triton-repo`; --force replaces "
+                          "only those")
+    resolved = output.resolve()
+    for source in inputs:
+        if source.resolve().is_relative_to(resolved):
+            raise BertrtError(f"{source}: is inside the repository {output} that --force would replace; copy it "
+                              "elsewhere first")
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two directories: one atomic renameat2(RENAME_EXCHANGE) where the kernel and filesystem have it, else
+    three renames (the caller holds signals off). Afterwards `a` holds what was at `b` and `b` what was at `a`."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None:
+        at_fdcwd = -100
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(code, os.strerror(code), str(b))
+    aside = a.with_name(a.name + ".old")
+    os.replace(b, aside)
+    os.replace(a, b)
+    os.replace(aside, a)
+
+
+def write_repository(output: Path, model: Path, vocab: Path, batching: Batching, params: ServingParams,
+                     force: bool = False) -> Path:
+    """Write the repository to `output` (which must not exist or be empty; with `force`, may be a repository from
+    `bertrt triton-repo`, replaced in one step): all of it, or nothing. `params.model` and `params.vocab` are set
+    here (where the files go); the rest of `params` is written as given."""
     batching.check()
     params.mode.check(params.options)
     _check_model(model)
     if not vocab.is_file():
         raise BertrtError(f"{vocab}: no such vocabulary file")
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise BertrtError(f"{output}: exists and is not an empty directory")
+    _check_replaceable(output, force, (model, vocab))
     tensor_model = params.mode.tensor_model
     platform = _tensor_platform(model) if tensor_model else None
     sidecar = model.with_name(model.name + ".json")
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    with held():  # made and recorded for the cleanup below as one step
+        tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
     try:
         python_dir = tmp / MODEL_NAME / "1"
         model_dir = tmp / tensor_model / "1" if tensor_model else python_dir
@@ -270,11 +332,16 @@ def write_repository(output: Path, model: Path, vocab: Path, batching: Batching,
             tensor_batching = dataclasses.replace(batching, max_batch_size=max(batching.max_batch_size,
                                                                                params.options.batch_size or 1))
             _write_config(tensor_model_config(model.name, platform, tensor_batching), tmp / tensor_model)
-        if output.exists():
-            output.rmdir()
-        os.replace(tmp, output)
+        with held():
+            if output.is_dir() and any(output.iterdir()):  # (--force, checked above): swap, the old one is removed
+                _exchange(tmp, output)
+            else:
+                if output.exists():
+                    output.rmdir()
+                os.replace(tmp, output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp.with_name(tmp.name + ".old"), ignore_errors=True)
     return output
 
 

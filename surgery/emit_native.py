@@ -20,9 +20,9 @@ forms TensorRT 10 and 11 fuse by themselves, and that onnxruntime runs on any pr
   ``attention="onnx-attention"`` instead emits the opset-23 ``Attention(Q, K, V, attn_mask)`` op on the 3-D
   [B, S, E] Q/K/V of the same packed GEMM (q_num_heads = kv_num_heads = N, scale attribute) and raises the
   model's default opset to 23. The mask is expanded to [B, 1, S, S] for it (see _full_mask). onnx's versioning
-  table pairs opset 23 with IR 11 while the pipeline keeps the input's IR (8 for bertrt exports); onnx's checker
-  and onnxruntime 1.23 accept that, and run_surgery does not pass emitter options for this target yet, so the
-  option is reachable through ``emit`` directly (tests/test_surgery_native.py).
+  table pairs opset 23 with IR 11, so run_surgery raises the model's IR to 11 with it (pipeline._IR_FOR_OPSET).
+  The option is `bertrt surgery --target native --attention onnx-attention`; its choices are ATTENTION_FORMS,
+  validated by the `native` Target (bertrt/targets/native.py) before any work.
 
 Why this attention form (sources read 2026-11, stored copies):
 - TensorRT "Fused Attention" guide (docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/
@@ -191,12 +191,10 @@ def _skip_layernorm(b: _Builder, n: int, name: str, skip) -> None:
 def emit(graph: gs.Graph, matches: ModelMatches, cfg: BertConfig, attention: str = "matmul",
          **options) -> dict[str, int]:
     """Rewrite `graph` in place into the native forms; return the number of blocks rewritten per type.
-    `matches` must be complete (report.check_matches passed). `attention`: "matmul" (opset 17, default) or
-    "onnx-attention" (opset-23 Attention op)."""
+    `matches` must be complete (report.check_matches passed). `attention`: one of ATTENTION_FORMS, "matmul" (opset
+    17, default) or "onnx-attention" (opset-23 Attention op), validated by the `native` Target."""
     if options:
         raise TypeError(f"the native target takes only the `attention` option, got {sorted(options)}")
-    if attention not in ATTENTION_FORMS:
-        raise BertrtError(f"attention must be one of {', '.join(ATTENTION_FORMS)}, not {attention!r}")
     _set_opset(graph, ATTENTION_OPSET if attention == "onnx-attention" else OPSET)
     b = _Builder(graph)
     emb = matches.embedding

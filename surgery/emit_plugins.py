@@ -200,10 +200,9 @@ def to_sequence_major(out: _Emitter, t: gs.Variable) -> gs.Variable:
 def emit(graph: gs.Graph, matches: ModelMatches, cfg: BertConfig, plugin_api: str = "v3",
          precision: str = "fp32") -> dict[str, int]:
     """Rewrite `graph` in place with TensorRT BERT plugin nodes; return the number of blocks fused per type.
-    `plugin_api` "v3" (IPluginV3 versions) or "v2" (IPluginV2); `precision` "fp32" or "fp16" (plugin fields only).
-    `matches` must be complete (report.check_matches passed)."""
-    if plugin_api not in PLUGIN_VERSIONS:
-        raise BertrtError(f"plugin_api must be one of {', '.join(PLUGIN_VERSIONS)}, not {plugin_api!r}")
+    `plugin_api` "v3" (IPluginV3 versions) or "v2" (IPluginV2): a key of PLUGIN_VERSIONS, validated by the
+    `plugins` Target (bertrt/targets/plugins.py); `precision` "fp32" or "fp16" (plugin fields only, not a surgery
+    option). `matches` must be complete (report.check_matches passed)."""
     if precision not in PRECISIONS:
         raise BertrtError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     type_id = PRECISIONS[precision]

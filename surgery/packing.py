@@ -10,18 +10,15 @@ SkipLayerNormalization, so the QA head and the graph's inputs/outputs keep the b
 its parity with the padded graph is checked on the GPU.
 
 Run after `quantize --precision fp16` (the FP16 overflow scan runs the model on the CPU, which cannot run these ops).
+This module is the conversion only (below the target registry: bertrt/targets/packed.py declares the form);
+`bertrt varseqlen` (varseqlen.py) checks its input's target and stamps the output with the `packed` target.
 """
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import onnx
 
-from bertrt.artifacts import atomic_outputs, check_outputs, sidecar_path, sidecar_record, write_json
 from bertrt.errors import BertrtError
-from bertrt.qa_contract import load_qa_model
 
 PACKED_OPS = ("RemovePadding", "RestorePadding", "PackedAttention")
 VARSEQLEN_KEY = "bertrt.varseqlen"
@@ -32,17 +29,15 @@ def is_packed(model: onnx.ModelProto) -> bool:
 
 
 def to_packing_mode(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The `ort`-target graph in packing mode; raises BertrtError when the converter did not convert it."""
+    """The `ort`-target graph in packing mode (the caller checked the target); raises BertrtError when the converter
+    did not convert it."""
     import onnxruntime.transformers  # noqa: F401 -- puts its folder on sys.path: the tool imports siblings by bare name
     from onnxruntime.transformers.convert_to_packing_mode import PackingMode
     from onnxruntime.transformers.onnx_model import OnnxModel
 
-    if is_packed(model):
-        raise BertrtError("the model is already in packing mode")
     attention = sum(node.op_type == "Attention" for node in model.graph.node)
     if not attention:
-        raise BertrtError("varseqlen needs the `ort` target (contrib Attention nodes); run `bertrt surgery --target "
-                          "ort` first")
+        raise BertrtError("packing mode needs contrib Attention nodes, and the graph has none")
     wrapped = OnnxModel(model)
     PackingMode(wrapped).convert(use_symbolic_shape_infer=False)
     wrapped.topological_sort()  # the converter appends its new nodes at the end
@@ -52,32 +47,3 @@ def to_packing_mode(model: onnx.ModelProto) -> onnx.ModelProto:
         raise BertrtError(f"onnxruntime's packing-mode converter left the graph unconverted ({counts}, "
                           f"{attention} Attention nodes)")
     return out
-
-
-def convert(input_path: Path, output_path: Path) -> dict:
-    check_outputs([output_path, sidecar_path(output_path)], [input_path])
-    model, _ = load_qa_model(input_path)
-    packed = to_packing_mode(model)
-    packed.metadata_props.add(key=VARSEQLEN_KEY, value="packing-mode")
-    # The model and its sidecar are published together.
-    with atomic_outputs(output_path, sidecar_path(output_path)) as (tmp, tmp_sidecar):
-        onnx.save(packed, str(tmp))
-        write_json(tmp_sidecar, sidecar_record(output_path, tmp, "varseqlen",
-                                               {"tool": "onnxruntime.transformers.convert_to_packing_mode"},
-                                               {"input": input_path}))
-    return {"output": str(output_path), **{op: sum(n.op_type == op for n in packed.graph.node) for op in PACKED_OPS}}
-
-
-def add_varseqlen(sub) -> None:
-    p = sub.add_parser("varseqlen", help="ort target -> packing mode (padding removed inside; CUDA provider only)")
-    p.add_argument("--input", type=Path, required=True, help="`ort`-target ONNX (fp32 or fp16)")
-    p.add_argument("--output", type=Path, help="default: <input>.varseqlen.onnx")
-    p.set_defaults(run=run_varseqlen)
-
-
-def run_varseqlen(args: argparse.Namespace, cfg) -> int:
-    output = args.output or args.input.with_suffix(".varseqlen.onnx")
-    report = convert(args.input, output)
-    print(report)
-    print(f"wrote {output} (+ {output.name}.json)")
-    return 0

@@ -1,13 +1,13 @@
 """`bertrt surgery`: prepare -> match every block -> emit the target's fused ops -> cleanup -> check -> stamp ->
 save atomically, with the sidecar and the fusion report (`<output>.fusion.json`) beside the output.
 
-An emitter is a module with ``emit(graph, matches, cfg, **options) -> {block: fused count}`` that rewrites the
-graph in place from complete `ModelMatches` (see match_model.py).
+The target (bertrt/targets/) gives the emitter, ``emit(graph, matches, cfg, **options) -> {block: fused count}``,
+which rewrites the graph in place from complete `ModelMatches` (see match_model.py), and validates its options
+before any work.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -21,10 +21,8 @@ from bertrt.surgery.report import build_report, check_matches, format_report
 from bertrt.artifacts import atomic_outputs, check_outputs, sidecar_path, sidecar_record, write_json
 from bertrt.errors import BertrtError
 from bertrt.qa_contract import stamp
-from bertrt.targets import META_TARGET, SURGERY_TARGETS, TARGETS
+from bertrt.targets import META_TARGET, TARGETS, surgery_targets
 
-PLUGIN_APIS = ("v2", "v3")
-NATIVE_ATTENTION = ("matmul", "onnx-attention")
 # The IR version onnx pairs with an opset (the `native` target's onnx-attention form raises the opset to 23).
 _IR_FOR_OPSET = {23: 11}
 
@@ -33,17 +31,15 @@ def fusion_report_path(output: str | Path) -> Path:
     return Path(f"{output}.fusion.json")
 
 
-def run_surgery(input_path: str | Path, output_path: str | Path, target: str, plugin_api: str = "v3",
-                attention: str = "matmul") -> dict:
-    """Fuse `input_path` for `target` into `output_path`; return the fusion report. On any unmatched block raise
-    BertrtError and write nothing."""
+def run_surgery(input_path: str | Path, output_path: str | Path, target: str, **options: str) -> dict:
+    """Fuse `input_path` for `target` into `output_path`; return the fusion report. `options`: the target's
+    (plugins: plugin_api; native: attention), the others at their defaults. On any unmatched block raise BertrtError
+    and write nothing."""
     input_path, output_path = Path(input_path), Path(output_path)
-    if target not in SURGERY_TARGETS:
-        raise BertrtError(f"unknown surgery target {target!r} (available: {', '.join(SURGERY_TARGETS)})")
-    if plugin_api not in PLUGIN_APIS:
-        raise BertrtError(f"--plugin-api must be one of {', '.join(PLUGIN_APIS)}, not {plugin_api!r}")
-    if attention not in NATIVE_ATTENTION:
-        raise BertrtError(f"--attention must be one of {', '.join(NATIVE_ATTENTION)}, not {attention!r}")
+    if target not in surgery_targets():
+        raise BertrtError(f"unknown surgery target {target!r} (available: {', '.join(surgery_targets())})")
+    form = TARGETS[target]
+    options = form.resolve_options(options)
     outputs = [output_path, sidecar_path(output_path), fusion_report_path(output_path)]
     check_outputs(outputs, [input_path])
 
@@ -53,8 +49,7 @@ def run_surgery(input_path: str | Path, output_path: str | Path, target: str, pl
     mask_use = check_mask_use(prepared.graph, matches, str(input_path))
     cfg = prepared.cfg or infer_config(matches)
 
-    options = {"plugins": {"plugin_api": plugin_api}, "native": {"attention": attention}}.get(target, {})
-    fused = importlib.import_module(TARGETS[target].emitter).emit(prepared.graph, matches, cfg, **options)
+    fused = form.emit(prepared.graph, matches, cfg, **options)
     report = build_report(cfg, fused, target)
     report["source"] = prepared.source
     report["attention_mask"] = mask_use

@@ -17,7 +17,6 @@ from bertrt.errors import BertrtError
 from bertrt.export.onnx_export import resolve_source  # the checkpoint's config (the export's own reader)
 from bertrt.model_config import BertConfig
 from bertrt.qa_contract import load_qa_model, ort_session_config
-from bertrt.surgery.packing import is_packed
 from bertrt.targets import Target, target_of
 
 ARTIFACT_KINDS = ("onnx", "engine", "checkpoint")
@@ -32,7 +31,6 @@ class Artifact:
     model: onnx.ModelProto | None = field(default=None, repr=False)  # onnx: the graph (weights loaded)
     target: Target | None = None  # onnx: its graph form (bertrt.targets)
     session_config: dict[str, str] = field(default_factory=dict)  # onnx: validated onnxruntime session entries
-    packed: bool = False  # onnx: packing mode (varseqlen), whose ops exist only in onnxruntime's CUDA provider
     record: EngineRecord | None = None  # engine: its sidecar
 
 
@@ -62,4 +60,4 @@ def read_artifact(path: Path) -> Artifact:
         return Artifact(path, kind, record.config, record=record)
     model, cfg = load_qa_model(path)
     session_config = ort_session_config(model, source=str(path))  # checked for every ONNX model, used by ort ones
-    return Artifact(path, kind, cfg, model, target_of(model), session_config, is_packed(model))
+    return Artifact(path, kind, cfg, model, target_of(model), session_config)

@@ -87,9 +87,8 @@ def artifact_session(artifact: Artifact, options: RunOptions, cuda_options: dict
 
 
 def check_packed(artifact: Artifact, options: RunOptions) -> None:
-    if artifact.packed and options.provider != "cuda":
-        raise BertrtError(f"{artifact.path}: a packing-mode (varseqlen) model runs only on onnxruntime's CUDA "
-                          f"provider (use --provider cuda)")
+    """The providers the model's target runs on (the packed target: CUDA only)."""
+    artifact.target.check_provider(options.provider, str(artifact.path))
 
 
 class OnnxruntimeRunner(QARunner):
