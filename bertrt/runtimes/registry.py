@@ -111,8 +111,10 @@ def choose_runtime(artifact: Artifact, options: RunOptions) -> Runtime:
                               f"{_kind_label(artifact.kind)} (runtimes for those: {', '.join(others)})")
         if not runtime.runs(artifact):
             able = [r.name for r in registered(artifact.kind) if r.runs(artifact)]
-            raise BertrtError(f"{where}: the {runtime.name} runtime cannot run the `{artifact.target.name}` target "
-                              f"(runtimes that can: {', '.join(able) or 'none registered'})")
+            target = artifact.target  # it says why (the ops the runtime lacks) and what to build instead, if it can
+            why = f"; {target.why_not(runtime.name, artifact.model)}" if target.runtime_refusal else ""
+            raise BertrtError(f"{where}: the {runtime.name} runtime cannot run the `{target.name}` target "
+                              f"(runtimes that can: {', '.join(able) or 'none registered'}){why}")
         if runtime.providers is not None and options.provider not in runtime.providers:
             raise BertrtError(f"{where}: the {runtime.name} runtime runs on {', '.join(runtime.providers)}, not "
                               f"--provider {options.provider}")
