@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DEV, TENSORRT_PASSAGE, VOCAB, require, squad_scores
+from conftest import DEV, EMBEDDED, TENSORRT_PASSAGE, VOCAB, require, squad_scores
 
 from bertrt.cli import main
 from bertrt.errors import BertrtError
@@ -133,6 +133,9 @@ def test_compare_reference_stays_onnxruntime(capsys, embedded_onnx):
     so comparing a model with itself measures OpenVINO against the reference; --precision is B's."""
     assert reference_options(embedded_onnx, RunOptions(precision="f32")) == RunOptions(runtime="onnxruntime")
     assert reference_options(embedded_onnx, RunOptions(runtime="openvino")).runtime == "openvino"
+    # a checkpoint's reference is its TF network, whatever runtime or precision B is given
+    assert reference_options(EMBEDDED, RunOptions(runtime="openvino", precision="bf16")) == RunOptions(
+        runtime="tf-checkpoint")
     assert 0.0 < compare_worst(capsys, embedded_onnx, embedded_onnx, "--precision", "f32") <= 1e-4
     if HAS_BF16:
         assert 1e-3 < compare_worst(capsys, embedded_onnx, embedded_onnx, "--precision", "bf16") <= PARITY_TOL["bf16"]

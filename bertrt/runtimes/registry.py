@@ -136,19 +136,20 @@ def choose_runtime(artifact: Artifact, options: RunOptions) -> Runtime:
 
 
 def reference_options(model: str | Path, options: RunOptions) -> RunOptions:
-    """`options` for running `model` as a reference: with no runtime named, the installed reference runtime of its
-    kind (when it runs the model's target on the provider), without the requests it does not take (a precision
-    meant for the runtime under test); otherwise `options` unchanged."""
-    if options.runtime is not None:
-        return options
+    """`options` for running `model` as the reference (compare's side A): a runtime named in `options` that runs
+    the model's kind stays; otherwise the installed reference runtime of its kind that runs it (onnxruntime for
+    ONNX), else the kind's default (a checkpoint's TF network, an engine's TensorRT), without the requests that
+    runtime does not take (a --precision meant for the runtime under test)."""
     artifact = read_artifact(Path(model))
-    for runtime in registered(artifact.kind):
-        if (runtime.reference and runtime.runs(artifact) and runtime.missing() is None
-                and (runtime.providers is None or options.provider in runtime.providers)):
-            dropped = {name: None for name in options.requested() if name not in runtime.takes
-                       and name != "extra_outputs"}  # extra outputs are asked of both sides
-            return replace(options, runtime=runtime.name, **dropped)
-    return options
+    if options.runtime is not None and get_runtime(options.runtime).artifact == artifact.kind:
+        return options
+    options = replace(options, runtime=None)
+    chosen = next((r for r in registered(artifact.kind) if r.reference and r.runs(artifact) and r.missing() is None
+                   and (r.providers is None or options.provider in r.providers)), None)
+    dropped = {name: None for name in options.requested() if name != "extra_outputs"  # asked of both sides
+               and name not in (chosen.takes if chosen else choose_runtime(artifact, options).takes)}
+    options = replace(options, **dropped)
+    return replace(options, runtime=(chosen or choose_runtime(artifact, options)).name)
 
 
 def check_options(runtime: Runtime, artifact: Artifact, options: RunOptions) -> None:
