@@ -20,9 +20,13 @@ FUSED  := $(OUT)/model.$(TARGET).onnx
 # attention_bmm,ffn_down; `none` quantizes every GEMM), precision of the float parts (int8 default fp16, fp8 fp32)
 PRECISION    ?= int8
 CALIB_METHOD ?= max
+CALIB_NUM    ?= 256
 INT8_EXCLUDE ?=
 FLOAT_PRECISION ?=
 QUANT  := $(OUT)/model.$(TARGET).$(PRECISION).onnx
+# Parameter stamps: $(call params,ARTIFACT,key=value ...) is a prerequisite rewritten only when the parameters change
+# or when ARTIFACT's sidecar records other values (made by the notebook or by hand), so make rebuilds exactly then.
+params = $(shell $(PYTHON) scripts/make_params.py $(dir $(1)).params-$(notdir $(1)) $(1) $(2))
 # TensorRT engines (`make build`): TARGET and PRECISION as given on the command line, else native fp32;
 # RUNTIME auto | tensorrt | tensorrt-rtx; BUILD_FLAGS e.g. --profile batch=1:8:8,seq=384 --precision int8 (TRT 10).
 RUNTIME      ?= auto
@@ -38,7 +42,7 @@ SERVE_MODEL ?= $(OUT)/model.onnx
 HTTP_PORT   ?= 8000
 GRPC_PORT   ?= 8001
 
-.PHONY: setup test test-slow export demo infer squad surgery compare inspect perf quantize build calibrate \
+.PHONY: setup test test-slow check-wheel export demo infer squad surgery compare inspect perf quantize build calibrate \
 	notebook notebook-figures triton-repo serve serve-bench gpu-model squad-gpu varseqlen perf-gpu clean
 .DELETE_ON_ERROR:
 
@@ -56,9 +60,13 @@ $(VENV)/.installed: requirements.lock requirements-triton.lock pyproject.toml
 test: setup
 	$(PY) -m pytest -q
 
-# The accuracy suites that take minutes (full SQuAD dev); CI runs them too.
+# The accuracy suites that take minutes (full SQuAD dev) and the wheel check; CI runs them too.
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# The wheel from any directory: build it, install it into a new venv, run the commands from another folder.
+check-wheel: setup
+	scripts/check_wheel.sh
 
 export: $(OUT)/model.onnx
 $(OUT)/model.onnx: $(wildcard $(CKPT)/*) $(CONFIG) | setup
@@ -72,19 +80,21 @@ squad: $(EVAL)
 	$(BERTRT) squad --model $(EVAL) --output $(EVAL:.onnx=).predictions.json $(if $(LIMIT),--limit $(LIMIT))
 
 surgery: $(FUSED)
-$(FUSED): $(OUT)/model.onnx
+$(FUSED): $(OUT)/model.onnx $(call params,$(FUSED),target=$(TARGET) $(if $(filter plugins,$(TARGET)),plugin_api=$(PLUGIN_API)))
 	$(BERTRT) surgery --input $< --output $@ --target $(TARGET) --plugin-api $(PLUGIN_API)
 
 # Fused vs unfused on real SQuAD features, per layer (exit 1 above --atol 1e-4).
 compare: $(FUSED)
 	$(BERTRT) compare $(OUT)/model.onnx $(FUSED) --per-layer
 
-INSPECT ?= $(FUSED)
-# The ONNX graph (Polygraphy), then the TensorRT network the parser makes of it (on the CPU; `-`: a runtime that
-# cannot take the target says so in one line and the ONNX listing stands).
-inspect: $(INSPECT)
+# The ONNX graph (Polygraphy), then the TensorRT network the parser makes of it (TensorRT-RTX parses on the CPU).
+# Default: the `native` target, the one every TensorRT parses; INSPECT=path for another model (an error, e.g. a
+# target TensorRT cannot take, fails the target).
+INSPECT ?= $(OUT)/model.native.onnx
+inspect: export
+	$(if $(filter command line environment,$(origin INSPECT)),,$(MAKE) --no-print-directory surgery TARGET=native)
 	$(VENV)/bin/polygraphy inspect model $(INSPECT) --show layers
-	-$(BERTRT) build --model $(INSPECT) --inspect --runtime $(RUNTIME)
+	$(BERTRT) build --model $(INSPECT) --inspect --runtime $(RUNTIME)
 
 # CPU latency, unfused vs fused, batch 1 and 8 x seq 128 and 384 (median of 20 runs, same process).
 perf: $(FUSED)
@@ -92,9 +102,12 @@ perf: $(FUSED)
 
 # Precision in the graph (TensorRT 11): FP16 conversion or Q/DQ calibrated on SQuAD train features.
 quantize: $(QUANT)
-$(QUANT): $(FUSED)
+QUANT_PARAMS := precision=$(PRECISION) $(if $(filter fp16,$(PRECISION)),,calib_method=$(CALIB_METHOD) \
+	calib_num=$(CALIB_NUM) excluded_groups=$(INT8_EXCLUDE) float_precision=$(FLOAT_PRECISION))
+$(QUANT): $(FUSED) $(call params,$(QUANT),$(QUANT_PARAMS))
 	$(BERTRT) quantize --input $< --output $@ --precision $(PRECISION) --calib-method $(CALIB_METHOD) \
-		$(if $(INT8_EXCLUDE),--int8-exclude $(INT8_EXCLUDE)) $(if $(FLOAT_PRECISION),--float-precision $(FLOAT_PRECISION))
+		--calib-num $(CALIB_NUM) $(if $(INT8_EXCLUDE),--int8-exclude $(INT8_EXCLUDE)) \
+		$(if $(FLOAT_PRECISION),--float-precision $(FLOAT_PRECISION))
 
 # TensorRT engine + sidecar (Polygraphy); the fused / quantized ONNX it needs is made first.
 build: export
@@ -103,18 +116,23 @@ build: export
 	$(BERTRT) build --model $(BUILD_SRC) --output $(ENGINE) --runtime $(RUNTIME) $(BUILD_FLAGS)
 
 # TensorRT 10 implicit INT8 (= bertrt build --runtime tensorrt --precision int8): engine + calibration cache named
-# after the model's hash (needs TensorRT 10 and a GPU).
-calibrate: $(FUSED)
-	$(BERTRT) calibrate --model $(FUSED)
+# after the model's hash (needs TensorRT 10 and a GPU). On the `native` target (the one TensorRT 10 parses).
+calibrate: export
+	$(MAKE) --no-print-directory surgery TARGET=native
+	$(BERTRT) calibrate --model $(OUT)/model.native.onnx
 
-# The walkthrough notebook: installs JupyterLab into the venv on first use, then opens it.
-notebook: setup
-	$(PY) -c "import jupyterlab" 2>/dev/null || $(VENV)/bin/pip install -q jupyterlab
-	$(VENV)/bin/jupyter lab notebooks/bertrt.ipynb
+# The walkthrough notebook: installs the pinned JupyterLab (requirements-notebook.lock) on first use, then opens it
+# (--allow-root where make runs as root, e.g. in a container).
+notebook: $(VENV)/.notebook-installed
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/bertrt.ipynb
+$(VENV)/.notebook-installed: requirements-notebook.lock | setup
+	$(VENV)/bin/pip install -q -r requirements-notebook.lock
+	touch $@
 
-# Execute the notebook top to bottom and save its figures (the README's pictures) in docs/.
+# Execute the notebook top to bottom and save its figures in $(OUT)/notebook/ (its artifacts there too, apart from
+# make's own; nothing tracked is rewritten).
 notebook-figures: setup
-	$(PY) scripts/run_notebook.py --figures docs
+	$(PY) scripts/run_notebook.py --out $(OUT)/notebook --figures $(OUT)/notebook
 
 # Serving with Triton Inference Server (the tritonserver bundled in nvidia-pytriton), on 127.0.0.1.
 triton-repo: $(SERVE_MODEL)

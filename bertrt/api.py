@@ -27,10 +27,12 @@ from bertrt.build.engine_build import BuildRequest, build
 from bertrt.calibration.quantize import quantize as _quantize
 from bertrt.errors import BertrtError
 from bertrt.export.onnx_export import export
+from bertrt.output import bar
 from bertrt.profiles import default_profile, parse_profile
 from bertrt.qa.postprocess import Answer
 from bertrt.qa.tokenizer import load_tokenizer
-from bertrt.run.compare import check_counts, compare, feature_batches, vocab_size_of
+from bertrt.resources import embedded_vocab, squad_dev
+from bertrt.run.compare import check_counts, compare, feature_batches, synthetic_batches, vocab_size_of
 from bertrt.run.perf import check_shapes, perf_outputs, runtime_variants, time_backend, write_results
 from bertrt.run.perf_gpu import sweep
 from bertrt.runtimes import open_backend, run_options
@@ -43,10 +45,11 @@ __all__ = ["SquadParams", "RunOptions", "Answer", "TokenProbabilities", "QASessi
 
 
 def export_model(checkpoint: str | Path, output: str | Path, *, bert_config: str | Path | None = None,
-                 vocab: str | Path | None = None, gelu: str | None = None, opset: int = 17) -> Path:
+                 vocab: str | Path | None = None, gelu: str | None = None, opset: int = 17,
+                 progress: bool = False) -> Path:
     """TF1 checkpoint directory or Hugging Face safetensors -> bertrt ONNX (`bertrt export`)."""
     return export(Path(checkpoint), Path(output), config=Path(bert_config) if bert_config else None,
-                  vocab=Path(vocab) if vocab else None, gelu=gelu, opset=opset)
+                  vocab=Path(vocab) if vocab else None, gelu=gelu, opset=opset, progress=progress)
 
 
 def fuse(model: str | Path, output: str | Path, target: str = "ort", **options) -> dict:
@@ -72,15 +75,21 @@ def build_engine(model: str | Path, output: str | Path, profiles: list[str] | No
 QuestionAnswerer = QASession
 
 
-def compare_models(a: str | Path, b: str | Path, squad_json: str | Path, vocab: str | Path, num_features: int = 8,
-                   batch_size: int = 4, seq_len: int = 384, per_layer: bool = False, options: RunOptions | None = None,
+def compare_models(a: str | Path, b: str | Path, squad_json: str | Path | None = None,
+                   vocab: str | Path | None = None, num_features: int = 8, batch_size: int = 4, seq_len: int = 384,
+                   per_layer: bool = False, options: RunOptions | None = None, synthetic: bool = False,
                    **backend_options) -> list:
-    """Worst absolute/relative logit errors of model `b` against reference `a` on real SQuAD features
-    (`bertrt compare`); one row per compared tensor. Both models run with `options` (RunOptions fields as keywords
-    also work)."""
+    """Worst absolute/relative logit errors of model `b` against reference `a` (`bertrt compare`); one row per
+    compared tensor. Inputs: real SQuAD features of `squad_json` (default: the shipped SQuAD v1.1 dev) tokenized
+    with `vocab` (default: the embedded model's), or with `synthetic` random token ids (Polygraphy's data loader).
+    Both models run with `options` (RunOptions fields as keywords also work)."""
     check_counts(num_features, batch_size)
-    tokenizer = load_tokenizer(Path(vocab), expected_vocab_size=vocab_size_of(Path(a), Path(b)))
-    batches = feature_batches(Path(squad_json), tokenizer, num_features, batch_size, seq_len)
+    vocab_size = vocab_size_of(Path(a), Path(b))
+    if synthetic:
+        batches = synthetic_batches(vocab_size, num_features, batch_size, seq_len)
+    else:
+        tokenizer = load_tokenizer(Path(vocab or embedded_vocab()), expected_vocab_size=vocab_size)
+        batches = feature_batches(Path(squad_json or squad_dev()), tokenizer, num_features, batch_size, seq_len)
     options = run_options(options, **backend_options)
     return compare(Path(a), Path(b), batches, per_layer=per_layer, options=options)
 
@@ -97,7 +106,7 @@ def squad_scores(model: str | Path, squad_json: str | Path, vocab: str | Path, o
 
 
 def perf(models: list[str | Path], batches: list[int], seqs: list[int], output: str | Path, warmup: int = 3,
-         runs: int = 20, options: RunOptions | None = None, runtimes: list[str] | None = None,
+         runs: int = 20, options: RunOptions | None = None, progress: bool = False, runtimes: list[str] | None = None,
          thread_counts: list[int] | None = None, **backend_options) -> list:
     """Latency of each model over batch x seq (`bertrt perf`), all in one process with models interleaved per
     shape so that drift of the machine affects every model alike; writes `output` JSON and a CSV beside it. Every
@@ -126,13 +135,17 @@ def perf(models: list[str | Path], batches: list[int], seqs: list[int], output: 
     for group in opened:  # one thread count at a time (each loaded only while it is timed)
         with contextlib.ExitStack() as stack:
             backends = [(path, t, stack.enter_context(backend)) for path, t, backend in group]
+            progress_bar = stack.enter_context(bar(len(batches) * len(seqs) * len(backends), "perf", progress,
+                                                   "shape"))
             for batch in batches:
                 for seq in seqs:
                     for path, t, backend in backends:
                         label = backend.runner.name.split(":")[0]
                         if thread_counts:
                             label += f" {t or os.cpu_count()}t"
+                        progress_bar.set_postfix_str(f"{path.name} {label} batch {batch} seq {seq}")
                         timings.append(time_backend(backend, path.name, batch, seq, warmup, runs, label))
+                        progress_bar.update(1)
     write_results(timings, Path(output), {"provider": options.provider, "clock": "host", **_machine()})
     return timings
 

@@ -119,10 +119,14 @@ def shapes(args, cfg: PipelineConfig) -> tuple:
 
 # --- squad pre/post-processing --------------------------------------------------------------------------------
 def add_squad_args(p) -> None:
-    p.add_argument("--doc-stride", type=int)
-    p.add_argument("--max-query-length", type=int)
-    p.add_argument("--n-best", type=int)
-    p.add_argument("--max-answer-length", type=int)
+    p.add_argument("--doc-stride", type=int, help="tokens between passage windows (default: the config's "
+                                                   "squad.doc_stride, 128)")
+    p.add_argument("--max-query-length", type=int, help="question tokens kept (default: the config's "
+                                                         "squad.max_query_length, 64)")
+    p.add_argument("--n-best", type=int, help="start/end candidates per window (default: the config's squad.n_best, "
+                                              "20)")
+    p.add_argument("--max-answer-length", type=int, help="longest answer in tokens (default: the config's "
+                                                          "squad.max_answer_length, 30)")
 
 
 def squad_params(args, cfg: PipelineConfig, seq_len: int) -> SquadParams:

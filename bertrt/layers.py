@@ -18,7 +18,9 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("core", "contracts and artifacts every layer shares",
      ("bertrt.errors", "bertrt.model_config", "bertrt.qa_contract", "bertrt.artifacts", "bertrt.pipeline_config",
       "bertrt.forking", "bertrt.profiles", "bertrt.engine_sidecar", "bertrt.layers", "bertrt.inputs",
-      "bertrt.messages", "bertrt.resources", "bertrt.signals", "bertrt.extras", "bertrt.interrupts")),
+      "bertrt.messages", "bertrt.resources", "bertrt.signals", "bertrt.extras", "bertrt.interrupts",
+      "bertrt.output",  # how commands report: text or --json, progress bars, default names beside the input
+      "bertrt.configs", "bertrt.models")),  # shipped files: configs, the embedded model's vocab
     ("qa", "QA data: tokenization, SQuAD examples, windows, answers, metrics", ("bertrt.qa",)),
     ("families", "model families: inputs, positions, weights, tokenizer of each", ("bertrt.families",)),
     ("graph", "graph forms: the surgery that makes them and the target registry", ("bertrt.surgery", "bertrt.targets")),
@@ -27,7 +29,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("stages", "export, calibration, build, run, serve",
      ("bertrt.export", "bertrt.calibration", "bertrt.build", "bertrt.run", "bertrt.serve", "bertrt.data")),
     ("interface", "the command line and the Python API", ("bertrt.cli", "bertrt.api", "bertrt.arg_groups",
-                                                          "bertrt.__main__")),
+                                                          "bertrt.__main__", "bertrt.optimize")),
 )
 LAYER_NAMES = tuple(name for name, _, _ in LAYERS)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import yaml
 
 from bertrt.errors import BertrtError
+from bertrt.resources import default_config
 
 
 @dataclass(frozen=True)
@@ -32,13 +34,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
     # (null: batch 1..run.batch_size, seq fixed at squad.max_seq_length)
     "build": {"runtime": Key("auto", "str", choices=("auto", "tensorrt", "tensorrt-rtx")),
               "profiles": Key(None, "strs", nullable=True)},
-    # `bertrt triton-repo` / `serve`: Triton dynamic batching, model instances, the largest request accepted
-    "serve": {"max_batch_size": Key(16, "int"), "max_queue_delay_us": Key(2000, "int"), "instances": Key(1, "int"),
-              "max_input_bytes": Key(100_000, "int")},
+    # `bertrt triton-repo` / `serve`: Triton dynamic batching, model instances (null: the provider's defaults,
+    # serve/repository.py DEFAULT_BATCHING), the largest request accepted
+    "serve": {"max_batch_size": Key(None, "int", nullable=True), "max_queue_delay_us": Key(None, "int", nullable=True),
+              "instances": Key(None, "int", nullable=True), "max_input_bytes": Key(100_000, "int")},
 }
 DEFAULTS: dict[str, dict[str, Any]] = {section: {k: key.default for k, key in keys.items()}
                                        for section, keys in SCHEMA.items()}
-DEFAULT_CONFIG = Path("configs/minilm-l6-h384-squad11.yaml")
 
 
 class PipelineConfig:
@@ -60,13 +62,10 @@ class PipelineConfig:
 
 
 def load_config(path: str | Path | None) -> PipelineConfig:
-    """Load `path` (or the embedded model's config when it exists and no path is given) over the defaults."""
+    """Load `path` (default: the embedded model's config, shipped in the package) over the defaults. Relative
+    paths in the file are relative to the file, not to the working directory."""
     values = {section: dict(keys) for section, keys in DEFAULTS.items()}
-    if path is None:
-        if not DEFAULT_CONFIG.is_file():
-            return PipelineConfig(values, None)
-        path = DEFAULT_CONFIG
-    path = Path(path)
+    path = Path(path) if path is not None else default_config()
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -85,8 +84,23 @@ def load_config(path: str | Path | None) -> PipelineConfig:
         for key, value in keys.items():
             if key not in SCHEMA[section]:
                 raise BertrtError(f"{path}: unknown key {section}.{key} (known: {', '.join(SCHEMA[section])})")
-            values[section][key] = _checked(value, SCHEMA[section][key], f"{path}: {section}.{key}")
+            value = _checked(value, SCHEMA[section][key], f"{path}: {section}.{key}")
+            if SCHEMA[section][key].kind == "path" and value is not None:
+                value = str(_relative_to(path, Path(value).expanduser()))
+            values[section][key] = value
     return PipelineConfig(values, path)
+
+
+def _relative_to(config: Path, value: Path) -> Path:
+    """`value` as written in `config`: absolute stays, relative is taken from the config's folder (shown relative to
+    the working directory when it lies below it, so messages stay short)."""
+    if value.is_absolute():
+        return value
+    resolved = Path(os.path.normpath(config.parent.absolute() / value))
+    try:
+        return resolved.relative_to(Path.cwd())
+    except ValueError:
+        return resolved
 
 
 def _type_name(value: Any) -> str:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 from bertrt.profiles import default_profile, parse_profile
 
 from bertrt import arg_groups as ag
 from bertrt.calibration import calib_data
+from bertrt.artifacts import sidecar_path
 from bertrt.errors import BertrtError
+from bertrt.output import add_json_flag, add_progress_flag, emit, ticking
 
 
 def add_build(sub) -> None:
@@ -31,6 +35,8 @@ def add_build(sub) -> None:
     _add_calibration_data(p)
     p.add_argument("--inspect", action="store_true",
                    help="parse only and print the TensorRT network's layers (what `make inspect` shows); no engine")
+    add_progress_flag(p)
+    add_json_flag(p)
     p.set_defaults(run=run_build)
 
 
@@ -61,10 +67,16 @@ def run_build(args, cfg) -> int:
         return 0
     suffix = f".{args.precision}.engine" if args.precision and f".{args.precision}" not in model.name else ".engine"
     output = args.output or model.with_suffix(suffix)
-    build(BuildRequest(model, output, _profiles(args.profile, cfg), ag.pick(args.runtime, cfg, "build", "runtime"),
-                       args.precision, args.calib_cache, args.timing_cache, args.compute_capability, args.calib_json,
-                       args.calib_num, args.vocab or _config_vocab(cfg)))
-    print(f"wrote {output} (+ {output.name}.json)")
+    request = BuildRequest(model, output, _profiles(args.profile, cfg), ag.pick(args.runtime, cfg, "build", "runtime"),
+                           args.precision, args.calib_cache, args.timing_cache, args.compute_capability,
+                           args.calib_json, args.calib_num, args.vocab or _config_vocab(cfg))
+    if args.json:  # the build's log lines go to stderr and stdout holds only the engine's sidecar record
+        build(request, log=lambda line: print(line, file=sys.stderr))
+    else:  # an elapsed-time line while TensorRT builds (it reports no progress of its own)
+        with ticking("building the engine", not args.no_progress) as log:
+            build(request, log=log)
+    emit(args, {"output": str(output), **json.loads(sidecar_path(output).read_text())},
+         f"wrote {output} (+ {output.name}.json)")
     return 0
 
 

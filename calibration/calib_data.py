@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from bertrt.errors import BertrtError
+from bertrt.resources import calibration_subset, embedded_vocab
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-DEFAULT_CALIB_JSON = DATA_DIR / "squad-train-calib.json.gz"
-DEFAULT_VOCAB = Path(__file__).resolve().parents[1] / "models" / "minilm-l6-h384-squad11" / "vocab.txt"
+# Package data (bertrt.resources): found in a checkout and in an installed wheel alike.
+DEFAULT_CALIB_JSON = calibration_subset()
+DATA_DIR = DEFAULT_CALIB_JSON.parent
+DEFAULT_VOCAB = embedded_vocab()
 DEFAULT_CALIB_NUM = 256  # features
 DEFAULT_SEED = 0
 MAX_SEQ_LENGTH, DOC_STRIDE, MAX_QUERY_LENGTH = 384, 128, 64

@@ -24,6 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bertrt.errors import BertrtError
 from bertrt.interrupts import private_tempdir
+from bertrt.output import bar
 
 CALIB_METHODS = ("max", "percentile", "entropy")
 GEMM_OPS = ("MatMul", "Gemm")
@@ -87,12 +88,16 @@ def _node_names(model: onnx.ModelProto) -> onnx.ModelProto:
 class _FeedReader:
     """onnxruntime CalibrationDataReader over a list of feeds."""
 
-    def __init__(self, feeds: Sequence[dict[str, np.ndarray]]):
+    def __init__(self, feeds: Sequence[dict[str, np.ndarray]], progress=None):
         self._feeds = list(feeds)
         self._it = iter(self._feeds)
+        self._progress = progress  # a tqdm bar counting calibration batches, or None
 
     def get_next(self):
-        return next(self._it, None)
+        feed = next(self._it, None)
+        if feed is not None and self._progress is not None:
+            self._progress.update(1)
+        return feed
 
     def rewind(self):
         self._it = iter(self._feeds)
@@ -111,7 +116,8 @@ def check_exclude(exclude: Sequence[str]) -> None:
 
 
 def quantize_int8(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]], calib_method: str = "max",
-                  exclude: Sequence[str] = (), percentile: float = 99.99, num_bins: int = 2048) -> tuple[onnx.ModelProto, dict]:
+                  exclude: Sequence[str] = (), percentile: float = 99.99, num_bins: int = 2048,
+                  progress: bool = False) -> tuple[onnx.ModelProto, dict]:
     """Insert symmetric INT8 Q/DQ on every GEMM input (per-channel weights) calibrated on `feeds`."""
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -161,11 +167,12 @@ def quantize_int8(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]
         extra["CalibNumBins"] = num_bins
     # One bertrt-owned directory for our files and onnxruntime's own (`ort.quant.*`: tempfile.tempdir points here),
     # removed whatever happens (SIGTERM included: the CLI turns it into an interrupt).
-    with private_tempdir("bertrt-quant.") as tmp:
+    with private_tempdir("bertrt-quant.") as tmp, \
+            bar(len(feeds), f"calibrating ({calib_method})", progress, "batch") as calib_bar:
         src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
         onnx.save(model, src)
         try:
-            quantize_static(src, dst, _FeedReader(feeds), quant_format=QuantFormat.QDQ,
+            quantize_static(src, dst, _FeedReader(feeds, calib_bar), quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=list(GEMM_OPS), per_channel=True, reduce_range=False,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=excluded, calibrate_method=method, extra_options=extra)

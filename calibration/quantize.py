@@ -40,12 +40,13 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
              calib_num: int = calib_data.DEFAULT_CALIB_NUM, calib_method: str = "max",
              vocab: str | Path | None = None, exclude: tuple[str, ...] | None = None,
              keep_fp32: tuple[str, ...] | None = None, batch_size: int = 8, percentile: float = 99.99,
-             float_precision: str | None = None, seq_len: int | None = None) -> dict:
+             float_precision: str | None = None, seq_len: int | None = None, progress: bool = False) -> dict:
     """Write `output` (atomically, with a sidecar) at `precision`; return a report dict.
 
     int8/fp8 only: `exclude` (GEMM groups kept in float) and `float_precision` (fp16|fp32, the type of what is not
     quantized) default to DEFAULT_EXCLUDE / DEFAULT_FLOAT; `keep_fp32` applies to every FP16 conversion.
-    `seq_len`: calibration sequence length, default 384 clamped to the model's positions (calib_data.calib_seq_len)."""
+    `seq_len`: calibration sequence length, default 384 clamped to the model's positions (calib_data.calib_seq_len).
+    `progress`: a bar over the calibration batches on stderr (a terminal only)."""
     input, output = Path(input), Path(output)
     check_outputs([output, sidecar_path(output)], [input, calib_json or calib_data.DEFAULT_CALIB_JSON, vocab])
     exclude, float_precision = _check_request(precision, calib_method, exclude, float_precision)
@@ -66,7 +67,7 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
     keep_fp32 = keep_fp32 if keep_fp32 is not None else DEFAULT_KEEP_FP32
     if quantized:
         out, info, conversion_meta = _quantize_gemms(model, precision, feeds, calib_method, exclude, percentile,
-                                                     float_precision, keep_fp32, batch_size)
+                                                     float_precision, keep_fp32, batch_size, progress)
     else:
         out, info = convert_fp16(model, keep_fp32, feeds)
         conversion_meta = {}
@@ -128,11 +129,11 @@ def _calibration_feeds(calib_json: Path, calib_num: int, vocab, vocab_size: int,
 
 def _quantize_gemms(model: onnx.ModelProto, precision: str, feeds: list, calib_method: str, exclude: tuple[str, ...],
                     percentile: float, float_precision: str, keep_fp32: tuple[str, ...],
-                    batch_size: int) -> tuple[onnx.ModelProto, dict, dict[str, str]]:
+                    batch_size: int, progress: bool = False) -> tuple[onnx.ModelProto, dict, dict[str, str]]:
     """int8 / fp8: Q/DQ on the GEMMs not excluded, then what stays float to `float_precision`; returns the graph,
     the report's details and the metadata it adds."""
     meta: dict[str, str] = {}
-    out, info = quantize_int8(model, feeds, calib_method, exclude=exclude, percentile=percentile)
+    out, info = quantize_int8(model, feeds, calib_method, exclude=exclude, percentile=percentile, progress=progress)
     if precision == "fp8":
         out = int8_to_fp8(out, model)
         # onnxruntime fuses DQ -> MatMul -> Q into QLinearMatMul, which has no float8 kernel: FP8 runs on its CPU

@@ -9,6 +9,7 @@ import numpy as np
 from bertrt.export.weights import Weights
 
 from bertrt.errors import BertrtError
+from bertrt.extras import require
 
 _EMBEDDINGS = {"word_embeddings.weight": "word_embeddings", "position_embeddings.weight": "position_embeddings",
                "token_type_embeddings.weight": "token_type_embeddings"}
@@ -47,8 +48,8 @@ def _google_name(name: str) -> tuple[str, bool] | None:
 
 
 def read_hf_safetensors(path: Path) -> Weights:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    SafetensorError = require("safetensors", "export").SafetensorError
+    load_file = require("safetensors.numpy", "export").load_file
 
     try:
         tensors = load_file(str(path))

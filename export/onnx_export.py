@@ -16,6 +16,8 @@ from bertrt.artifacts import atomic_outputs, check_outputs, sidecar_path, sideca
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, stamp
+from bertrt.extras import require
+from bertrt.output import steps
 
 MIN_OPSET = 17  # LayerNormalization (used by later surgery targets) needs 17
 # TensorFlow's C++ info logs (device discovery, grappler sessions) would bury bertrt's own output.
@@ -64,8 +66,7 @@ def source_files(source: Source) -> list[Path]:
 
 def max_opset() -> int:
     """The newest opset both tf2onnx and the installed onnx know."""
-    from tf2onnx import constants
-
+    constants = require("tf2onnx.constants", "export")
     return min(max(constants.OPSET_TO_IR_VERSION), onnx.defs.onnx_opset_version())
 
 
@@ -84,8 +85,7 @@ def _without_global_pool_rewrite() -> Iterator[None]:
     """tf2onnx rewrites a ReduceMean over the last axis of a rank-3 tensor into GlobalAveragePool, which hides
     every LayerNorm from the surgery matchers and from TensorRT's own normalization fusion. Its public API has no
     switch for one optimizer, so take it out of tf2onnx's optimizer table for the duration of our conversion."""
-    from tf2onnx import optimizer
-
+    optimizer = require("tf2onnx.optimizer", "export")
     saved = optimizer._optimizers.pop("global_pool_optimizer", None)  # noqa: SLF001 (no public switch)
     try:
         yield
@@ -112,8 +112,7 @@ def _tidy(model: onnx.ModelProto) -> None:
 
 
 def convert_to_onnx(qa_function, opset: int) -> onnx.ModelProto:
-    import tf2onnx
-
+    tf2onnx = require("tf2onnx", "export")
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     with _without_global_pool_rewrite():
         model, _ = tf2onnx.convert.from_function(qa_function, input_signature=qa_function.input_signature,
@@ -123,7 +122,7 @@ def convert_to_onnx(qa_function, opset: int) -> onnx.ModelProto:
 
 
 def export(checkpoint: Path, output: Path, config: Path | None = None, vocab: Path | None = None,
-           gelu: str | None = None, opset: int = MIN_OPSET) -> Path:
+           gelu: str | None = None, opset: int = MIN_OPSET, progress: bool = False) -> Path:
     """Export a BERT QA checkpoint to `output` (ONNX, fp32, dynamic batch and sequence) with its sidecar."""
     from bertrt.export.tf_model import build_qa_function
     from bertrt.qa.tokenizer import load_tokenizer
@@ -137,10 +136,20 @@ def export(checkpoint: Path, output: Path, config: Path | None = None, vocab: Pa
     cfg = BertConfig.from_json(source.config, gelu=gelu)
     if source.vocab is not None:
         load_tokenizer(source.vocab, expected_vocab_size=cfg.vocab_size)
-    weights = read_weights(source, cfg)
-    model = convert_to_onnx(build_qa_function(weights, cfg), opset)
-    stamp(model, "export", cfg)
-    onnx.checker.check_model(model)
+    # tf2onnx reports no progress of its own: a bar over the steps (the conversion is most of the time).
+    # TensorFlow's C++ INFO lines are filtered unless its own log level asks for them (`bertrt -v`; the CLI sets
+    # TF_CPP_MIN_LOG_LEVEL=3 otherwise).
+    quiet = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") >= "2"
+    with steps(["read weights", "TF graph", "tf2onnx", "check"], "export", progress, quiet_native=quiet) as step:
+        step("read weights")
+        weights = read_weights(source, cfg)
+        step("TF graph")
+        function = build_qa_function(weights, cfg)
+        step("tf2onnx")
+        model = convert_to_onnx(function, opset)
+        step("check")
+        stamp(model, "export", cfg)
+        onnx.checker.check_model(model)
     with atomic_outputs(output, sidecar_path(output)) as (tmp, tmp_sidecar):
         onnx.save(model, str(tmp))
         recorded = {"checkpoint": files[0], "config": source.config}

@@ -9,11 +9,12 @@ import numpy as np
 from bertrt.export.weights import Weights, is_ignored
 
 from bertrt.errors import BertrtError
+from bertrt.extras import require
 
 
 def checkpoint_prefix(directory: Path) -> str:
     """The checkpoint prefix inside `directory` (from its `checkpoint` file, else the single *.index file)."""
-    import tensorflow as tf  # heavy import: only the export stage needs TensorFlow
+    tf = require("tensorflow", "export")  # heavy import: only the export stage needs TensorFlow
 
     if not directory.is_dir():
         raise BertrtError(f"{directory}: checkpoint directory not found")
@@ -43,8 +44,7 @@ def checkpoint_files(directory: Path) -> list[Path]:
 
 
 def read_tf_checkpoint(directory: Path) -> Weights:
-    import tensorflow as tf
-
+    tf = require("tensorflow", "export")
     prefix = checkpoint_prefix(directory)
     try:
         reader = tf.train.load_checkpoint(prefix)

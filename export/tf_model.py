@@ -13,12 +13,12 @@ from bertrt.export.weights import Weights
 
 from bertrt.model_config import BertConfig
 from bertrt.qa_contract import INPUT_NAMES
+from bertrt.extras import require
 
 
 def build_qa_function(weights: Weights, cfg: BertConfig):
     """A tf.function (input_ids, segment_ids, input_mask: int32 [B, S]) -> (start_logits, end_logits) [B, S]."""
-    import tensorflow as tf
-
+    tf = require("tensorflow", "export")
     # Variables, not captured constants: tf2onnx freezes captured variables into initializers, while captured
     # eager constants would become extra graph inputs.
     w = {name: tf.Variable(value, trainable=False, name=name.replace("/", "_")) for name, value in weights.items()}

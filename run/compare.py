@@ -12,11 +12,12 @@ from bertrt.qa.features import collate, make_features
 from bertrt.qa.squad_data import load_squad
 from bertrt.surgery.match_model import match_model
 from bertrt.surgery.prepare import prepare
-from polygraphy.comparator import Comparator
+from polygraphy.common import TensorMetadata
+from polygraphy.comparator import Comparator, DataLoader
 from polygraphy.logger import G_LOGGER
 
 from bertrt.errors import BertrtError
-from bertrt.qa_contract import OUTPUT_NAMES, load_qa_model, stage_of
+from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, load_qa_model, stage_of
 
 REL_FLOOR = 1e-3  # relative error is taken only where |reference| >= this (it is meaningless near zero)
 
@@ -67,6 +68,24 @@ def feature_batches(squad_json: Path, tokenizer, num_features: int, batch_size: 
     examples, _ = load_squad(squad_json)
     features = make_features(examples[:num_features], tokenizer, max_seq_length=seq_len)[:num_features]
     return [collate(features[i:i + batch_size], seq_len) for i in range(0, len(features), batch_size)]
+
+
+def synthetic_batches(vocab_size: int, num_features: int, batch_size: int, seq_len: int, seed: int = 1,
+                      ) -> list[dict[str, np.ndarray]]:
+    """Random int32 feeds from Polygraphy's data loader (no SQuAD file needed): token ids over the whole vocab,
+    segment ids 0/1, the mask all ones. Random tokens are not text, so this checks parity, not accuracy."""
+    ranges = {"input_ids": (0, vocab_size - 1), "segment_ids": (0, 1), "input_mask": (1, 1)}
+    batches = []
+    for first in range(0, num_features, batch_size):
+        rows = min(batch_size, num_features - first)
+        meta = TensorMetadata()
+        for name in INPUT_NAMES:
+            meta.add(name, np.int32, (rows, seq_len))
+        loader = DataLoader(seed=seed + first, iterations=1, input_metadata=meta, val_range=ranges)
+        with G_LOGGER.verbosity(G_LOGGER.WARNING):  # not its "[I] Will generate inference input data" line
+            feed = loader[0]
+        batches.append({name: np.ascontiguousarray(value, dtype=np.int32) for name, value in feed.items()})
+    return batches
 
 
 def compare(a: Path, b: Path, batches: list[dict[str, np.ndarray]], per_layer: bool = False,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bertrt.errors import BertrtError
+from bertrt.extras import require
 
 # Google's BERT-Base / BERT-Large uncased shapes (vocabulary 30522, 512 positions).
 SIZES = {
@@ -20,11 +21,9 @@ def torch_bert(size: str, seed: int = 0):
     """A random-weight transformers BertForQuestionAnswering (eager attention, as the surgery matchers expect)."""
     if size not in SIZES:
         raise BertrtError(f"unknown random BERT size {size!r} (choose from {', '.join(SIZES)})")
-    try:
-        import torch
-        from transformers import BertConfig, BertForQuestionAnswering
-    except ImportError as exc:
-        raise BertrtError(f"random BERT models need torch and transformers ({exc})") from None
+    torch = require("torch", "torch")
+    transformers = require("transformers", "torch")
+    BertConfig, BertForQuestionAnswering = transformers.BertConfig, transformers.BertForQuestionAnswering
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=30522, max_position_embeddings=512, **SIZES[size])
     return BertForQuestionAnswering._from_config(config, attn_implementation="eager").eval()

@@ -11,14 +11,20 @@ import os
 import sys
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
+from bertrt.errors import BertrtError
+from bertrt.extras import require
+
+try:
+    nbformat = require("nbformat", "notebook")
+    NotebookClient = require("nbclient", "notebook").NotebookClient
+except BertrtError as exc:  # one line naming the extra, as the bertrt commands say it
+    sys.exit(f"run_notebook.py: error: {exc}")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "bertrt.ipynb"
 
 
-def execute(notebook: Path = NOTEBOOK, out_dir: Path | None = None, timeout: int = 600) -> nbformat.NotebookNode:
+def execute(notebook: Path = NOTEBOOK, out_dir: Path | None = None, timeout: int = 600):
     """The executed notebook (raises nbclient's CellExecutionError naming the failing cell). `out_dir` becomes
     BERTRT_OUT, where the notebook writes and reuses artifacts."""
     nb = nbformat.read(notebook, as_version=4)
@@ -36,7 +42,7 @@ def execute(notebook: Path = NOTEBOOK, out_dir: Path | None = None, timeout: int
     return nb
 
 
-def text_of(nb: nbformat.NotebookNode) -> str:
+def text_of(nb) -> str:
     """Everything the cells printed or displayed as text/HTML, in order."""
     parts = []
     for cell in nb.cells:

@@ -22,8 +22,10 @@ from bertrt import arg_groups as ag
 from bertrt.errors import BertrtError
 from bertrt.qa.squad_data import Example
 from bertrt.serve.client import QAClient, format_table, load
+from bertrt.serve.gpus import parse_gpus
 from bertrt.serve.python_model import open_session
-from bertrt.serve.repository import MODEL_NAME, Batching, ServingMode, ServingParams, read_parameters, write_repository
+from bertrt.serve.repository import (MODEL_NAME, Batching, ServingMode, ServingParams, default_batching,
+                                     read_parameters, write_repository)
 from bertrt.serve.server import Endpoints, TritonServer
 
 
@@ -31,16 +33,38 @@ def _add_repository_args(p) -> None:
     """What a generated repository is made of (triton-repo, and serve/serve-bench without --repository): the QA
     session's flags, as `bertrt squad` takes them (model, runtime options, shapes, SQuAD parameters), and batching."""
     ag.add_session_args(p)
-    p.add_argument("--max-batch-size", type=int, help="requests the dynamic batcher gathers per execution")
-    p.add_argument("--max-queue-delay-us", type=int, help="how long the batcher waits to fill a batch")
-    p.add_argument("--instances", type=int, help="model instances (each with its own QA session)")
+    p.add_argument("--max-batch-size", type=int, help="requests the dynamic batcher gathers per execution (default: "
+                                                      "the config's serve.max_batch_size, else the provider's)")
+    p.add_argument("--max-queue-delay-us", type=int, help="how long the batcher waits to fill a batch (default as "
+                                                          "--max-batch-size)")
+    p.add_argument("--preferred-batch-sizes", help="batch sizes the batcher runs as soon as it has them, e.g. 32,64 "
+                                                   "(default: none)")
+    p.add_argument("--instances", type=int, help="model instances, each with its own QA session; per GPU with "
+                                                 "--gpus (default as --max-batch-size)")
+    p.add_argument("--gpus", help="`all` or GPU ids such as 0,1: --instances model instances on each (Triton "
+                                  "KIND_GPU instance groups; --provider cuda). Default: KIND_CPU instances, GPU 0")
     p.add_argument("--max-input-bytes", type=int, help="larger passages or questions are refused")
 
 
+def batching_args(args, cfg, provider: str) -> Batching:
+    """Batching and instance placement: each flag, else the config's `serve:` key, else the provider's default."""
+    default = default_batching(provider)
+    values = {}
+    for key in ("max_batch_size", "max_queue_delay_us", "instances"):
+        value = ag.pick(getattr(args, key), cfg, "serve", key)
+        values[key] = value if value is not None else getattr(default, key)
+    try:
+        preferred = tuple(int(b) for b in args.preferred_batch_sizes.split(",")) if args.preferred_batch_sizes \
+            else default.preferred_batch_sizes
+    except ValueError:
+        raise BertrtError(f"--preferred-batch-sizes takes comma-separated integers, not "
+                          f"{args.preferred_batch_sizes!r}") from None
+    return Batching(**values, preferred_batch_sizes=preferred, gpus=parse_gpus(args.gpus, provider))
+
+
 def _write(args, cfg, output: Path, mode: ServingMode = ServingMode.LOCAL, force: bool = False) -> Path:
-    batching = Batching(**{key: ag.pick(getattr(args, key), cfg, "serve", key)
-                           for key in ("max_batch_size", "max_queue_delay_us", "instances")})
     model, vocab, squad, options = ag.session_args(args, cfg)
+    batching = batching_args(args, cfg, options.provider)
     params = ServingParams(model="", vocab="", squad=squad, options=options, mode=mode,
                            max_input_bytes=ag.pick(args.max_input_bytes, cfg, "serve", "max_input_bytes"))
     return write_repository(output, model, vocab, batching, params, force=force)
@@ -75,6 +99,8 @@ def _add_endpoint_args(p) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, help="serve Triton's Prometheus metrics at http://HOST:PORT/metrics, "
+                                                    "on --host like the other ports (default: metrics off)")
 
 
 @contextlib.contextmanager
@@ -112,13 +138,16 @@ def add_serve(sub) -> None:
 
 
 def run_serve(args, cfg) -> int:
-    endpoints = Endpoints(args.host, args.http_port, args.grpc_port)
+    endpoints = Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port)
     with _stop_signals_interrupt(), _repository(args, cfg) as repository:
         try:
             with TritonServer(repository, endpoints, log_file=args.log_file) as server:
                 print(f"Triton serving bertrt_qa from {repository}\n"
                       f"  HTTP  http://{endpoints.host}:{endpoints.http_port}/v2/models/bertrt_qa/infer\n"
                       f"  gRPC  {endpoints.host}:{endpoints.grpc_port}\n"
+                      f"  health  http://{endpoints.host}:{endpoints.http_port}/v2/health/ready (and /live)\n"
+                      + (f"  metrics http://{endpoints.host}:{endpoints.metrics_port}/metrics\n"
+                         if endpoints.metrics_port is not None else "") +
                       f"ready (Ctrl-C or SIGTERM stops it)", flush=True)
                 while server.process.poll() is None:
                     server.process.wait()

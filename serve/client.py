@@ -13,19 +13,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bertrt.serve.repository import INPUTS, MODEL_NAME, OUTPUTS
+from bertrt.extras import require
 
 PROTOCOLS = ("http", "grpc")
 REQUEST_TIMEOUT_S = 60.0
 
 
 def _module(protocol: str):
-    if protocol == "http":
-        import tritonclient.http as module
-    elif protocol == "grpc":
-        import tritonclient.grpc as module
-    else:
+    if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
-    return module
+    return require(f"tritonclient.{protocol}", "serve")
 
 
 class QAClient:

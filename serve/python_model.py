@@ -10,6 +10,7 @@ tokenization, windows batched together, one vectorized post-processing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -111,13 +112,22 @@ def _examples(pb_utils, request, max_bytes: int) -> list[Example]:
     return [Example(qas_id=str(row), question=q, context=p) for row, (p, q) in enumerate(zip(passages, questions))]
 
 
+def instance_params(params: ServingParams, args: dict) -> ServingParams:
+    """The repository's parameters for one model instance: an instance of a KIND_GPU group (`serve --gpus`) runs
+    its session on the GPU Triton gave it (the Python backend passes it as `model_instance_device_id`)."""
+    if args.get("model_instance_kind") != "GPU":
+        return params
+    device = int(args["model_instance_device_id"])
+    return dataclasses.replace(params, options=dataclasses.replace(params.options, device_id=device))
+
+
 class TritonPythonModel:
     def initialize(self, args):
         import triton_python_backend_utils as pb_utils
 
         self.pb_utils = pb_utils
         config = json.loads(args["model_config"])
-        self.params = ServingParams.from_parameters(config.get("parameters", {}))
+        self.params = instance_params(ServingParams.from_parameters(config.get("parameters", {})), args)
         self.session = open_session(Path(args["model_repository"]), self.params, pb_utils)
 
     def _answers(self, examples: list[Example], owner: list[int], errors: dict[int, str]) -> list:

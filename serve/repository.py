@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from bertrt.errors import BertrtError
+from bertrt.extras import require
 from bertrt.interrupts import held
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES, load_qa_model, ort_session_config
 from bertrt.session import RunOptions, SquadParams
@@ -146,22 +147,47 @@ assert not {f.name for f in fields(SquadParams)} & {f.name for f in fields(RunOp
 
 @dataclass(frozen=True)
 class Batching:
-    """Dynamic batching and instances (defaults: the pipeline config's `serve` section)."""
+    """Triton's dynamic batcher and the model's instances (flags, else the config's `serve:` section, else
+    `default_batching(provider)`)."""
 
     max_batch_size: int  # requests per execute call
     max_queue_delay_us: int  # how long the dynamic batcher waits to fill a batch
-    instances: int  # model instances (each holds its own runtime session)
+    instances: int  # model instances (each holds its own QA session); per GPU when `gpus` are listed
+    preferred_batch_sizes: tuple[int, ...] = ()  # batch sizes the batcher runs as soon as it has them
+    gpus: tuple[int, ...] = ()  # GPUs the instances are placed on (KIND_GPU); (): KIND_CPU, the runtime's GPU 0
 
     def check(self) -> None:
         if self.max_batch_size < 1 or self.max_queue_delay_us < 0 or self.instances < 1:
             raise BertrtError(f"max batch size ({self.max_batch_size}) and instances ({self.instances}) must be at "
                               f"least 1, the queue delay ({self.max_queue_delay_us} us) not negative")
+        bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
+        if bad:
+            raise BertrtError(f"preferred batch sizes must be between 1 and the max batch size "
+                              f"({self.max_batch_size}), got {','.join(map(str, bad))}")
+
+    def check_provider(self, provider: str) -> None:
+        if self.gpus and provider != "cuda":
+            raise BertrtError(f"instances on GPUs ({','.join(map(str, self.gpus))}) need --provider cuda, not "
+                              f"{provider}")
+
+
+# Defaults per provider when neither a flag nor the config sets them.
+# cpu: measured with `serve-bench --processes` on the 2-core development machine (docs/serving.md, 2026-12-03):
+#   one instance using both cores batches better than two competing ones; 16 requests per execute.
+# cuda: the H200 run of scripts/gpu_serve_bench.py picks them (docs/serving.md); until then the issue's
+#   measurement (4 instances, batches of 64) with a short queue delay.
+DEFAULT_BATCHING = {
+    "cpu": Batching(max_batch_size=16, max_queue_delay_us=2000, instances=1),
+    "cuda": Batching(max_batch_size=64, max_queue_delay_us=200, instances=4),
+}
+
+
+def default_batching(provider: str) -> Batching:
+    return DEFAULT_BATCHING[provider]
 
 
 def _model_config_pb2():
-    from tritonclient.grpc import model_config_pb2
-
-    return model_config_pb2
+    return require("tritonclient.grpc.model_config_pb2", "serve")
 
 
 def python_model_config(params: ServingParams, batching: Batching):
@@ -172,8 +198,15 @@ def python_model_config(params: ServingParams, batching: Batching):
     config.output.add(name=OUTPUTS[0], data_type=pb.TYPE_STRING, dims=[1])
     config.output.add(name=OUTPUTS[1], data_type=pb.TYPE_FP32, dims=[1])
     config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
-    # The Python model's instances run on the CPU side; the network itself goes where its runtime puts it.
-    config.instance_group.add(count=batching.instances, kind=pb.ModelInstanceGroup.KIND_CPU)
+    config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
+    if batching.gpus:
+        # `instances` on each listed GPU; the Python backend hands each instance its GPU (model_instance_device_id),
+        # and the model opens its session there (RunOptions.device_id).
+        config.instance_group.add(count=batching.instances, kind=pb.ModelInstanceGroup.KIND_GPU,
+                                  gpus=list(batching.gpus))
+    else:
+        # The Python model's instances run on the CPU side; the network goes where its runtime puts it (GPU 0).
+        config.instance_group.add(count=batching.instances, kind=pb.ModelInstanceGroup.KIND_CPU)
     for key, value in params.to_parameters().items():
         config.parameters[key].string_value = value
     return config
@@ -190,7 +223,8 @@ def tensor_model_config(model_file: str, platform: str, batching: Batching):
     for name in OUTPUT_NAMES:
         config.output.add(name=name, data_type=pb.TYPE_FP32, dims=[-1])
     config.dynamic_batching.SetInParent()
-    config.instance_group.add(count=batching.instances, kind=pb.ModelInstanceGroup.KIND_GPU)
+    # no gpus listed: Triton puts `instances` on every GPU it sees
+    config.instance_group.add(count=batching.instances, kind=pb.ModelInstanceGroup.KIND_GPU, gpus=list(batching.gpus))
     return config
 
 
@@ -304,6 +338,7 @@ def write_repository(output: Path, model: Path, vocab: Path, batching: Batching,
     `bertrt triton-repo`, replaced in one step): all of it, or nothing. `params.model` and `params.vocab` are set
     here (where the files go); the rest of `params` is written as given."""
     batching.check()
+    batching.check_provider(params.options.provider)
     params.mode.check(params.options)
     _check_model(model)
     if not vocab.is_file():

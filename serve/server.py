@@ -34,6 +34,22 @@ class Endpoints:
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
+    metrics_port: int | None = None  # Triton's Prometheus metrics (/metrics over HTTP) on `host`; None: off
+
+    def triton_args(self) -> list[str]:
+        """tritonserver's endpoint flags: HTTP and gRPC on `host`, metrics off or on `host` too (never on Triton's
+        default 0.0.0.0)."""
+        args = ["--http-address", self.host, "--http-port", str(self.http_port),
+                "--grpc-address", self.host, "--grpc-port", str(self.grpc_port)]
+        if self.metrics_port is None:
+            return args + ["--allow-metrics", "false"]
+        return args + ["--allow-metrics", "true", "--metrics-address", self.host, "--metrics-port",
+                       str(self.metrics_port)]
+
+    @property
+    def ports(self) -> list[tuple[int, str]]:
+        named = [(self.http_port, "HTTP"), (self.grpc_port, "gRPC")]
+        return named + ([(self.metrics_port, "metrics")] if self.metrics_port is not None else [])
 
     @property
     def client_host(self) -> str:
@@ -98,9 +114,9 @@ class TritonServer:
     def _check_ports(self) -> None:
         """Both ports must be free: otherwise another server there would answer our readiness probe."""
         e = self.endpoints
-        if e.http_port == e.grpc_port:
-            raise BertrtError(f"HTTP and gRPC need different ports (both {e.http_port})")
-        for port, what in ((e.http_port, "HTTP"), (e.grpc_port, "gRPC")):
+        if len({port for port, _ in e.ports}) < len(e.ports):
+            raise BertrtError(f"HTTP, gRPC and metrics need different ports ({', '.join(f'{w} {p}' for p, w in e.ports)})")
+        for port, what in e.ports:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
                 # Like a server's own bind: a port left in TIME_WAIT by a stopped server counts as free.
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -126,9 +142,7 @@ class TritonServer:
             backends = triton_install.backend_directory(install, self.workdir)
             cmd = [str(install.server), "--model-repository", str(self.repository),
                    "--backend-directory", str(backends),
-                   "--http-address", self.endpoints.host, "--http-port", str(self.endpoints.http_port),
-                   "--grpc-address", self.endpoints.host, "--grpc-port", str(self.endpoints.grpc_port),
-                   "--allow-metrics", "false", "--exit-timeout-secs", str(EXIT_TIMEOUT_S),
+                   *self.endpoints.triton_args(), "--exit-timeout-secs", str(EXIT_TIMEOUT_S),
                    "--disable-auto-complete-config", "--log-verbose", str(self.log_verbose)]
             # The stub's interpreter searches its working directory first: run from the directory holding the
             # NumPy 1.x that the stub was built against (see triton_install.stub_search_path).

@@ -67,7 +67,6 @@ def run_surgery(input_path: str | Path, output_path: str | Path, target: str, **
                                                 "config": cfg.to_dict(), "blocks": report["blocks"]},
                                                {"model": input_path}))
         write_json(tmp_report, report)
-    print(format_report(report))
     if mask_use == IGNORED:
         print(ignored_mask_warning(str(input_path)), file=sys.stderr)
     return report

@@ -10,6 +10,7 @@ import onnx
 from bertrt.surgery.packing import PACKED_OPS, VARSEQLEN_KEY
 
 from bertrt.artifacts import atomic_outputs, check_outputs, sidecar_path, sidecar_record, write_json
+from bertrt.output import add_json_flag, beside, emit
 from bertrt.qa_contract import load_qa_model
 from bertrt.targets import stamp_target, target_of
 from bertrt.targets.packed import TARGET as PACKED
@@ -35,13 +36,14 @@ def add_varseqlen(sub) -> None:
     p = sub.add_parser("varseqlen", help="ort target -> packed target: packing mode (padding removed inside; CUDA "
                                          "provider only)")
     p.add_argument("--input", type=Path, required=True, help="`ort`-target ONNX (fp32 or fp16)")
-    p.add_argument("--output", type=Path, help="default: <input>.varseqlen.onnx")
+    p.add_argument("--output", type=Path, help="default: <input stem>.varseqlen.onnx beside the input")
+    add_json_flag(p)
     p.set_defaults(run=run_varseqlen)
 
 
 def run_varseqlen(args: argparse.Namespace, cfg) -> int:
-    output = args.output or args.input.with_suffix(".varseqlen.onnx")
+    output = args.output or beside(args.input, "varseqlen.onnx")
     report = convert(args.input, output)
-    print(report)
-    print(f"wrote {output} (+ {output.name}.json)")
+    ops = ", ".join(f"{report[op]} {op}" for op in PACKED_OPS)
+    emit(args, report, f"packing mode: {ops}\nwrote {output} (+ {output.name}.json)")
     return 0

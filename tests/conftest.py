@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 EMBEDDED = ROOT / "models" / "minilm-l6-h384-squad11"
 VOCAB = EMBEDDED / "vocab.txt"
-DEV = SHARED / "data" / "squad" / "dev-v1.1.json"
+# SQuAD v1.1 dev ships with the project (data/README.md): every data test runs in a fresh clone.
+DEV = ROOT / "data" / "squad" / "dev-v1.1.json.gz"
+DEV_SHA256 = "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9"  # of the uncompressed official file
 TRAIN = SHARED / "data" / "squad" / "train-v1.1.reconstructed.json.gz"
 HF_FIXTURES = ROOT / "tests" / "fixtures" / "hf"
 # Calibration features of the quantized test models (speed; tests/test_quantize_accuracy.py uses the default 256).
@@ -40,6 +42,14 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not available")
     return path
+
+
+def read_dev() -> dict:
+    """The parsed SQuAD v1.1 dev JSON (the shipped copy is gzip)."""
+    import gzip
+    import json
+
+    return json.loads(gzip.decompress(DEV.read_bytes()))
 
 
 def squad_scores(model: Path, tokenizer, output: Path, limit: int | None, options=None) -> dict:

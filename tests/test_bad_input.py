@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from checkpoints import random_weights, write_checkpoint
-from conftest import DEV, TENSORRT_PASSAGE, VOCAB, require
+from conftest import DEV, TENSORRT_PASSAGE, VOCAB, read_dev, require
 from test_cli import TINY, assert_one_line_error, run_cli
 
 
@@ -42,7 +42,7 @@ def ws(tmp_path, embedded_onnx, tiny_checkpoint) -> Workspace:
     model.symlink_to(embedded_onnx)
     vocab = root / "vocab.txt"
     shutil.copy(VOCAB, vocab)
-    data = json.loads(require(DEV).read_text())
+    data = read_dev()
     paragraph = data["data"][0]["paragraphs"][0]
     squad = root / "squad.json"
     squad.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [
@@ -370,7 +370,7 @@ def test_ctrl_c_signal_mid_run(ws, embedded_onnx):
     import sys
     import time
 
-    data = json.loads(require(DEV).read_text())
+    data = read_dev()
     ws.squad.write_text(json.dumps({"version": "1.1", "data": data["data"][:10]}))
     before = snapshot(ws.root)
     argv = ["squad", "--model", ws.model, "--vocab", ws.vocab, "--squad-json", ws.squad, "--output",

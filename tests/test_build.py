@@ -198,7 +198,8 @@ def test_missing_tensorrt_names_the_package(capsys, small, tmp_path):
         pytest.skip("TensorRT is installed")
     code, _, err = run_cli(capsys, "build", "--model", small[0], "--output", tmp_path / "x.engine",
                            "--runtime", "tensorrt")
-    assert_one_line_error(code, err, "TensorRT is not installed: pip install tensorrt")
+    assert_one_line_error(code, err, "TensorRT is not installed: needs the 'tensorrt' extra: "
+                                     "pip install 'bertrt[tensorrt]'")
     assert not list(tmp_path.iterdir())
 
 

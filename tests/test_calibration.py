@@ -172,7 +172,7 @@ def test_calibrate_without_tensorrt(tmp_path, capsys):
         pytest.skip("TensorRT is installed")
     model = tiny_qa_model(tmp_path / "a.onnx")
     code, err = calibrate_cli(capsys, "--model", model)
-    assert code == 2 and "TensorRT is not installed: pip install tensorrt" in err and err.count("\n") == 1
+    assert code == 2 and "needs the 'tensorrt' extra: pip install 'bertrt[tensorrt]'" in err and err.count("\n") == 1
     assert not default_cache_path(model).exists() and not model.with_suffix(".int8.engine").exists()
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from checkpoints import random_weights, write_checkpoint
-from conftest import DEV, EMBEDDED, TENSORRT_PASSAGE, VOCAB, require
+from conftest import DEV, EMBEDDED, TENSORRT_PASSAGE, VOCAB, read_dev, require
 
 from bertrt.cli import main
 from bertrt.model_config import BertConfig
@@ -211,7 +211,7 @@ def test_surgery_rejects_a_graph_that_is_not_bert(capsys, tmp_path):
 
 def test_squad_v2_file_scores_no_answer_questions(capsys, embedded_onnx, tmp_path):
     """A SQuAD v2.0 file (real dev text; one question made unanswerable) goes through the v2 metrics."""
-    data = json.loads(require(DEV).read_text())
+    data = read_dev()
     paragraph = data["data"][0]["paragraphs"][0]
     qas = paragraph["qas"][:3]
     qas.append({"id": "unanswerable-1", "question": "What colour is the moon of Neptune's cheese?", "answers": [],

@@ -13,7 +13,7 @@ import pytest
 from bertrt.qa.features import make_features
 from bertrt.qa.postprocess import best_answers
 from bertrt.qa.squad_data import Example
-from conftest import DEV, TENSORRT_PASSAGE
+from conftest import TENSORRT_PASSAGE, read_dev
 
 from bertrt.errors import BertrtError
 
@@ -21,9 +21,7 @@ PUNCTUATION = set(string.punctuation)
 
 
 def _dev_examples(limit: int | None = None) -> list[Example]:
-    if not DEV.is_file():
-        pytest.skip(f"{DEV} not present")
-    data = json.loads(DEV.read_text(encoding="utf-8"))["data"]
+    data = read_dev()["data"]
     examples = [
         Example(qa["id"], qa["question"], p["context"], qa["answers"])
         for article in data

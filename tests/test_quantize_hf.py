@@ -111,9 +111,9 @@ def test_cli_flags_reach_the_former_default_and_refuse_long_calibration(hf_nativ
     out = tmp_path / "model.int8.onnx"
     code, stdout, _ = run_cli(capsys, "quantize", "--input", hf_native(name), "--output", out, "--precision", "int8",
                               "--calib-num", "8", "--vocab", vocab, "--int8-exclude", "none",
-                              "--float-precision", "fp32")
+                              "--float-precision", "fp32", "--json")
     assert code == 0
-    report = json.loads(next(line for line in stdout.splitlines() if line.startswith("{")))
+    report = json.loads(stdout[:stdout.rindex("}") + 1])
     assert report["excluded_nodes"] == 0 and report["float_precision"] == "fp32" and "fp16" not in report
     model = onnx.load(str(out))
     producer = {o: n for n in model.graph.node for o in n.output}

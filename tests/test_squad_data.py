@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from bertrt.qa.squad_data import Example, detect_version, load_squad, select_examples
-from conftest import SHARED, require
+from conftest import DEV, DEV_SHA256, SHARED, require
 
 from bertrt.errors import BertrtError
 
@@ -69,7 +69,7 @@ def write_json(path: Path, data) -> Path:
 # ---------------------------------------------------------------------------------------------------------
 
 def test_dev_v11_loads():
-    examples, dataset = load_squad(squad_file("dev-v1.1.json"))
+    examples, dataset = load_squad(DEV)
     assert len(examples) == 10_570
     assert len(dataset["data"]) == 48
     assert detect_version(dataset) == "1.1"
@@ -82,6 +82,18 @@ def test_dev_v11_loads():
     # File order: the examples follow the articles/paragraphs/qas nesting.
     flat = [qa["id"] for a in dataset["data"] for p in a["paragraphs"] for qa in p["qas"]]
     assert [e.qas_id for e in examples] == flat
+
+
+def test_shipped_dev_is_the_official_file():
+    """data/squad/dev-v1.1.json.gz decompresses to the official SQuAD v1.1 dev file (data/README.md's sha256),
+    and the installed package finds the same file (bertrt.resources)."""
+    import hashlib
+
+    from bertrt.resources import squad_dev
+
+    assert hashlib.sha256(gzip.decompress(DEV.read_bytes())).hexdigest() == DEV_SHA256
+    assert squad_dev().resolve() == DEV.resolve()
+    assert DEV.stat().st_size < 2_000_000
 
 
 def test_train_gz_loads():

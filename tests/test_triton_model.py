@@ -244,3 +244,26 @@ def test_bls_repository_refuses_cuda_graphs(embedded_onnx, tmp_path, capsys):
     assert "CUDA graphs are the local runtime's" in capsys.readouterr().err
     assert not (tmp_path / "repo").exists()
 
+
+
+@pytest.mark.parametrize("kind, device, expected", [("GPU", "1", 1), ("CPU", "0", None)])
+def test_instance_of_a_gpu_group_opens_its_session_on_its_gpu(embedded_onnx, tmp_path, pb_utils, monkeypatch, kind,
+                                                               device, expected):
+    """`serve --gpus`: the Python backend passes each KIND_GPU instance its GPU (model_instance_device_id); the
+    Triton model opens its QA session with RunOptions.device_id set to it (a KIND_CPU instance: unset)."""
+    from google.protobuf.json_format import MessageToDict
+
+    from bertrt.serve import python_model
+    from bertrt.serve.repository import read_config
+
+    repository = tmp_path / "repo"
+    assert main(["triton-repo", "--model", str(embedded_onnx), "--vocab", str(VOCAB), "--output", str(repository),
+                 "--provider", "cuda"]) == 0
+    opened = []
+    monkeypatch.setattr(python_model, "QASession", lambda model, vocab, squad, options, backend: opened.append(options))
+    config = MessageToDict(read_config(repository / "bertrt_qa" / "config.pbtxt"), preserving_proto_field_name=True)
+    python_model.TritonPythonModel().initialize({
+        "model_config": json.dumps(config), "model_repository": str(repository / "bertrt_qa"),
+        "model_instance_kind": kind, "model_instance_device_id": device, "model_instance_name": "bertrt_qa_0_0"})
+    (options,) = opened
+    assert options.provider == "cuda" and options.device_id == expected

@@ -24,7 +24,7 @@ PROVIDERS = ("cpu", "cuda")  # where a runtime that has a choice runs (--provide
 # line (rather than silently answer something else). The other fields are settings that a command applies to every
 # model it opens (perf and compare open several; the config sets the provider): a runtime with no use for one
 # ignores it.
-REQUESTS = ("extra_outputs", "precision", "cuda_stream")
+REQUESTS = ("extra_outputs", "precision", "cuda_stream", "device_id")
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,13 @@ class RunOptions:
     cuda_graph: bool = False  # replay one CUDA graph per bucket
     precision: str | None = None  # inference precision, for runtimes that take one (Runtime.precisions)
     cuda_stream: int | None = None  # CUDA stream handle to run on (perf's device timer shares it)
+    device_id: int | None = None  # the GPU to run on (a Triton instance's device, `serve --gpus`); None: GPU 0
 
     def __post_init__(self):
         if self.provider not in PROVIDERS:
             raise BertrtError(f"unknown provider {self.provider!r} (choose from {', '.join(PROVIDERS)})")
+        if self.device_id is not None and self.device_id < 0:
+            raise BertrtError(f"device id must not be negative, got {self.device_id}")
         if self.threads is not None and self.threads < 1:
             raise BertrtError(f"threads must be at least 1, got {self.threads}")
         # lists from callers become tuples: the options stay hashable and cannot change under a runner

@@ -75,15 +75,29 @@ def with_outputs(model: onnx.ModelProto, names: tuple[str, ...]) -> onnx.ModelPr
     return copy
 
 
+def device_cuda_options(options: RunOptions, cuda_options: dict[str, str] | None = None) -> dict[str, str] | None:
+    """`cuda_options` with the CUDA provider's `device_id` when the options name a GPU."""
+    if options.device_id is None:
+        return cuda_options
+    return {**(cuda_options or {}), "device_id": str(options.device_id)}
+
+
 def artifact_session(artifact: Artifact, options: RunOptions, cuda_options: dict[str, str] | None = None):
-    """The onnxruntime session of an artifact, with its session config applied (and the extra outputs asked for)."""
+    """The onnxruntime session of an artifact, with its session config applied (and the extra outputs asked for),
+    on the options' GPU (`device_id`) with the CUDA provider."""
     model = with_outputs(artifact.model, options.extra_outputs)
     fold = artifact.session_config.get("session.disable_quant_qdq") == "1"
     if fold:
         model = fold_weight_dequantize(model)
     # The file itself when the graph is unchanged (no 90 MB copy), else the changed graph's bytes.
     source = model.SerializeToString() if fold or options.extra_outputs else artifact.path
-    return ort_session(source, options.provider, options.threads, artifact.session_config, cuda_options)
+    return ort_session(source, options.provider, options.threads, artifact.session_config,
+                       device_cuda_options(options, cuda_options))
+
+
+def check_device(options: RunOptions) -> None:
+    if options.device_id is not None and options.provider != "cuda":
+        raise BertrtError(f"a GPU device id ({options.device_id}) needs --provider cuda")
 
 
 def check_packed(artifact: Artifact, options: RunOptions) -> None:
@@ -111,6 +125,7 @@ class OnnxruntimeRunner(QARunner):
 
 def _check(artifact: Artifact, options: RunOptions) -> None:
     check_packed(artifact, options)
+    check_device(options)
     if options.cuda_graph:
         raise BertrtError("CUDA graphs need the IOBinding runner (--runtime onnxruntime-bound, --provider cuda)")
 
@@ -125,4 +140,4 @@ RUNTIME = Runtime(
     name="onnxruntime", artifact="onnx", open=_open, check=_check,
     description="onnxruntime session.run per batch, CPU or CUDA provider; returns per-layer outputs",
     requires=("onnxruntime",), install="pip install onnxruntime (or onnxruntime-gpu)", providers=("cpu", "cuda"),
-    takes=frozenset({"extra_outputs"}), default_when=lambda options: True, reference=True)
+    takes=frozenset({"extra_outputs", "device_id"}), default_when=lambda options: True, reference=True)

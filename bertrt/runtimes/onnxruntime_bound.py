@@ -23,7 +23,7 @@ from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES
 from bertrt.runtimes.artifact import Artifact
 from bertrt.runtimes.base import QABackend, QARunner, RunOptions, zeros_feed
 from bertrt.runtimes.buckets import DEFAULT_BUCKETS
-from bertrt.runtimes.onnxruntime import artifact_session, check_packed
+from bertrt.runtimes.onnxruntime import artifact_session, check_device, check_packed
 from bertrt.runtimes.registry import Runtime
 
 _ORT_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -32,11 +32,12 @@ _ORT_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 class _ShapeBinding:
     """The device buffers and IOBinding of one (batch, seq) shape, and its CUDA graph id."""
 
-    def __init__(self, session, shape: tuple[int, int], device: str, output_types: dict, graph_id: int | None):
+    def __init__(self, session, shape: tuple[int, int], device: str, output_types: dict, graph_id: int | None,
+                 device_id: int = 0):
         self.binding = session.io_binding()
-        self.inputs = {n: ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.int32, device, 0)
+        self.inputs = {n: ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.int32, device, device_id)
                        for n in INPUT_NAMES}
-        self.outputs = {n: ort.OrtValue.ortvalue_from_shape_and_type(list(shape), output_types[n], device, 0)
+        self.outputs = {n: ort.OrtValue.ortvalue_from_shape_and_type(list(shape), output_types[n], device, device_id)
                         for n in OUTPUT_NAMES}
         for name, value in self.inputs.items():
             self.binding.bind_ortvalue_input(name, value)
@@ -51,14 +52,17 @@ class OrtBoundRunner(QARunner):
     """Runs the QA contract (int32 [B, S] inputs, float [B, S] logits) through IOBinding.
 
     `session` is an onnxruntime InferenceSession (made with `enable_cuda_graph` when `cuda_graph` is set);
-    `device` is the OrtValue device of the bound buffers: "cuda" or "cpu"."""
+    `device` is the OrtValue device of the bound buffers: "cuda" or "cpu"; `device_id` the GPU they live on (the
+    session's CUDA provider `device_id`: buffers on another GPU than the session's would be copied every run)."""
 
-    def __init__(self, session, device: str = "cuda", cuda_graph: bool = False, name: str | None = None):
+    def __init__(self, session, device: str = "cuda", cuda_graph: bool = False, name: str | None = None,
+                 device_id: int = 0):
         super().__init__(name=name, prefix="ort-bound-runner")
         if cuda_graph and device != "cuda":
             raise BertrtError("CUDA graphs need the CUDA provider (--provider cuda)")
         self.session = session
         self.device = device
+        self.device_id = device_id if device == "cuda" else 0
         self.cuda_graph = cuda_graph
         self.output_types = {o.name: _ORT_FLOAT[o.type] for o in session.get_outputs()}
         self.bindings: dict[tuple[int, int], _ShapeBinding] = {}
@@ -76,7 +80,8 @@ class OrtBoundRunner(QARunner):
             if self.cuda_graph:
                 graph_id, self.graphs = self.graphs, self.graphs + 1
             try:
-                self.bindings[shape] = _ShapeBinding(self.session, shape, self.device, self.output_types, graph_id)
+                self.bindings[shape] = _ShapeBinding(self.session, shape, self.device, self.output_types, graph_id,
+                                                     self.device_id)
             except Exception as exc:
                 self._raise_if_out_of_memory(exc, shape)
                 raise
@@ -130,6 +135,7 @@ class OrtBoundRunner(QARunner):
 
 def _check(artifact: Artifact, options: RunOptions) -> None:
     check_packed(artifact, options)
+    check_device(options)
     if options.cuda_graph and options.provider != "cuda":
         raise BertrtError("CUDA graphs need the CUDA provider (--provider cuda)")
 
@@ -142,10 +148,12 @@ def _open(artifact: Artifact, options: RunOptions) -> QABackend:
         cuda_options["user_compute_stream"] = str(options.cuda_stream)
     session = artifact_session(artifact, options, cuda_options=cuda_options or None)
     runner = OrtBoundRunner(session, device="cuda" if options.provider == "cuda" else "cpu",
-                            cuda_graph=options.cuda_graph,
+                            cuda_graph=options.cuda_graph, device_id=options.device_id or 0,
                             name=f"onnxruntime-{options.provider}-iobinding:{artifact.path.name}")
     buckets = tuple(options.buckets or DEFAULT_BUCKETS)
     graph = ", CUDA graphs" if options.cuda_graph else ""
+    if options.device_id is not None:
+        graph += f", GPU {options.device_id}"
     return QABackend(runner, artifact.config, f"onnxruntime {options.provider} IOBinding, buckets "
                      f"{','.join(map(str, buckets))}{graph}: {artifact.path}", buckets=buckets,
                      batch_size=options.batch_size)
@@ -156,5 +164,5 @@ RUNTIME = Runtime(
     description="onnxruntime with IOBinding: device-resident buffers per shape, batches padded to sequence-length "
                 "buckets, optional CUDA graphs",
     requires=("onnxruntime",), install="pip install onnxruntime-gpu (or onnxruntime)", providers=("cpu", "cuda"),
-    takes=frozenset({"cuda_stream"}),
+    takes=frozenset({"cuda_stream", "device_id"}),
     default_when=lambda options: options.provider == "cuda" or bool(options.buckets) or options.cuda_graph)

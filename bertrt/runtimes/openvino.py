@@ -18,6 +18,7 @@ is compiled and warmed up on entry.
 from __future__ import annotations
 
 from bertrt.errors import BertrtError
+from bertrt.extras import require
 from bertrt.qa_contract import INPUT_NAMES, OUTPUT_NAMES
 from bertrt.runtimes.artifact import Artifact
 from bertrt.runtimes.base import QABackend, QARunner, RunOptions
@@ -29,12 +30,8 @@ DEVICE = "CPU"
 
 
 def _ov():
-    """The openvino module (an optional dependency: imported when a model is opened on this runtime)."""
-    try:
-        import openvino
-    except ImportError:
-        raise BertrtError(f"the openvino runtime needs the openvino package ({INSTALL})") from None
-    return openvino
+    """The openvino module (optional: imported when a model is opened on this runtime)."""
+    return require("openvino", "openvino")
 
 
 def resolve_precision(precision: str | None, core=None) -> str:

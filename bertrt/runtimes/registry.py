@@ -21,7 +21,7 @@ from bertrt.runtimes.base import REQUESTS, QABackend, RunOptions, run_options
 
 # How a refusal names each request (RunOptions field) to the user.
 _REQUEST_NAMES = {"extra_outputs": "per-layer outputs (--per-layer)", "precision": "--precision",
-                  "cuda_stream": "a CUDA stream of the caller"}
+                  "cuda_stream": "a CUDA stream of the caller", "device_id": "a GPU device id (serve --gpus)"}
 
 
 @dataclass(frozen=True)

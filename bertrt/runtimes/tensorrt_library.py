@@ -36,10 +36,10 @@ class Library:
 
 
 LIBRARIES = {r.name: r for r in (
-    Library("tensorrt", "tensorrt", "pip install tensorrt (TensorRT 10/11; engines run on an NVIDIA GPU)",
-            False, "TensorRT"),
-    Library("tensorrt-rtx", "tensorrt_rtx", "pip install tensorrt-rtx-cu13 (or tensorrt-rtx-cu12)", True,
-            "TensorRT-RTX"),
+    Library("tensorrt", "tensorrt", "needs the 'tensorrt' extra: pip install 'bertrt[tensorrt]' (TensorRT 10/11; "
+            "engines run on an NVIDIA GPU)", False, "TensorRT"),
+    Library("tensorrt-rtx", "tensorrt_rtx", "needs the 'rtx' extra: pip install 'bertrt[rtx]' (TensorRT-RTX, "
+            "tensorrt-rtx-cu13)", True, "TensorRT-RTX"),
 )}
 
 

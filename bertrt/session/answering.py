@@ -82,7 +82,7 @@ def run_logits(backend: QABackend, features: list[Feature], batch_size: int, pro
     starts: list[np.ndarray] = [np.empty(0)] * len(features)
     ends: list[np.ndarray] = [np.empty(0)] * len(features)
     seconds = 0.0
-    with tqdm(total=len(features), unit="feature", disable=not progress, mininterval=2.0) as bar:
+    with tqdm(total=len(features), unit="feature", disable=None if progress else True, mininterval=2.0) as bar:
         for first in range(0, len(order), batch_size):
             chunk = order[first:first + batch_size]
             batch = [features[i] for i in chunk]
@@ -102,7 +102,7 @@ def bucketed_logits(backend: QABackend, chunks: Iterable[list[Feature]], batch_s
     ends: list[np.ndarray] = []
     batcher = BucketBatcher(backend.buckets, batch_size)
     seconds = 0.0
-    with tqdm(unit="feature", disable=not progress, mininterval=2.0) as bar:
+    with tqdm(unit="feature", disable=None if progress else True, mininterval=2.0) as bar:
         def run(bucket: int, indices: list[int]) -> None:
             nonlocal seconds
             feed = collate([features[i] for i in indices], bucket, rows=batch_size)

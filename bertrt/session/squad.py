@@ -3,7 +3,6 @@ its EM/F1 beside it."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -76,7 +75,10 @@ def run_squad(backend: QABackend, tokenizer, squad_json: Path, output: Path, par
         # overlaps model_seconds on a bucketed backend; summed over the workers when made in processes
         "feature_seconds": round(result.feature_seconds, 2),
         "postprocess_seconds": round(result.post_seconds, 2),
+        # Two clocks: features per second of model time (the backend's own calls) and end to end (tokenizing,
+        # windows, post-processing and scoring included).
         "features_per_second": round(len(result.features) / result.seconds, 2) if result.seconds else None,
+        "wall_features_per_second": round(len(result.features) / wall, 2) if wall else None,
         "backend": backend.description,
         "batch_size": batch_size,
         "params": params.__dict__,
@@ -93,6 +95,15 @@ def run_squad(backend: QABackend, tokenizer, squad_json: Path, output: Path, par
 def summary(report: dict) -> str:
     s = report["scores"]
     em, f1 = (s["exact_match"], s["f1"]) if "exact_match" in s else (s["exact"], s["f1"])
+    other = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items()
+                      if k not in ("exact_match", "f1", "exact", "total"))
     return (f"SQuAD v{report['squad_version']}: {report['questions']} questions, {report['features']} features: "
-            f"EM {em:.2f}  F1 {f1:.2f}  ({report['wall_seconds']:.1f} s, {report['features_per_second']} "
-            f"features/s on {report['backend']})\n" + json.dumps(s))
+            f"EM {em:.2f}  F1 {f1:.2f}" + (f"  ({other})" if other else "") + "\n"
+            f"  end to end: {report['wall_seconds']:.1f} s, {_rate(report.get('wall_features_per_second'))} "
+            f"features/s\n"
+            f"  model time: {report['model_seconds']:.2f} s, {_rate(report['features_per_second'])} features/s "
+            f"on {report['backend']}")
+
+
+def _rate(value) -> str:
+    return "-" if value is None else f"{value:,.1f}"

@@ -1,0 +1,7 @@
+"""`python -m bertrt` is the `bertrt` command."""
+
+import sys
+
+from bertrt.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pipeline configs shipped with bertrt (package `bertrt.configs`); paths inside a config are relative to it."""
