@@ -169,3 +169,8 @@ perf-gpu: gpu-model
 
 clean:
 	rm -rf out
+
+# The architecture picture (docs/architecture.md), drawn from the code's imports (bertrt/layers.py is the table).
+.PHONY: architecture
+architecture: setup
+	$(PY) scripts/architecture_picture.py docs/architecture.png
