@@ -173,3 +173,8 @@ clean:
 # The documentation site (mkdocs.yml; docs/*.md) into out/site; --strict: a broken link or anchor fails it.
 docs: setup
 	$(VENV)/bin/mkdocs build --strict --clean -f mkdocs.yml -d out/site
+
+# The architecture picture (docs/architecture.md), drawn from the code's imports (bertrt/layers.py is the table).
+.PHONY: architecture
+architecture: setup
+	$(PY) scripts/architecture_picture.py docs/architecture.png

@@ -16,6 +16,7 @@ as the command line is and the two cannot drift apart.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -32,7 +33,7 @@ from bertrt.qa.postprocess import Answer
 from bertrt.qa.tokenizer import tokenizer_for
 from bertrt.resources import embedded_vocab, squad_dev
 from bertrt.run.compare import check_counts, compare, feature_batches, synthetic_batches, vocab_size_of
-from bertrt.run.perf import check_shapes, perf_outputs, time_backend, write_results
+from bertrt.run.perf import check_shapes, perf_outputs, runtime_variants, time_backend, write_results
 from bertrt.run.perf_gpu import sweep
 from bertrt.runtimes import open_backend, read_artifact, run_options
 from bertrt.session import QASession, RunOptions, SquadParams, TokenProbabilities
@@ -110,34 +111,49 @@ def squad_scores(model: str | Path, squad_json: str | Path, vocab: str | Path | 
 
 def perf(models: list[str | Path], batches: list[int], seqs: list[int], output: str | Path, warmup: int = 3,
          runs: int = 20, options: RunOptions | None = None, progress: bool = False, fit_positions: bool = False,
-         **backend_options) -> list:
+         runtimes: list[str] | None = None, thread_counts: list[int] | None = None, **backend_options) -> list:
     """Latency of each model over batch x seq (`bertrt perf`), all in one process with models interleaved per
     shape so that drift of the machine affects every model alike; writes `output` JSON and a CSV beside it. Every
     model runs with `options` (RunOptions fields as keywords also work: provider=, threads=, buckets=, ...).
-    `fit_positions` (the default lengths, not asked for): lengths beyond the models' positions become that maximum."""
+    `fit_positions` (the default lengths, not asked for): lengths beyond the models' positions become that maximum.
+
+    Runtimes side by side: `runtimes` (["onnxruntime", "openvino:f32", "openvino:bf16"]) runs each model on each
+    RUNTIME[:PRECISION] (the first is the speed-up's base), and `thread_counts` ([1, 2, 0]; 0: all cores) repeats
+    the whole grid per intra-op thread count; the runtime column then reads e.g. `openvino-bf16 2t`."""
     if not models or min([*batches, *seqs, runs, 1]) < 1 or warmup < 0:
         raise BertrtError("perf needs at least one model, and positive batches, sequence lengths and runs")
+    if thread_counts and min(thread_counts) < 0:
+        raise BertrtError(f"thread counts must be positive (0: all cores), got {thread_counts}")
     check_outputs(perf_outputs(Path(output)), models)
     options = run_options(options, **backend_options)
-    opened = [(Path(m), open_backend(Path(m), options)) for m in models]
+    variants = runtime_variants(runtimes) if runtimes else [(options.runtime, options.precision)]
+    sweep_threads = thread_counts or [options.threads or 0]
+    opened = [[(Path(m), t, open_backend(Path(m), dataclasses.replace(options, runtime=r, precision=p,
+                                                                    threads=t or None)))
+               for m in models for r, p in variants] for t in sweep_threads]
     if fit_positions:
-        positions = min(backend.config.max_position_embeddings for _, backend in opened)
+        positions = min(backend.config.max_position_embeddings for _, _, backend in opened[0])
         seqs = sorted({min(seq, positions) for seq in seqs})
-    for _, backend in opened:  # every shape checked (model, profiles, memory) before any model is loaded
+    for _, _, backend in opened[0]:  # every shape checked (model, profiles, memory) before any model is loaded
         check_shapes(backend.config, batches, seqs)
         for batch in batches:
             for seq in seqs:
                 backend.check_shape(batch, seq)
     timings = []
-    with contextlib.ExitStack() as stack:
-        backends = [(path, stack.enter_context(backend)) for path, backend in opened]
-        progress_bar = stack.enter_context(bar(len(batches) * len(seqs) * len(backends), "perf", progress, "shape"))
-        for batch in batches:
-            for seq in seqs:
-                for path, backend in backends:
-                    progress_bar.set_postfix_str(f"{path.name} batch {batch} seq {seq}")
-                    timings.append(time_backend(backend, path.name, batch, seq, warmup, runs))
-                    progress_bar.update(1)
+    for group in opened:  # one thread count at a time (each loaded only while it is timed)
+        with contextlib.ExitStack() as stack:
+            backends = [(path, t, stack.enter_context(backend)) for path, t, backend in group]
+            progress_bar = stack.enter_context(bar(len(batches) * len(seqs) * len(backends), "perf", progress,
+                                                   "shape"))
+            for batch in batches:
+                for seq in seqs:
+                    for path, t, backend in backends:
+                        label = backend.runner.name.split(":")[0]
+                        if thread_counts:
+                            label += f" {t or os.cpu_count()}t"
+                        progress_bar.set_postfix_str(f"{path.name} {label} batch {batch} seq {seq}")
+                        timings.append(time_backend(backend, path.name, batch, seq, warmup, runs, label))
+                        progress_bar.update(1)
     write_results(timings, Path(output), {"provider": options.provider, "clock": "host", **_machine()})
     return timings
 

@@ -234,6 +234,11 @@ def _add_perf(sub) -> None:
                    help="--provider cuda: also a random-weight BERT-Base/Large built from its config (needs the "
                         "'torch' extra)")
     p.add_argument("--no-peers", action="store_true", help="--provider cuda: skip the torch eager/CUDA graph peers")
+    p.add_argument("--runtimes", nargs="+", metavar="RUNTIME[:PRECISION]",
+                   help="CPU: run every model on each of these side by side, e.g. onnxruntime openvino:f32 "
+                        "openvino:bf16 (the first is the speed-up's base)")
+    p.add_argument("--thread-counts", type=int, nargs="+", metavar="N",
+                   help="CPU: repeat the grid per intra-op thread count (0: all cores), e.g. 1 2 0")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per shape (default: %(default)s)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per shape (default: %(default)s)")
     p.add_argument("--output", type=Path, help="perf JSON (+ .csv and .png beside it; default: <first model "
@@ -257,13 +262,16 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
     if not args.model and not (args.random_bert and options.provider == "cuda"):
         raise BertrtError("no model given (--model, or --random-bert with --provider cuda)")
     output = args.output or (beside(args.model[0], "perf.json") if args.model else cfg.out_dir / "perf.json")
+    if options.provider == "cuda" and (args.runtimes or args.thread_counts):
+        raise BertrtError("--runtimes and --thread-counts compare CPU runtimes (leave out --provider cuda)")
     if options.provider == "cuda":  # device-side timing, random-weight models and torch peers (run/perf_gpu.py)
         timings = api.perf_gpu(args.model, args.random_bert, batches, seqs, output, args.warmup, args.runs,
                                args.cuda_graph, peers=not args.no_peers, vocab=ag.vocab_path(args, cfg),
                                options=options)
     else:
         timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs, options=options,
-                           progress=not args.no_progress and not args.json, fit_positions=fit_positions)
+                           progress=not args.no_progress and not args.json, fit_positions=fit_positions,
+                           runtimes=args.runtimes, thread_counts=args.thread_counts)
     emit(args, {"timings": [asdict(t) for t in timings], "outputs": [str(p) for p in perf_outputs(output)]},
          f"{format_table(timings)}\nwrote {', '.join(map(str, perf_outputs(output)))}")
     return 0
@@ -304,7 +312,8 @@ def _run_optimize(args, cfg: PipelineConfig) -> int:
     report = optimize(OptimizeRequest(checkpoint, args.output_dir, args.target, args.precision, args.build,
                                       args.runtime, args.vocab, Path(squad_json) if squad_json else None,
                                       args.squad_limit, calib_num=args.calib_num,
-                                      progress=not args.no_progress and not args.json, fit_positions=fit_positions))
+                                      progress=not args.no_progress and not args.json, fit_positions=fit_positions,
+                                      runtimes=args.runtimes, thread_counts=args.thread_counts))
     emit(args, report, f"{format_optimize(report)}\nwrote {args.output_dir}/{{optimize.json, commands.sh}} and the "
                        f"artifacts")
     return 0

@@ -16,6 +16,7 @@ EXTRAS = {
     "rtx": "TensorRT-RTX: build, also without a GPU",
     "notebook": "nbclient, nbformat, ipykernel: the walkthrough notebook",
     "torch": "torch, transformers: perf --random-bert",
+    "openvino": "OpenVINO: the fast CPU runtime (a base dependency on x86-64 and arm64)",
 }
 
 

@@ -19,6 +19,7 @@ from bertrt.calibration.calib_data import (
 )
 
 from bertrt.artifacts import atomic_output
+from bertrt.qa.squad_data import load_squad
 
 # The shipped file holds 600 questions: the defaults below reproduce it byte for byte (gzip mtime 0, no file
 # name; tests/test_calib_subset.py compares the sha256).
@@ -27,7 +28,6 @@ DEFAULT_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad
 
 
 def make_subset(train: Path, output: Path, questions: int = DEFAULT_QUESTIONS, seed: int = DEFAULT_SEED) -> dict:
-    from bertrt.qa.squad_data import load_squad
 
     chosen = {e.qas_id for e in shuffled_examples(train, seed)[:questions]}
     _, dataset = load_squad(train)

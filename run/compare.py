@@ -3,11 +3,11 @@ SQuAD features and report the worst absolute and relative error of the logits, o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from bertrt.runtimes import RunOptions, is_checkpoint, open_backend, read_artifact
+from bertrt.runtimes import RunOptions, is_checkpoint, open_backend, read_artifact, reference_options
 from bertrt.qa.features import collate, make_features
 from bertrt.qa.squad_data import load_squad
 from bertrt.surgery.match_model import match_model
@@ -102,7 +102,10 @@ def compare(a: Path, b: Path, batches: list[dict[str, np.ndarray]], per_layer: b
             raise BertrtError("--per-layer needs one of the two models to be an unfused export (bertrt export)")
         names = layer_tensors(unfused)
     extra = [name for _, name in names]
-    backends = [open_backend(path, options, extra_outputs=tuple(extra)) for path in (a, b)]
+    options = replace(options or RunOptions(), extra_outputs=tuple(extra))
+    # A is the reference: with no --runtime, it runs on its kind's reference runtime (onnxruntime for ONNX), B on
+    # the default (OpenVINO on the CPU where installed), so `compare M M` measures the default against the reference.
+    backends = [open_backend(a, reference_options(a, options)), open_backend(b, options)]
     for path, backend in zip((a, b), backends):  # shapes an engine cannot take: one line before anything runs
         for feed in batches:
             if backend.check_shape(*feed["input_ids"].shape) not in (None, 0):

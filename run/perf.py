@@ -14,6 +14,7 @@ import numpy as np
 from bertrt.runtimes import QABackend, check_fits
 
 from bertrt.artifacts import atomic_outputs, write_json
+from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
 
 PERF_SCHEMA = "bertrt.perf/2"
@@ -55,7 +56,20 @@ def synthetic_feed(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dict
             "segment_ids": segments, "input_mask": np.ones((batch, seq), np.int32)}
 
 
-def time_backend(backend: QABackend, label: str, batch: int, seq: int, warmup: int, runs: int) -> Timing:
+def runtime_variants(specs: list[str]) -> list[tuple[str, str | None]]:
+    """`perf --runtimes` values, RUNTIME or RUNTIME:PRECISION (openvino:bf16), as (runtime, precision) pairs; the
+    registry checks the names and precisions when each is opened."""
+    variants = []
+    for spec in specs:
+        runtime, _, precision = spec.partition(":")
+        if not runtime or (precision == "" and spec.endswith(":")):
+            raise BertrtError(f"--runtimes {spec!r}: expected RUNTIME or RUNTIME:PRECISION, e.g. openvino:bf16")
+        variants.append((runtime, precision or None))
+    return variants
+
+
+def time_backend(backend: QABackend, label: str, batch: int, seq: int, warmup: int, runs: int,
+                 runtime: str | None = None) -> Timing:
     feed = synthetic_feed(batch, seq, backend.config.vocab_size)
     for _ in range(warmup):
         backend.infer(feed)
@@ -64,7 +78,7 @@ def time_backend(backend: QABackend, label: str, batch: int, seq: int, warmup: i
         t0 = time.perf_counter()
         backend.infer(feed)
         samples.append(time.perf_counter() - t0)
-    return summarize(label, backend.runner.name.split(":")[0], batch, seq, samples, "host")
+    return summarize(label, runtime or backend.runner.name.split(":")[0], batch, seq, samples, "host")
 
 
 def format_table(timings: list[Timing]) -> str:

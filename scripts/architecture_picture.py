@@ -57,10 +57,11 @@ def draw(output: Path, root: Path = ROOT) -> None:
         ax.text(-0.02, y, f"{name}\n{description}", ha="right", va="center", fontsize=8, color="0.35")
         members = rows[name]
         for i, box in enumerate(members):
-            x = (i + 1) / (len(members) + 1)
+            # a lone box off-centre on alternate rows, so arrows between rows do not all run down one line
+            x = (i + 1) / (len(members) + 1) if len(members) > 1 else (0.42 if y % 2 else 0.58)
             where[box] = (x, y)
             label = box.removeprefix("bertrt.") if box not in LAYER_LABELS else LAYER_LABELS[box]
-            ax.text(x, y, label, ha="center", va="center", fontsize=9,
+            ax.text(x, y, label, ha="center", va="center", fontsize=9, zorder=3,
                     bbox={"boxstyle": "round,pad=0.4", "fc": "#e8f0fb", "ec": "#4a6fa5"})
     for (src, dst), n in sorted(counts.items()):
         (x0, y0), (x1, y1) = where[src], where[dst]
@@ -68,7 +69,8 @@ def draw(output: Path, root: Path = ROOT) -> None:
         ax.annotate("", xy=(x1, y1 + (0.18 if y1 < y0 else -0.18 if upward else 0)),
                     xytext=(x0, y0 + (-0.18 if y1 < y0 else 0.18 if upward else 0)),
                     arrowprops={"arrowstyle": "->", "color": "#c0392b" if upward else "0.55", "lw": 0.6 + 0.15 * n,
-                                "shrinkA": 4, "shrinkB": 4, "connectionstyle": "arc3,rad=0.08"})
+                                "shrinkA": 4, "shrinkB": 4, "connectionstyle": "arc3,rad=0.08", "alpha": 0.6},
+                    zorder=1)
     ax.set_xlim(-0.35, 1.02)
     ax.set_ylim(-0.6, len(LAYERS) - 0.4)
     ax.axis("off")

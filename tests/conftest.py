@@ -52,15 +52,16 @@ def read_dev() -> dict:
     return json.loads(gzip.decompress(DEV.read_bytes()))
 
 
-def squad_scores(model: Path, tokenizer, output: Path, limit: int | None) -> dict:
-    """EM/F1 of `model` (any bertrt QA artifact, via open_backend) on the first `limit` SQuAD dev questions."""
+def squad_scores(model: Path, tokenizer, output: Path, limit: int | None, options=None) -> dict:
+    """EM/F1 of `model` (any bertrt QA artifact, via open_backend) on the first `limit` SQuAD dev questions, on the
+    reference runtime of its kind (onnxruntime for ONNX, not the CPU default) unless `options` name a runtime."""
     import json
 
     from bertrt.session.answering import SquadParams
-    from bertrt.runtimes import open_backend
+    from bertrt.runtimes import RunOptions, open_backend, reference_options
     from bertrt.session.squad import run_squad
 
-    with open_backend(model) as backend:
+    with open_backend(model, reference_options(model, options or RunOptions())) as backend:
         report = run_squad(backend, tokenizer, require(DEV), output, SquadParams(), batch_size=8, limit=limit,
                            progress=False)
     print(json.dumps({k: report[k] for k in ("questions", "features", "scores", "wall_seconds",

@@ -12,13 +12,15 @@ from test_cli import assert_one_line_error, run_cli
 from bertrt.errors import BertrtError
 from bertrt.model_config import BertConfig
 from bertrt.profiles import parse_profile
-from bertrt.runtimes import (QABackend, QARunner, RunOptions, Runtime, choose_runtime, open_backend, read_artifact,
-                             register, registered, runtime_names, unregister)
+from bertrt.runtimes import (QABackend, QARunner, RunOptions, Runtime, choose_runtime, get_runtime, open_backend,
+                             read_artifact, register, registered, runtime_names, unregister)
 from bertrt.runtimes.onnxruntime import OnnxruntimeRunner, artifact_session
 
 CFG = BertConfig(vocab_size=100, hidden_size=64, num_attention_heads=2, num_hidden_layers=2, intermediate_size=256,
                  max_position_embeddings=512)
 SMALL = (2, 64, 2, "erf")
+# The default for plain ONNX on the CPU: OpenVINO where installed (a base dependency), else onnxruntime.
+CPU_DEFAULT = "openvino" if get_runtime("openvino").missing() is None else "onnxruntime"
 
 
 def runtime_of(path, **options) -> str:
@@ -27,7 +29,8 @@ def runtime_of(path, **options) -> str:
 
 def test_runner_per_artifact(random_fused, tmp_path):
     unfused, plugins, _ = random_fused(SMALL, "plugins")
-    assert open_backend(unfused).runner.name.startswith("onnxruntime-cpu")
+    assert open_backend(unfused).runner.name.startswith(CPU_DEFAULT)
+    assert open_backend(unfused, runtime="onnxruntime").runner.name.startswith("onnxruntime-cpu")
     assert open_backend(plugins).runner.name.startswith("plugin-reference")
     assert open_backend(EMBEDDED).runner.name.startswith("tf:")
     with pytest.raises(BertrtError, match="unsupported model file"):
@@ -41,7 +44,8 @@ def test_runner_per_artifact(random_fused, tmp_path):
 def test_default_runtime_per_target_and_options(random_fused):
     unfused, plugins, _ = random_fused(SMALL, "plugins")
     _, ort_model, _ = random_fused(SMALL, "ort")
-    assert runtime_of(unfused) == runtime_of(ort_model) == "onnxruntime"
+    assert runtime_of(unfused) == CPU_DEFAULT and runtime_of(ort_model) == "onnxruntime"  # OpenVINO cannot run ort
+    assert runtime_of(unfused, provider="cuda") == "onnxruntime-bound"
     assert runtime_of(unfused, buckets=(64,)) == runtime_of(ort_model, provider="cuda") == "onnxruntime-bound"
     assert runtime_of(plugins) == runtime_of(plugins, provider="cuda") == "plugin-reference"  # onnxruntime cannot
     assert runtime_of(EMBEDDED) == "tf-checkpoint"
@@ -53,7 +57,7 @@ def test_registry_refusals_are_one_line_and_name_the_way_out(random_fused):
     unfused, plugins, _ = random_fused(SMALL, "plugins")
     _, ort_model, _ = random_fused(SMALL, "ort")
     cases = [
-        (unfused, {"runtime": "nope"}, "unknown runtime 'nope' (registered: onnxruntime-bound, onnxruntime, "),
+        (unfused, {"runtime": "nope"}, "unknown runtime 'nope' (registered: onnxruntime-bound, openvino, onnxruntime, "),
         (plugins, {"runtime": "onnxruntime"},
          "the onnxruntime runtime cannot run the `plugins` target (runtimes that can: plugin-reference)"),
         (ort_model, {"runtime": "plugin-reference"},
@@ -61,11 +65,11 @@ def test_registry_refusals_are_one_line_and_name_the_way_out(random_fused):
         (unfused, {"runtime": "tensorrt-engine"},
          "the tensorrt-engine runtime runs engines, not ONNX models (runtimes for those: onnxruntime-bound, "),
         (EMBEDDED, {"runtime": "onnxruntime"}, "runs ONNX models, not checkpoints (runtimes for those: tf-checkpoint)"),
-        (unfused, {"precision": "bf16"}, "the onnxruntime runtime (the default for these options; choose another "
+        (ort_model, {"precision": "bf16"}, "the onnxruntime runtime (the default for these options; choose another "
                                          "with --runtime) does not take --precision (runtimes that do: none "),
         (unfused, {"buckets": (64,), "extra_outputs": ("x",)},
          "the onnxruntime-bound runtime (the default for these options; choose another with --runtime) does not take "
-         "per-layer outputs (--per-layer) (runtimes that do: onnxruntime, plugin-reference)"),
+         "per-layer outputs (--per-layer) (runtimes that do: openvino, onnxruntime, plugin-reference)"),
         (unfused, {"cuda_graph": True}, "CUDA graphs need the CUDA provider (--provider cuda)"),
     ]
     for path, options, message in cases:
@@ -85,8 +89,8 @@ def test_every_registered_runner_implements_the_protocol(random_fused):
     feed = {"input_ids": rng.integers(0, cfg.vocab_size, (2, 24)).astype(np.int32),
             "segment_ids": np.zeros((2, 24), np.int32), "input_mask": np.ones((2, 24), np.int32)}
     logits = {}
-    for runtime in registered("onnx"):
-        backend = open_backend(unfused, runtime=runtime.name)
+    for runtime in registered("onnx"):  # at f32 where a runtime takes a precision (bf16 has its own bounds)
+        backend = open_backend(unfused, runtime=runtime.name, precision="f32" if "f32" in runtime.precisions else None)
         runner = backend.runner
         assert isinstance(runner, QARunner) and runner.profiles == () and not runner.is_active
         with backend:
@@ -140,7 +144,7 @@ def test_a_registered_runtime_is_opened_and_offered_by_the_flags(fake_runtime, e
 
     base = ["infer", "--model", embedded_onnx, "--vocab", VOCAB, "--passage", TENSORRT_PASSAGE, "--question",
             "What is TensorRT?"]
-    code, want, err = run_cli(capsys, *base)
+    code, want, err = run_cli(capsys, *base, "--runtime", "onnxruntime")
     assert code == 0, err
     code, got, err = run_cli(capsys, *base, "--runtime", "fake", "--precision", "f32")
     assert code == 0, err
@@ -150,8 +154,9 @@ def test_a_registered_runtime_is_opened_and_offered_by_the_flags(fake_runtime, e
     assert_one_line_error(code, err, "the fake runtime takes --precision f32, bf16, not 'int4'")
     code, _, err = run_cli(capsys, *base, "--runtime", "fake", "--provider", "cuda")
     assert_one_line_error(code, err, "the fake runtime runs on cpu, not --provider cuda")
-    code, _, err = run_cli(capsys, *base, "--precision", "f32")  # the first default that holds is onnxruntime
-    assert_one_line_error(code, err, "does not take --precision (runtimes that do: fake)")
+    code, _, err = run_cli(capsys, *base, "--runtime", "onnxruntime", "--precision", "f32")
+    assert_one_line_error(code, err, "the onnxruntime runtime does not take --precision (runtimes that do: openvino, "
+                                     "fake)")
 
 
 def test_unavailable_runtime_names_what_to_install(embedded_onnx, capsys):
@@ -164,7 +169,7 @@ def test_unavailable_runtime_names_what_to_install(embedded_onnx, capsys):
                                "--question", "a?", "--runtime", "missing")
         assert_one_line_error(code, err, "the missing runtime needs bertrt_no_such_module, not installed here "
                                          "(pip install 'bertrt[missing]')")
-        assert runtime_of(embedded_onnx) == "onnxruntime"  # a default candidate that is not installed is passed over
+        assert runtime_of(embedded_onnx) == CPU_DEFAULT  # a default candidate that is not installed is passed over
     finally:
         unregister("missing")
     assert "missing" not in runtime_names()
@@ -176,7 +181,7 @@ def test_unknown_runtime_flag_is_one_line(embedded_onnx, capsys):
     with pytest.raises(SystemExit) as exc:  # argparse: the choices are the registered names
         run_cli(capsys, "infer", "--model", embedded_onnx, "--passage", "a", "--question", "b?", "--runtime", "nope")
     assert_one_line_error(exc.value.code, capsys.readouterr().err, "--runtime: invalid choice: 'nope'",
-                          "'onnxruntime-bound', 'onnxruntime', 'plugin-reference', 'tensorrt-engine', 'tf-checkpoint'")
+                          "'onnxruntime-bound', 'openvino', 'onnxruntime', 'plugin-reference', 'tensorrt-engine', 'tf-checkpoint'")
 
 
 # --- shapes -------------------------------------------------------------------------------------------------------

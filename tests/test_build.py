@@ -331,7 +331,7 @@ def test_engine_matches_onnxruntime(engines, embedded_native, dev_batch):
     engine, _ = engines("native", "fp32")
     feed = {k: v[:4] for k, v in dev_batch.items()}
     feed = {k: np.pad(v, ((0, 0), (0, 384 - v.shape[1]))) for k, v in feed.items()}
-    with open_backend(embedded_native) as ref, open_backend(engine) as trt:
+    with open_backend(embedded_native, runtime="onnxruntime") as ref, open_backend(engine) as trt:
         for a, b in zip(ref.infer(feed), trt.infer(feed)):
             valid = feed["input_mask"].astype(bool)
             assert np.abs(a - b)[valid].max() < 1e-3

@@ -20,7 +20,7 @@ def worst(out: str, tensor: str) -> float:
 
 
 def test_checkpoint_vs_export(capsys, embedded_onnx):
-    code, out = compare_cli(capsys, EMBEDDED, embedded_onnx)
+    code, out = compare_cli(capsys, EMBEDDED, embedded_onnx, "--runtime", "onnxruntime")  # the export's parity
     assert code == 0, out
     assert 0.0 < worst(out, "start_logits") <= 1e-4 and 0.0 < worst(out, "end_logits") <= 1e-4
 
@@ -43,7 +43,7 @@ def test_fp8_artifact_runs_with_its_session_config(capsys, embedded_native, quan
     """compare opens both models through the one backend selection, so the FP8 artifact's onnxruntime session
     config (Q/DQ fusion off) is applied; compare used to build its own session and failed with INVALID_GRAPH."""
     fp8, _ = quantized("fp8", "native")
-    code, out = compare_cli(capsys, embedded_native, fp8, "--atol", "5")
+    code, out = compare_cli(capsys, embedded_native, fp8, "--atol", "5", "--runtime", "onnxruntime")
     assert code == 0, out
     # FP8 changes the logits (an unchanged model would mean the Q/DQ were skipped), within the FP8 test bound.
     assert 1e-3 < worst(out, "start_logits") < 5 and 1e-3 < worst(out, "end_logits") < 5

@@ -126,7 +126,7 @@ def test_bucketed_squad_equals_length_sorted_batches(embedded_onnx, tokenizer):
 
     examples, _ = load_squad(require(DEV))
     examples = examples[:40]
-    with open_backend(embedded_onnx) as plain:
+    with open_backend(embedded_onnx, runtime="onnxruntime") as plain:
         want = answer(plain, tokenizer, examples, SquadParams(), 8, truncate_question=True)
     with open_backend(embedded_onnx, buckets=(128, 192, 384), batch_size=8) as bucketed:
         assert bucketed.buckets == (128, 192, 384)

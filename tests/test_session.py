@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import DEV, EMBEDDED, TENSORRT_PASSAGE, VOCAB, require
+from conftest import DEV, EMBEDDED, TENSORRT_PASSAGE, VOCAB, read_dev, require
 
 from bertrt import api
 from bertrt.cli import main
@@ -24,7 +24,8 @@ def _digest(path: Path) -> str:
 @pytest.fixture
 def small_dev(tmp_path) -> Path:
     """The first article of SQuAD dev, copied (the file a wrong output would destroy)."""
-    data = json.loads(require(DEV).read_text())
+    require(DEV)
+    data = read_dev()
     path = tmp_path / "dev.json"
     path.write_text(json.dumps({"version": data["version"], "data": data["data"][:1]}))
     return path

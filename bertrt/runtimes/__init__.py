@@ -8,20 +8,22 @@ and one module per runtime. See docs/runtimes.md.
 
 from __future__ import annotations
 
-from bertrt.runtimes import onnxruntime, onnxruntime_bound, plugin_reference, tensorrt_engine, tf_checkpoint
+from bertrt.runtimes import (onnxruntime, onnxruntime_bound, openvino, plugin_reference, tensorrt_engine,
+                             tf_checkpoint)
 from bertrt.runtimes.artifact import ARTIFACT_KINDS, Artifact, is_checkpoint, read_artifact
 from bertrt.runtimes.base import PROVIDERS, QABackend, QARunner, RunOptions, check_fits, run_options
-from bertrt.runtimes.registry import (Runtime, choose_runtime, get_runtime, open_backend, register, registered,
-                                      runtime_names, unregister)
+from bertrt.runtimes.registry import (Runtime, choose_runtime, get_runtime, open_backend, reference_options, register,
+                                      registered, runtime_names, unregister)
 
 __all__ = ["ARTIFACT_KINDS", "Artifact", "PROVIDERS", "QABackend", "QARunner", "RunOptions", "Runtime",
            "check_fits", "choose_runtime", "get_runtime", "is_checkpoint", "open_backend", "read_artifact",
-           "register", "registered", "run_options", "runtime_names", "unregister"]
+           "reference_options", "register", "registered", "run_options", "runtime_names", "unregister"]
 
 # The registered runtimes, one line each. The order is the preference among defaults: a model's default runtime is
 # the first of its artifact kind whose `default_when` holds for the options, that is installed here and that can run
 # the model's target.
 register(onnxruntime_bound.RUNTIME)  # ONNX, default on --provider cuda or with --buckets / --cuda-graph
+register(openvino.RUNTIME)  # ONNX, CPU default where installed (onnxruntime stays the reference: compare's A side)
 register(onnxruntime.RUNTIME)  # ONNX, default otherwise
 register(plugin_reference.RUNTIME)  # ONNX, default for the `plugins` target (which onnxruntime cannot run)
 register(tensorrt_engine.RUNTIME)  # engines

@@ -140,4 +140,4 @@ RUNTIME = Runtime(
     name="onnxruntime", artifact="onnx", open=_open, check=_check,
     description="onnxruntime session.run per batch, CPU or CUDA provider; returns per-layer outputs",
     requires=("onnxruntime",), install="pip install onnxruntime (or onnxruntime-gpu)", providers=("cpu", "cuda"),
-    takes=frozenset({"extra_outputs", "device_id"}), default_when=lambda options: True)
+    takes=frozenset({"extra_outputs", "device_id"}), default_when=lambda options: True, reference=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bertrt.errors import BertrtError
@@ -38,6 +38,9 @@ class Runtime:
     precisions: tuple[str, ...] = ()  # the --precision values it takes (with "precision" in `takes`)
     default_when: Callable[[RunOptions], bool] | None = None  # it is the default for these options; None: never
     check: Callable[[Artifact, RunOptions], None] | None = None  # its own refusals (one-line BertrtErrors)
+    # The reference of its artifact kind: what other runtimes are checked against (compare's side A when no runtime
+    # is named), which need not be the fastest default.
+    reference: bool = False
 
     def missing(self) -> str | None:
         """Why it cannot run here (one line naming what to install), or None when it can."""
@@ -108,8 +111,10 @@ def choose_runtime(artifact: Artifact, options: RunOptions) -> Runtime:
                               f"{_kind_label(artifact.kind)} (runtimes for those: {', '.join(others)})")
         if not runtime.runs(artifact):
             able = [r.name for r in registered(artifact.kind) if r.runs(artifact)]
-            raise BertrtError(f"{where}: the {runtime.name} runtime cannot run the `{artifact.target.name}` target "
-                              f"(runtimes that can: {', '.join(able) or 'none registered'})")
+            target = artifact.target  # it says why (the ops the runtime lacks) and what to build instead, if it can
+            why = f"; {target.why_not(runtime.name, artifact.model)}" if target.runtime_refusal else ""
+            raise BertrtError(f"{where}: the {runtime.name} runtime cannot run the `{target.name}` target "
+                              f"(runtimes that can: {', '.join(able) or 'none registered'}){why}")
         if runtime.providers is not None and options.provider not in runtime.providers:
             raise BertrtError(f"{where}: the {runtime.name} runtime runs on {', '.join(runtime.providers)}, not "
                               f"--provider {options.provider}")
@@ -128,6 +133,23 @@ def choose_runtime(artifact: Artifact, options: RunOptions) -> Runtime:
     raise BertrtError(f"{where}: no registered runtime runs {_kind_label(artifact.kind)}{target} with --provider "
                       f"{options.provider} by default (registered for {_kind_label(artifact.kind)}: "
                       f"{', '.join(r.name for r in registered(artifact.kind)) or 'none'})")
+
+
+def reference_options(model: str | Path, options: RunOptions) -> RunOptions:
+    """`options` for running `model` as the reference (compare's side A): a runtime named in `options` that runs
+    the model's kind stays; otherwise the installed reference runtime of its kind that runs it (onnxruntime for
+    ONNX), else the kind's default (a checkpoint's TF network, an engine's TensorRT), without the requests that
+    runtime does not take (a --precision meant for the runtime under test)."""
+    artifact = read_artifact(Path(model))
+    if options.runtime is not None and get_runtime(options.runtime).artifact == artifact.kind:
+        return options
+    options = replace(options, runtime=None)
+    chosen = next((r for r in registered(artifact.kind) if r.reference and r.runs(artifact) and r.missing() is None
+                   and (r.providers is None or options.provider in r.providers)), None)
+    dropped = {name: None for name in options.requested() if name != "extra_outputs"  # asked of both sides
+               and name not in (chosen.takes if chosen else choose_runtime(artifact, options).takes)}
+    options = replace(options, **dropped)
+    return replace(options, runtime=(chosen or choose_runtime(artifact, options)).name)
 
 
 def check_options(runtime: Runtime, artifact: Artifact, options: RunOptions) -> None:

@@ -75,10 +75,15 @@ class Target:
         `model` it lacks; `label` is how the runtime is named to the user)."""
         if self.runs_on(runtime):
             return
+        raise BertrtError(f"{where}: {self.why_not(runtime, model, label)}")
+
+    def why_not(self, runtime: str, model: onnx.ModelProto | None = None, label: str | None = None) -> str:
+        """Why a runtime this graph does not run on cannot run it: the ops of `model` it lacks, and what to build
+        instead where the target says (its `runtime_refusal`)."""
         ops = ", ".join(self.foreign_ops(model) if model is not None else []) or self.description
         why = self.runtime_refusal or (f"the `{self.name}` target ({{ops}}) does not run on {{runtime}}; it runs on "
-                                       f"{', '.join(sorted(self.runtimes))}")
-        raise BertrtError(f"{where}: {why.format(runtime=label or runtime, ops=ops)}")
+                                       f"{', '.join(sorted(self.runtimes or ()))}")
+        return why.format(runtime=label or runtime, ops=ops)
 
     def check_provider(self, provider: str, where: str) -> None:
         """Refuse, in one line starting with `where`, an onnxruntime execution provider that cannot run this graph."""
