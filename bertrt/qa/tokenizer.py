@@ -112,8 +112,9 @@ def load_tokenizer(path: str | Path, lowercase: bool | None = None,
         if not found:
             raise BertrtError(f"{path}: no {' or '.join(TOKENIZER_FILES)} in this folder")
         path = found[0]
-    if not path.is_file():
+    if not path.exists():
         raise BertrtError(f"vocab file {path} does not exist")
+    # A FIFO or device that exists goes on to the bounded reader, which refuses it as "not a regular file".
     if path.suffix == ".json":
         text = read_text(path, MAX_TOKENIZER_BYTES, "tokenizer file")
         return tokenizer_from_json(text, str(path), expected_vocab_size)
