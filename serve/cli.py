@@ -23,6 +23,7 @@ from bertrt.artifacts import check_outputs
 from bertrt.errors import BertrtError
 from bertrt.inputs import check_count
 from bertrt.qa.squad_data import Example
+from bertrt.qa.tokenizer import sibling_tokenizer
 from bertrt.serve.client import QAClient, format_table, load
 from bertrt.serve.gpus import parse_gpus
 from bertrt.serve.python_model import open_session
@@ -148,8 +149,11 @@ def _check_log_file(args, cfg) -> None:
     """The log is an output like any other: never a file served (nor its sidecar), a device or a directory."""
     if args.log_file is None:
         return
-    inputs = ([p for p in args.repository.rglob("*") if p.is_file()] if args.repository is not None
-              else [ag.model_path(args, cfg), ag.vocab_path(args, cfg)])
+    if args.repository is not None:
+        inputs = [p for p in args.repository.rglob("*") if p.is_file()]
+    else:  # --vocab may be None: the tokenizer then comes from the model, a file beside it or the config's vocab
+        model = ag.model_path(args, cfg)
+        inputs = [model, ag.vocab_path(args, cfg), sibling_tokenizer(model), ag.fallback_vocab(cfg)]
     check_outputs([args.log_file], inputs)
 
 

@@ -216,14 +216,17 @@ def test_serve_log_file_is_an_output(capsys, ws, embedded_onnx, tmp_path, no_ser
                    log.name)
 
 
-
+def test_serve_log_file_is_not_a_served_repository_file(capsys, ws, embedded_onnx, no_server):
     from test_cli import run_cli
 
     repo = ws.root / "repo"
     code, _, err = run_cli(capsys, "triton-repo", "--model", ws.model, "--vocab", ws.vocab, "--output", repo)
     assert code == 0, err
-    assert_refused(capsys, ws, embedded_onnx, ["serve", "--repository", repo, "--log-file",
-                                               repo / "bertrt_qa" / "1" / "vocab.txt"], "would overwrite the input")
+    # The repository's tokenizer travels as tokenizer.json (the families work), no longer as vocab.txt.
+    tokenizer = repo / "bertrt_qa" / "1" / "tokenizer.json"
+    assert tokenizer.is_file()
+    assert_refused(capsys, ws, embedded_onnx, ["serve", "--repository", repo, "--log-file", tokenizer],
+                   "would overwrite the input")
 
 
 def test_triton_repo_copies_the_model(capsys, ws, embedded_onnx):
