@@ -12,7 +12,7 @@ from bertrt.errors import BertrtError
 from bertrt.runtimes import RunOptions, open_backend
 from bertrt.runtimes import onnxruntime as ort_runtime
 from bertrt.runtimes.artifact import read_artifact
-from bertrt.runtimes.registry import Runtime, check_options
+from bertrt.runtimes.registry import Runtime, check_options, choose_runtime
 from bertrt.serve import gpus
 from bertrt.serve.repository import DEFAULT_BATCHING, read_config, read_parameters
 
@@ -102,8 +102,19 @@ def test_device_id_reaches_the_cuda_provider_and_the_bound_buffers(embedded_onnx
 
 
 def test_device_id_refused_in_one_line(embedded_onnx):
-    with pytest.raises(BertrtError, match=r"a GPU device id \(1\) needs --provider cuda"):
-        open_backend(embedded_onnx, RunOptions(provider="cpu", device_id=1))
+    # onnxruntime takes a device id, on CUDA only
+    with pytest.raises(BertrtError, match=r"a GPU device id \(1\) needs --provider cuda") as refused:
+        open_backend(embedded_onnx, RunOptions(provider="cpu", device_id=1, runtime="onnxruntime"))
+    assert "\n" not in str(refused.value)
+    # the CPU default (OpenVINO where installed, issue 18) does not take one: the registry refuses it in one line
+    options = RunOptions(provider="cpu", device_id=1)
+    default = choose_runtime(read_artifact(embedded_onnx), options)
+    expected = (r"a GPU device id \(1\) needs --provider cuda" if "device_id" in default.takes else
+                rf"the {default.name} runtime \(the default for these options; choose another with --runtime\) "
+                r"does not take a GPU device id \(serve --gpus\)")
+    with pytest.raises(BertrtError, match=expected) as refused:
+        open_backend(embedded_onnx, options)
+    assert "\n" not in str(refused.value)
     # a runtime that does not declare it takes a device id refuses it (the registry's `takes`, no names compared)
     fake = Runtime(name="fake", artifact="onnx", description="", open=lambda a, o: None)
     with pytest.raises(BertrtError, match=r"the fake runtime .*does not take a GPU device id \(serve --gpus\) "
