@@ -34,11 +34,18 @@ class _Tensor:
 
 
 class _TritonError:
-    def __init__(self, message: str):
-        self._message = message
+    """As the Python backend's stub defines it (c_python_backend_utils.TritonError, also in the stub that
+    nvidia-pytriton 0.7.0 bundles): a message and a code, INTERNAL unless given (HTTP 500; INVALID_ARG is 400)."""
+    UNKNOWN, INTERNAL, NOT_FOUND, INVALID_ARG, UNAVAILABLE, UNSUPPORTED, ALREADY_EXISTS, CANCELLED = range(8)
+
+    def __init__(self, message: str, code: int = INTERNAL):
+        self._message, self._code = message, code
 
     def message(self) -> str:
         return self._message
+
+    def code(self) -> int:
+        return self._code
 
 
 class _Response:
@@ -129,7 +136,10 @@ def _initialize(repository):
 
 
 def _infer(capsys, model, passage: str, questions: list[str], *flags) -> list[dict]:
-    argv = ["infer", "--model", str(model), "--vocab", str(VOCAB), "--passage", passage, "--json", *flags]
+    # onnxruntime (FP32), named: the CPU default is OpenVINO (bf16 where the CPU has it), whose scores differ from
+    # the served runtimes' beyond infer's rounding; the served side names its runtime too.
+    argv = ["infer", "--model", str(model), "--vocab", str(VOCAB), "--passage", passage, "--json",
+            "--runtime", "onnxruntime", *flags]
     for q in questions:
         argv += ["--question", q]
     assert main(argv) == 0
@@ -149,7 +159,9 @@ def test_execute_answers_equal_infer_in_both_modes(capsys, embedded_onnx, tmp_pa
     """One execute call with what the dynamic batcher may hand over: single questions, a request of two rows, two
     passages, and bad requests among them (each fails alone, naming its problem)."""
     repository = tmp_path / "repo"
-    flags = ["--bls", "--buckets", "128,384"] if mode == "bls" else []
+    # local: the session runs onnxruntime, as _infer does (named: the CPU default is OpenVINO); bls: the tensor
+    # model runs in Triton's onnxruntime backend (here, _tensor_model)
+    flags = ["--bls", "--buckets", "128,384"] if mode == "bls" else ["--runtime", "onnxruntime"]
     assert main(["triton-repo", "--model", str(embedded_onnx), "--vocab", str(VOCAB), "--output", str(repository),
                  "--batch-size", "4", *flags]) == 0
     capsys.readouterr()
@@ -175,6 +187,8 @@ def test_execute_answers_equal_infer_in_both_modes(capsys, embedded_onnx, tmp_pa
     assert "input 'question' is empty" in errors[1]
     assert "question has 100 tokens; at most 64 fit" in errors[4]
     assert "not UTF-8" in errors[5]
+    codes = {i: responses[i].error().code() for i in errors}  # the client's mistakes: 400 / INVALID_ARGUMENT
+    assert codes == {i: pb_utils.TritonError.INVALID_ARG for i in errors}
     expected = _infer(capsys, embedded_onnx, TENSORRT_PASSAGE, QUESTIONS)
     (other,) = _infer(capsys, embedded_onnx, OTHER_PASSAGE, [OTHER_QUESTION])
     got = [*_answers(responses[0]), *_answers(responses[2]), *_answers(responses[6])]
