@@ -26,7 +26,7 @@ from bertrt.optimize import format_report as format_optimize
 from bertrt.output import add_json_flag, add_progress_flag, beside, emit
 from bertrt.pipeline_config import PipelineConfig, load_config
 from bertrt.qa.download import BASE_URL, FILES, fetch
-from bertrt.resources import default_config
+from bertrt.resources import default_config, embedded_vocab
 from bertrt.run.compare import format_rows
 from bertrt.runtimes import read_artifact
 from bertrt.run.perf import format_table, perf_outputs
@@ -219,7 +219,6 @@ def _run_compare(args, cfg: PipelineConfig) -> int:
 
 
 # --- perf -----------------------------------------------------------------------------------------------------
-PERF_SEQS = (128, 384)  # default lengths; a model with fewer positions is timed at its maximum instead
 def _add_perf(sub) -> None:
     p = sub.add_parser("perf", help="latency of one or more models over batch x sequence (same process)")
     p.add_argument("--model", type=Path, action="append", default=[],
@@ -229,7 +228,7 @@ def _add_perf(sub) -> None:
     p.add_argument("--batch-size", "--batch", dest="batch_size", type=int, nargs="+", default=[1, 8],
                    help="batch sizes (default: 1 8)")
     p.add_argument("--seq-len", "--max-seq-length", "--seq", dest="seq_len", type=int, nargs="+", default=None,
-                   help="padded sequence lengths (default: 128 384, at most the model's positions)")
+                   help="padded sequence lengths, each at most the model's positions (default: 128 384)")
     p.add_argument("--random-bert", choices=["base", "large"], action="append", default=[],
                    help="--provider cuda: also a random-weight BERT-Base/Large built from its config (needs the "
                         "'torch' extra)")
@@ -266,8 +265,8 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
         raise BertrtError("--runtimes and --thread-counts compare CPU runtimes (leave out --provider cuda)")
     if options.provider == "cuda":  # device-side timing, random-weight models and torch peers (run/perf_gpu.py)
         timings = api.perf_gpu(args.model, args.random_bert, batches, seqs, output, args.warmup, args.runs,
-                               args.cuda_graph, peers=not args.no_peers, vocab=ag.vocab_path(args, cfg),
-                               options=options)
+                               args.cuda_graph, peers=not args.no_peers, vocab=args.vocab or ag.fallback_vocab(cfg) or embedded_vocab(),
+                               options=options)  # random-weight BERTs have no travelling tokenizer
     else:
         timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs, options=options,
                            progress=not args.no_progress and not args.json, fit_positions=fit_positions,
@@ -312,8 +311,7 @@ def _run_optimize(args, cfg: PipelineConfig) -> int:
     report = optimize(OptimizeRequest(checkpoint, args.output_dir, args.target, args.precision, args.build,
                                       args.runtime, args.vocab, Path(squad_json) if squad_json else None,
                                       args.squad_limit, calib_num=args.calib_num,
-                                      progress=not args.no_progress and not args.json, fit_positions=fit_positions,
-                                      runtimes=args.runtimes, thread_counts=args.thread_counts))
+                                      progress=not args.no_progress and not args.json))
     emit(args, report, f"{format_optimize(report)}\nwrote {args.output_dir}/{{optimize.json, commands.sh}} and the "
                        f"artifacts")
     return 0

@@ -7,7 +7,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from bertrt.runtimes import RunOptions, is_checkpoint, open_backend, read_artifact, reference_options
+from bertrt.runtimes import (RunOptions, is_checkpoint, open_backend, read_artifact, reference_options,
+                             under_test_options)
 from bertrt.qa.features import collate, make_features
 from bertrt.qa.squad_data import load_squad
 from bertrt.surgery.match_model import match_model
@@ -103,9 +104,10 @@ def compare(a: Path, b: Path, batches: list[dict[str, np.ndarray]], per_layer: b
         names = layer_tensors(unfused)
     extra = [name for _, name in names]
     options = replace(options or RunOptions(), extra_outputs=tuple(extra))
-    # A is the reference: with no --runtime, it runs on its kind's reference runtime (onnxruntime for ONNX), B on
-    # the default (OpenVINO on the CPU where installed), so `compare M M` measures the default against the reference.
-    backends = [open_backend(a, reference_options(a, options)), open_backend(b, options)]
+    # A is the reference: with no --runtime, it runs on its kind's reference runtime (onnxruntime for ONNX), and so
+    # does B, so that `compare A B` checks the graph, not the default runtime's precision (OpenVINO bf16 is ~0.1 off
+    # by design). --runtime R runs B on R (A too where R runs it); --precision alone runs B on the runtime taking it.
+    backends = [open_backend(a, reference_options(a, options)), open_backend(b, under_test_options(b, options))]
     for path, backend in zip((a, b), backends):  # shapes an engine cannot take: one line before anything runs
         for feed in batches:
             if backend.check_shape(*feed["input_ids"].shape) not in (None, 0):

@@ -13,7 +13,7 @@ from conftest import DEV, EMBEDDED, TENSORRT_PASSAGE, VOCAB, require, squad_scor
 
 from bertrt.cli import main
 from bertrt.errors import BertrtError
-from bertrt.runtimes import RunOptions, open_backend, reference_options
+from bertrt.runtimes import RunOptions, open_backend, reference_options, under_test_options
 
 ov = pytest.importorskip("openvino")
 
@@ -129,8 +129,9 @@ def compare_worst(capsys, *argv) -> float:
 
 
 def test_compare_reference_stays_onnxruntime(capsys, embedded_onnx):
-    """compare A B: A (the reference) runs on onnxruntime unless --runtime names one, B on the default (OpenVINO),
-    so comparing a model with itself measures OpenVINO against the reference; --precision is B's."""
+    """compare A B: A (the reference) runs on onnxruntime unless --runtime names one; B too with no --runtime (compare
+    checks the graph), but --precision is B's and runs it on OpenVINO, so `compare M M --precision P` measures
+    OpenVINO at P against the reference."""
     assert reference_options(embedded_onnx, RunOptions(precision="f32")) == RunOptions(runtime="onnxruntime")
     assert reference_options(embedded_onnx, RunOptions(runtime="openvino")).runtime == "openvino"
     # a checkpoint's reference is its TF network, whatever runtime or precision B is given
@@ -140,6 +141,18 @@ def test_compare_reference_stays_onnxruntime(capsys, embedded_onnx):
     if HAS_BF16:
         assert 1e-3 < compare_worst(capsys, embedded_onnx, embedded_onnx, "--precision", "bf16") <= PARITY_TOL["bf16"]
     assert compare_worst(capsys, embedded_onnx, embedded_onnx, "--runtime", "onnxruntime") == 0.0
+
+
+def test_compare_b_runs_where_asked(embedded_onnx):
+    """compare's side B: the reference with no --runtime and nothing steering it (the bf16 default would fail the
+    1e-4 parity check by design); a named runtime, a --precision or --buckets choose B's runtime as in infer/squad."""
+    assert under_test_options(embedded_onnx, RunOptions()) == RunOptions(runtime="onnxruntime")
+    assert under_test_options(embedded_onnx, RunOptions(threads=1)) == RunOptions(runtime="onnxruntime", threads=1)
+    assert under_test_options(embedded_onnx, RunOptions(runtime="openvino")) == RunOptions(runtime="openvino")
+    assert under_test_options(embedded_onnx, RunOptions(precision="bf16")) == RunOptions(precision="bf16")
+    bucketed = RunOptions(buckets=(128,), batch_size=2)
+    assert under_test_options(embedded_onnx, bucketed) == bucketed  # the default for it: the bound runner
+    assert under_test_options(EMBEDDED, RunOptions()) == RunOptions(runtime="tf-checkpoint")
 
 
 def test_perf_runtimes_side_by_side(embedded_onnx, tmp_path):

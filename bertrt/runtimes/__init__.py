@@ -13,11 +13,12 @@ from bertrt.runtimes import (onnxruntime, onnxruntime_bound, openvino, plugin_re
 from bertrt.runtimes.artifact import ARTIFACT_KINDS, Artifact, is_checkpoint, read_artifact
 from bertrt.runtimes.base import PROVIDERS, QABackend, QARunner, RunOptions, check_fits, run_options
 from bertrt.runtimes.registry import (Runtime, choose_runtime, get_runtime, open_backend, reference_options, register,
-                                      registered, runtime_names, unregister)
+                                      registered, runtime_names, under_test_options, unregister)
 
 __all__ = ["ARTIFACT_KINDS", "Artifact", "PROVIDERS", "QABackend", "QARunner", "RunOptions", "Runtime",
            "check_fits", "choose_runtime", "get_runtime", "is_checkpoint", "open_backend", "read_artifact",
-           "reference_options", "register", "registered", "run_options", "runtime_names", "unregister"]
+           "reference_options", "register", "registered", "run_options", "runtime_names", "under_test_options",
+           "unregister"]
 
 # The registered runtimes, one line each. The order is the preference among defaults: a model's default runtime is
 # the first of its artifact kind whose `default_when` holds for the options, that is installed here and that can run

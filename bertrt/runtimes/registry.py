@@ -152,6 +152,29 @@ def reference_options(model: str | Path, options: RunOptions) -> RunOptions:
     return replace(options, runtime=(chosen or choose_runtime(artifact, options)).name)
 
 
+def _default_name(artifact: Artifact, options: RunOptions) -> str | None:
+    try:
+        return choose_runtime(artifact, options).name
+    except BertrtError:
+        return None
+
+
+def under_test_options(model: str | Path, options: RunOptions) -> RunOptions:
+    """`options` for running `model` as the model under test (compare's side B): a runtime named in `options`
+    stays. With none, B runs on its kind's reference runtime, as A does, so that `compare A B` checks the graph and
+    not a default runtime's reduced precision (OpenVINO's bf16) -- unless the options steer the choice elsewhere:
+    a request the reference does not take (--precision: OpenVINO) or options that make another runtime the default
+    (--buckets, --cuda-graph, --provider cuda: the bound onnxruntime runner). Then the default for them runs B, as
+    in infer/squad/perf."""
+    if options.runtime is not None:
+        return options
+    reference = reference_options(model, options)
+    artifact = read_artifact(Path(model))
+    dropped = replace(options, runtime=reference.runtime) != reference
+    steered = _default_name(artifact, options) != _default_name(artifact, RunOptions())
+    return options if dropped or steered else reference
+
+
 def check_options(runtime: Runtime, artifact: Artifact, options: RunOptions) -> None:
     """Refuse, in one line, a request the runtime does not take, a precision it does not know, and whatever its
     own check refuses."""
