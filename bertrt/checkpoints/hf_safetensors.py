@@ -7,18 +7,11 @@ from pathlib import Path
 
 import numpy as np
 from bertrt.checkpoints.weights import Weights
+from bertrt.families.base import bert_weight_map
 
 from bertrt.errors import BertrtError
 from bertrt.extras import require
 
-_EMBEDDINGS = {"word_embeddings.weight": "word_embeddings", "position_embeddings.weight": "position_embeddings",
-               "token_type_embeddings.weight": "token_type_embeddings"}
-# HF per-layer module path -> Google variable path (Linear weights are [out, in] and get transposed).
-_LAYER_MODULES = {"attention.self.query": "attention/self/query", "attention.self.key": "attention/self/key",
-                  "attention.self.value": "attention/self/value", "attention.output.dense": "attention/output/dense",
-                  "intermediate.dense": "intermediate/dense", "output.dense": "output/dense"}
-_LAYER_NORMS = {"attention.output.LayerNorm": "attention/output/LayerNorm", "output.LayerNorm": "output/LayerNorm"}
-_LN_PARAM = {"weight": "gamma", "gamma": "gamma", "bias": "beta", "beta": "beta"}
 # Buffers and heads the QA network does not use.
 _IGNORED = re.compile(r"(^|\.)position_ids$|^bert\.pooler\.")
 
@@ -27,24 +20,12 @@ def _google_name(name: str) -> tuple[str, bool] | None:
     """(Google name, transpose?) for an HF tensor name, None if it is not part of BERT QA."""
     if name.startswith("qa_outputs."):
         return ("cls/squad/output_weights" if name.endswith("weight") else "cls/squad/output_bias"), False
-    if name.startswith("bert.embeddings."):
-        rest = name[len("bert.embeddings."):]
-        if rest in _EMBEDDINGS:
-            return f"bert/embeddings/{_EMBEDDINGS[rest]}", False
-        module, _, param = rest.rpartition(".")
-        if module == "LayerNorm" and param in _LN_PARAM:
-            return f"bert/embeddings/LayerNorm/{_LN_PARAM[param]}", False
+    if not name.startswith("bert."):
         return None
-    m = re.match(r"^bert\.encoder\.layer\.(\d+)\.(.+)\.(weight|bias|gamma|beta)$", name)
-    if not m:
-        return None
-    layer, module, param = m.groups()
-    prefix = f"bert/encoder/layer_{layer}/"
-    if module in _LAYER_MODULES:
-        return prefix + _LAYER_MODULES[module] + ("/kernel" if param == "weight" else "/bias"), param == "weight"
-    if module in _LAYER_NORMS:
-        return prefix + _LAYER_NORMS[module] + "/" + _LN_PARAM[param], False
-    return None
+    # The family registry's BERT weight map (Linear weights are [out, in] and get transposed). A
+    # BertForQuestionAnswering has no embedding projection: that is ELECTRA's, which export reads through hf_folder.
+    mapped = bert_weight_map(name[len("bert."):])
+    return None if mapped is None or "/project/" in mapped[0] else mapped
 
 
 def read_hf_safetensors(path: Path) -> Weights:
