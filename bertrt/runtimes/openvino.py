@@ -10,12 +10,21 @@ weights and activations of the heavy ops in bf16, accumulation in f32, inputs an
 has the accuracy each precision keeps).
 
 Shapes: one model compiled with dynamic batch and sequence axes, each batch padded only to its longest feature
-(measured faster than one compiled model per bucket shape on SQuAD's length distribution, see
-docs/cpu-runtimes.md). With --buckets, batches are padded to buckets and one static-shape model per (batch, bucket)
-is compiled and warmed up on entry.
+rounded up to a multiple of SEQ_MULTIPLE (OpenVINO compiles kernels per input shape; fewer distinct lengths reuse
+them: measured faster than exact lengths and than one compiled model per bucket shape, see docs/cpu-runtimes.md).
+With --buckets, batches are padded to buckets and one static-shape model per (batch, bucket) is compiled and warmed
+up on entry.
+
+Cores: the dynamic model runs as STREAMS OpenVINO streams, each with its share of the threads; every batch is split
+by rows across them and the parts run at once (rather than every op of one request split across all threads, which
+synchronises the cores after each op: measured slower for this model size on 2 cores, docs/cpu-runtimes.md).
 """
 
 from __future__ import annotations
+
+import os
+
+import numpy as np
 
 from bertrt.errors import BertrtError
 from bertrt.extras import require
@@ -27,6 +36,13 @@ from bertrt.runtimes.registry import Runtime
 INSTALL = "pip install 'bertrt[openvino]'"
 PRECISIONS = ("auto", "f32", "bf16")
 DEVICE = "CPU"
+SEQ_MULTIPLE = 16  # dynamic shapes: sequence lengths padded up to a multiple of this (masked positions, sliced off)
+STREAMS = 2  # dynamic shapes: streams a batch is split across (each with threads // STREAMS threads)
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity), the default thread count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _ov():
@@ -73,20 +89,26 @@ class OpenVinoRunner(QARunner):
         extra = [n for n in self.extra_outputs if n in known and n not in OUTPUT_NAMES]
         if extra:
             self.model.add_outputs(extra)
-        self.config = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY"}
-        if self.threads:
-            self.config["INFERENCE_NUM_THREADS"] = self.threads
+        threads = self.threads or cores()
+        # Streams and length padding for the dynamic model; per-layer outputs (compare) keep the exact shapes.
+        self.streams = 1 if self.static or self.extra_outputs else max(1, min(STREAMS, threads))
+        self.multiple = 1 if self.static or self.extra_outputs else SEQ_MULTIPLE
+        self.config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": threads}
+        if self.streams > 1:
+            self.config.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self.streams})
+        else:
+            self.config["PERFORMANCE_HINT"] = "LATENCY"
         self.requests: dict = {}
         if not self.static:
-            self.requests[None] = self._compile(self.model)
+            self.requests[None] = self._compile(self.model, self.streams)
 
-    def _compile(self, model) -> tuple:
-        """(infer request, output names) of `model` compiled for the CPU."""
+    def _compile(self, model, requests: int = 1) -> tuple:
+        """([infer requests], output names) of `model` compiled for the CPU."""
         compiled = self.core.compile_model(model, DEVICE, self.config)
         # each output by the name the QA contract (or compare --per-layer) asks for (a tensor may have several)
         wanted = set(OUTPUT_NAMES) | set(self.extra_outputs)
         names = [next((n for n in out.get_names() if n in wanted), out.get_any_name()) for out in compiled.outputs]
-        return compiled.create_infer_request(), names
+        return [compiled.create_infer_request() for _ in range(requests)], names
 
     def _request(self, shape: tuple[int, int]):
         key = shape if self.static else None
@@ -97,10 +119,30 @@ class OpenVinoRunner(QARunner):
         return self.requests[key]
 
     def infer_impl(self, feed_dict):
-        request, names = self._request(feed_dict["input_ids"].shape)
-        # share_outputs=False (the default): the arrays are copies, not views that the next run overwrites
-        result = self.timed(request.infer, {n: feed_dict[n] for n in INPUT_NAMES}, True)
-        return dict(zip(names, result.to_tuple()))
+        rows, seq = feed_dict["input_ids"].shape
+        requests, names = self._request((rows, seq))
+        feed = {n: feed_dict[n] for n in INPUT_NAMES}
+        padded = -(-seq // self.multiple) * self.multiple
+        if padded != seq:  # zero ids, segment and mask: masked positions, whose logits are sliced off below
+            feed = {n: np.pad(a, ((0, 0), (0, padded - seq))) for n, a in feed.items()}
+        result = self.timed(self._run, requests, feed, rows)
+        return {n: a[:, :seq] if padded != seq else a for n, a in zip(names, result)}
+
+    @staticmethod
+    def _run(requests, feed, rows) -> list[np.ndarray]:
+        """The outputs of `feed` run as row slices on the requests at once (each on its own stream)."""
+        if len(requests) == 1 or rows == 1:
+            # share_outputs=False (the default): the arrays are copies, not views that the next run overwrites
+            return list(requests[0].infer(feed, True).to_tuple())
+        step = -(-rows // len(requests))
+        used = []
+        for i, request in enumerate(requests[:-(-rows // step)]):
+            request.start_async({n: a[i * step:(i + 1) * step] for n, a in feed.items()}, share_inputs=False)
+            used.append(request)
+        for request in used:
+            request.wait()
+        return [np.concatenate([np.array(r.get_output_tensor(k).data) for r in used])
+                for k in range(len(used[0].model_outputs))]
 
     def release_shapes(self) -> None:
         if self.static:
