@@ -15,6 +15,7 @@ from bertrt import arg_groups as ag
 from bertrt.calibration import calib_data
 from bertrt.calibration.quantize import quantize
 from bertrt.output import add_json_flag, add_progress_flag, beside, emit
+from bertrt.runtimes import runtime_names
 
 
 def _vocab(args, cfg) -> Path | None:
@@ -41,6 +42,13 @@ def add_quantize(sub) -> None:
                                           "attention_bmm,ffn_down, fp8 none)")
     p.add_argument("--float-precision", choices=["fp16", "fp32"],
                    help="int8/fp8: precision of what is not quantized (default: int8 fp16, fp8 fp32)")
+    p.add_argument("--smooth-quant", type=float, metavar="ALPHA",
+                   help="int8/fp8: SmoothQuant with this alpha (0..1) before calibration (default: none, or the "
+                        "--runtime recipe's)")
+    p.add_argument("--runtime", choices=runtime_names(),
+                   help="int8: the runtime the model will run on; its INT8 recipe gives the defaults of "
+                        "--int8-exclude, --float-precision and --smooth-quant (openvino: every weight GEMM, fp32 "
+                        "rest, SmoothQuant 0.95; default: the TensorRT placement above)")
     ag.add_vocab_arg(p, " for the calibration features")
     add_progress_flag(p)
     add_json_flag(p)
@@ -56,7 +64,7 @@ def run_quantize(args, cfg) -> int:
                       calib_method=args.calib_method, vocab=args.vocab, exclude=exclude,
                       float_precision=args.float_precision, seq_len=args.calib_seq_len,
                       progress=not args.no_progress and not args.json,
-                      fallback_vocab=_vocab(args, cfg))
+                      fallback_vocab=_vocab(args, cfg), smooth_quant=args.smooth_quant, runtime=args.runtime)
     report.pop("overflow_amax", None)
     emit(args, report, f"{describe(report)}\nwrote {output} (+ {output.name}.json)")
     return 0
@@ -75,6 +83,10 @@ def describe(report: dict) -> str:
                      f"({qdq['weight_per_channel']} per-channel weights); GEMM groups kept in float: "
                      f"{', '.join(excluded)} ({report.get('excluded_nodes', 0)} GEMMs); float parts "
                      f"{report.get('float_precision')}")
+    smooth = report.get("smooth_quant")
+    if smooth:
+        lines.append(f"  SmoothQuant alpha {smooth['alpha']:g} on {smooth['groups']} GEMM groups"
+                     + (f" (the {report['runtime']} recipe)" if report.get("runtime") else ""))
     fp16 = report.get("fp16") or (report if report["precision"] == "fp16" else None)
     if fp16 and fp16.get("fp32_nodes"):
         kept = ", ".join(f"{k} {v}" for k, v in fp16["fp32_nodes"].items() if v)

@@ -7,6 +7,12 @@ attention). Activations are symmetric (zero point 0), weights symmetric per outp
 MatMul's [K, N] weight). Nodes are chosen by op type and graph structure only, never by node name, so the same
 code handles the unfused export and the `native`/`ort` surgery targets.
 
+SmoothQuant (Xiao et al. 2023, NNCF's recipe; `smooth_quant`): before calibration, each group of weight GEMMs that
+read the same activation gets per-input-channel scales s = amax_x^alpha / amax_w^(1 - alpha): the activation is
+multiplied by 1/s (a Mul in front of the group) and the weight rows by s, which leaves the FP32 function unchanged
+and moves the activation outliers (LayerNorm and GELU channels with 10-100x the others' range) into the
+per-channel-quantized weights, so one per-tensor INT8 activation scale fits every channel.
+
 FP8 (E4M3) reuses the INT8 placement and calibration ranges: every int8 Q/DQ pair becomes an E4M3 pair with
 scale = amax / 448 (the TensorRT / ModelOpt convention), weights re-quantized per channel from the FP32 weights.
 onnxruntime's own float8 mode calibrates by standard deviation ("Distribution"), not by amax, which is not
@@ -79,6 +85,95 @@ def _node_names(model: onnx.ModelProto) -> onnx.ModelProto:
             n.name = f"{n.op_type}_bertrt_{i}"
         seen.add(n.name)
     return model
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SmoothQuant
+# ---------------------------------------------------------------------------------------------------------
+
+SMOOTH_CLIP_QUANTILE = 0.1  # scales clipped below at this quantile of a group's scales, above at SMOOTH_MAX (NNCF's)
+SMOOTH_MAX = 100.0
+
+
+def _smoothable(node: onnx.NodeProto, inits: dict) -> bool:
+    """A MatMul of an activation (input 0) by a [K, N] weight initializer (input 1): the form the smoothing scales
+    rows of."""
+    return (node.op_type == "MatMul" and node.input[1] in inits and node.input[0] not in inits
+            and len(inits[node.input[1]].dims) == 2)
+
+
+def smooth_scales(act_amax: np.ndarray, weights: Sequence[np.ndarray], alpha: float) -> np.ndarray:
+    """Per-input-channel scales of one group of GEMMs reading one activation (per-channel |x| max `act_amax`,
+    weights [K, N]): per GEMM amax_x^alpha / amax_w^(1-alpha) clipped to [its 10 % quantile, 100]; the group takes
+    the flattest (largest min/max ratio), as NNCF does."""
+    eps = np.finfo(np.float32).eps
+    act = np.maximum(act_amax.astype(np.float64), 1e-5)
+    best, best_ratio = None, -1.0
+    for w in weights:
+        w_amax = np.maximum(np.abs(w).max(axis=1).astype(np.float64), 1e-5)
+        scales = act ** alpha / (w_amax ** (1 - alpha) + eps)
+        scales = np.clip(scales, np.quantile(scales, SMOOTH_CLIP_QUANTILE), SMOOTH_MAX)
+        ratio = scales.min() / (scales.max() + eps)
+        if ratio > best_ratio:
+            best, best_ratio = scales, ratio
+    return best.astype(np.float32)
+
+
+def smooth_quant(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]], alpha: float
+                 ) -> tuple[onnx.ModelProto, int]:
+    """`model` (a copy) with SmoothQuant applied to every group of weight MatMuls that share an activation; returns
+    it and the number of groups smoothed. The per-channel activation maxima come from running the FP32 model on
+    `feeds` with onnxruntime."""
+    import onnxruntime as ort
+
+    if not 0.0 < alpha < 1.0:
+        raise BertrtError(f"the SmoothQuant alpha must be between 0 and 1 (exclusive), got {alpha}")
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    groups: dict[str, list[onnx.NodeProto]] = {}
+    for node in gemm_nodes(model)["weight"]:
+        if _smoothable(node, inits):
+            groups.setdefault(node.input[0], []).append(node)
+    if not groups:
+        return model, 0
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    outputs = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_tensor_value_info(x, TensorProto.FLOAT, None) for x in groups
+                              if x not in outputs)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the tensors as named
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = list(groups)
+    amax: dict[str, np.ndarray] = {}
+    for feed in feeds:
+        for name, value in zip(names, session.run(names, feed)):
+            channel_max = np.abs(value).reshape(-1, value.shape[-1]).max(axis=0)
+            amax[name] = np.maximum(amax[name], channel_max) if name in amax else channel_max
+    position = {out: i for i, node in enumerate(graph.node) for out in node.output}
+    muls = []
+    for x, nodes in groups.items():
+        weights = [numpy_helper.to_array(inits[n.input[1]]) for n in nodes]
+        scales = smooth_scales(amax[x], weights, alpha)
+        for node, w in zip(nodes, weights):  # a weight shared by two groups would be scaled twice: copy per node
+            name = f"{node.input[1]}/smoothed"
+            graph.initializer.append(numpy_helper.from_array((w * scales[:, None]).astype(w.dtype), name))
+            node.input[1] = name
+        scale_name, smoothed = f"{x}/smooth_scale", f"{x}/smoothed"
+        graph.initializer.append(numpy_helper.from_array((1.0 / scales).astype(np.float32), scale_name))
+        for node in nodes:
+            node.input[0] = smoothed
+        muls.append((position.get(x, -1), helper.make_node("Mul", [x, scale_name], [smoothed], name=f"{x}/smooth")))
+    nodes = list(graph.node)
+    for where, mul in sorted(muls, key=lambda m: -m[0]):  # right after each producer: the order stays topological
+        nodes.insert(where + 1, mul)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {x for n in graph.node for x in n.input}
+    kept = [i for i in graph.initializer if i.name in used or i.name in {g.name for g in graph.input}]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return model, len(groups)
 
 
 # ---------------------------------------------------------------------------------------------------------

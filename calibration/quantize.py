@@ -6,6 +6,9 @@
   FFN down-projection stay in float (every GEMM in INT8 misses the 99 %-of-FP32-F1 bar on SQuAD dev) and what
   stays in float is FP16, with the fp16 stage's FP32 exceptions (LayerNorm statistics, overflowing nodes).
 - fp8: E4M3 Q/DQ with the INT8 placement (Hopper and newer); every GEMM, FP32 rest by default.
+- `runtime`: the runtime the INT8 model will run on; its declared recipe (`Runtime.int8`: placement, float type,
+  SmoothQuant alpha) replaces the defaults above (OpenVINO: every weight GEMM, FP32 rest, SmoothQuant 0.95). Options
+  given explicitly still win.
 
 Which precisions a graph form takes, and why not the others, is the target's answer (bertrt/targets/).
 The output keeps the bertrt metadata (stage `quantize:<precision>`), is written atomically and gets a sidecar.
@@ -19,12 +22,14 @@ from pathlib import Path
 import onnx
 from bertrt.calibration import calib_data
 from bertrt.calibration.fp16 import DEFAULT_KEEP_FP32, convert_fp16
-from bertrt.calibration.qdq import CALIB_METHODS, check_exclude, int8_to_fp8, qdq_summary, quantize_int8
+from bertrt.calibration.qdq import (CALIB_METHODS, check_exclude, int8_to_fp8, qdq_summary, quantize_int8,
+                                    smooth_quant as apply_smooth_quant)
 
 from bertrt.artifacts import atomic_outputs, check_outputs, sha256_file, sidecar_path, sidecar_record, write_json
 from bertrt.errors import BertrtError
 from bertrt.qa.tokenizer import tokenizer_for
 from bertrt.qa_contract import META_ORT_SESSION_CONFIG, load_qa_model, stage_of, stamp
+from bertrt.runtimes import QuantRecipe, get_runtime
 from bertrt.targets import target_of
 
 PRECISIONS = ("fp16", "int8", "fp8")
@@ -42,17 +47,27 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
              vocab: str | Path | None = None, exclude: tuple[str, ...] | None = None,
              keep_fp32: tuple[str, ...] | None = None, batch_size: int = 8, percentile: float = 99.99,
              float_precision: str | None = None, seq_len: int | None = None, progress: bool = False,
-             fallback_vocab: str | Path | None = None) -> dict:
+             fallback_vocab: str | Path | None = None, smooth_quant: float | None = None,
+             runtime: str | None = None) -> dict:
     """Write `output` (atomically, with a sidecar) at `precision`; return a report dict.
 
     int8/fp8 only: `exclude` (GEMM groups kept in float) and `float_precision` (fp16|fp32, the type of what is not
     quantized) default to DEFAULT_EXCLUDE / DEFAULT_FLOAT; `keep_fp32` applies to every FP16 conversion.
     `seq_len`: calibration sequence length, default 384 clamped to the model's positions (calib_data.calib_seq_len).
+    `smooth_quant`: SmoothQuant alpha (int8/fp8; None: none, or the runtime's recipe). `runtime`: the runtime the
+    model will run on; its `int8` recipe gives the int8 defaults (exclude, float_precision, smooth_quant).
     `progress`: a bar over the calibration batches on stderr (a terminal only). `vocab` overrides the tokenizer
     stored with the model; `fallback_vocab` (default: the embedded model's) serves models without one."""
     input, output = Path(input), Path(output)
     check_outputs([output, sidecar_path(output)], [input, calib_json or calib_data.DEFAULT_CALIB_JSON, vocab])
+    recipe = _recipe(precision, runtime)
+    if recipe is not None:  # the runtime's defaults; what the caller gave explicitly wins
+        exclude = recipe.exclude if exclude is None else exclude
+        float_precision = float_precision or recipe.float_precision
+        smooth_quant = recipe.smooth_quant if smooth_quant is None else smooth_quant
     exclude, float_precision = _check_request(precision, calib_method, exclude, float_precision)
+    if smooth_quant is not None and precision not in DEFAULT_EXCLUDE:
+        raise BertrtError("SmoothQuant applies to int8 and fp8 only")
     model, cfg = load_qa_model(input)
     if stage_of(model).startswith("quantize:"):
         raise BertrtError(f"{input}: already quantized ({stage_of(model)}); quantize the FP32 model")
@@ -71,7 +86,10 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
     keep_fp32 = keep_fp32 if keep_fp32 is not None else DEFAULT_KEEP_FP32
     if quantized:
         out, info, conversion_meta = _quantize_gemms(model, precision, feeds, calib_method, exclude, percentile,
-                                                     float_precision, keep_fp32, batch_size, progress)
+                                                     float_precision, keep_fp32, batch_size, progress, smooth_quant)
+        if runtime is not None:
+            info["runtime"] = runtime
+            conversion_meta["bertrt.quantize.runtime"] = runtime
     else:
         out, info = convert_fp16(model, keep_fp32, feeds)
         conversion_meta = {}
@@ -100,6 +118,16 @@ def quantize(input: str | Path, output: str | Path, precision: str, calib_json: 
         load_qa_model(tmp, load_weights=False)
         write_json(tmp_sidecar, sidecar_record(output, tmp, f"quantize:{precision}", params, inputs))
     return {"output": str(output), **params}
+
+
+def _recipe(precision: str, runtime: str | None) -> QuantRecipe | None:
+    """The INT8 recipe `runtime` declares (None: quantize's own defaults); int8 only."""
+    if runtime is None:
+        return None
+    declared = get_runtime(runtime).int8
+    if precision != "int8":
+        raise BertrtError(f"--runtime chooses an INT8 recipe; {precision} has none (drop --runtime)")
+    return declared
 
 
 def _check_request(precision: str, calib_method: str, exclude: tuple[str, ...] | None,
@@ -133,11 +161,18 @@ def _calibration_feeds(calib_json: Path, calib_num: int, tokenizer, vocab_size: 
 
 def _quantize_gemms(model: onnx.ModelProto, precision: str, feeds: list, calib_method: str, exclude: tuple[str, ...],
                     percentile: float, float_precision: str, keep_fp32: tuple[str, ...],
-                    batch_size: int, progress: bool = False) -> tuple[onnx.ModelProto, dict, dict[str, str]]:
-    """int8 / fp8: Q/DQ on the GEMMs not excluded, then what stays float to `float_precision`; returns the graph,
-    the report's details and the metadata it adds."""
+                    batch_size: int, progress: bool = False, smooth_quant: float | None = None
+                    ) -> tuple[onnx.ModelProto, dict, dict[str, str]]:
+    """int8 / fp8: SmoothQuant (with an alpha), Q/DQ on the GEMMs not excluded, then what stays float to
+    `float_precision`; returns the graph, the report's details and the metadata it adds."""
     meta: dict[str, str] = {}
+    smoothed = 0
+    if smooth_quant is not None:
+        model, smoothed = apply_smooth_quant(model, feeds, smooth_quant)
+        meta["bertrt.smooth_quant"] = f"{smooth_quant:g}"
     out, info = quantize_int8(model, feeds, calib_method, exclude=exclude, percentile=percentile, progress=progress)
+    if smooth_quant is not None:
+        info["smooth_quant"] = {"alpha": smooth_quant, "groups": smoothed}
     if precision == "fp8":
         out = int8_to_fp8(out, model)
         # onnxruntime fuses DQ -> MatMul -> Q into QLinearMatMul, which has no float8 kernel: FP8 runs on its CPU

@@ -11,12 +11,12 @@ from __future__ import annotations
 from bertrt.runtimes import (onnxruntime, onnxruntime_bound, openvino, plugin_reference, tensorrt_engine,
                              tf_checkpoint)
 from bertrt.runtimes.artifact import ARTIFACT_KINDS, Artifact, is_checkpoint, read_artifact
-from bertrt.runtimes.base import PROVIDERS, QABackend, QARunner, RunOptions, check_fits, run_options
-from bertrt.runtimes.registry import (Runtime, choose_runtime, get_runtime, open_backend, reference_options, register,
-                                      registered, runtime_names, under_test_options, unregister)
+from bertrt.runtimes.base import PROVIDERS, QABackend, QARunner, QuantRecipe, RunOptions, check_fits, run_options
+from bertrt.runtimes.registry import (Runtime, choose_runtime, default_runtime, get_runtime, open_backend,
+                                      reference_options, register, registered, runtime_names, under_test_options, unregister)
 
-__all__ = ["ARTIFACT_KINDS", "Artifact", "PROVIDERS", "QABackend", "QARunner", "RunOptions", "Runtime",
-           "check_fits", "choose_runtime", "get_runtime", "is_checkpoint", "open_backend", "read_artifact",
+__all__ = ["ARTIFACT_KINDS", "Artifact", "PROVIDERS", "QABackend", "QARunner", "QuantRecipe", "RunOptions",
+           "Runtime", "check_fits", "choose_runtime", "default_runtime", "get_runtime", "is_checkpoint", "open_backend", "read_artifact",
            "reference_options", "register", "registered", "run_options", "runtime_names", "under_test_options",
            "unregister"]
 

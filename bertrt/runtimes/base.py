@@ -60,6 +60,17 @@ class RunOptions:
         return [name for name in REQUESTS if getattr(self, name) != defaults[name]]
 
 
+@dataclass(frozen=True)
+class QuantRecipe:
+    """How an INT8 Q/DQ model is best made for a runtime (its `Runtime.int8`): what `bertrt quantize --runtime R`
+    and `bertrt optimize` use where the model will run on R. The fields are `bertrt quantize`'s options."""
+
+    exclude: tuple[str, ...]  # GEMM groups kept in float (calibration/qdq.py EXCLUDE_GROUPS)
+    float_precision: str  # fp16 | fp32: the type of what is not quantized
+    smooth_quant: float | None = None  # SmoothQuant alpha (None: no smoothing)
+    why: str = ""  # one line: what was measured (docs)
+
+
 def run_options(options: RunOptions | None = None, **fields) -> RunOptions:
     """`options` with `fields` replaced (RunOptions(**fields) when there are none): the keyword convenience of the
     API functions that take a RunOptions."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bertrt.errors import BertrtError
 from bertrt.runtimes.artifact import ARTIFACT_KINDS, Artifact, read_artifact
-from bertrt.runtimes.base import REQUESTS, QABackend, RunOptions, run_options
+from bertrt.runtimes.base import REQUESTS, QABackend, QuantRecipe, RunOptions, run_options
 
 # How a refusal names each request (RunOptions field) to the user.
 _REQUEST_NAMES = {"extra_outputs": "per-layer outputs (--per-layer)", "precision": "--precision",
@@ -41,6 +41,9 @@ class Runtime:
     # The reference of its artifact kind: what other runtimes are checked against (compare's side A when no runtime
     # is named), which need not be the fastest default.
     reference: bool = False
+    # How INT8 models are best made for it (`bertrt quantize --runtime`, `bertrt optimize`); None: quantize's own
+    # defaults (the TensorRT placement).
+    int8: QuantRecipe | None = None
 
     def missing(self) -> str | None:
         """Why it cannot run here (one line naming what to install), or None when it can."""
@@ -133,6 +136,14 @@ def choose_runtime(artifact: Artifact, options: RunOptions) -> Runtime:
     raise BertrtError(f"{where}: no registered runtime runs {_kind_label(artifact.kind)}{target} with --provider "
                       f"{options.provider} by default (registered for {_kind_label(artifact.kind)}: "
                       f"{', '.join(r.name for r in registered(artifact.kind)) or 'none'})")
+
+
+def default_runtime(kind: str, options: RunOptions | None = None) -> Runtime | None:
+    """The runtime an artifact of `kind` runs on by default here (the first registered default for `options` that
+    is installed), or None. For a model not made yet: its target is not asked (`choose_runtime` is, on opening)."""
+    options = options or RunOptions()
+    return next((r for r in registered(kind) if r.default_when is not None and r.default_when(options)
+                 and (r.providers is None or options.provider in r.providers) and r.missing() is None), None)
 
 
 def reference_options(model: str | Path, options: RunOptions) -> RunOptions:
