@@ -2,7 +2,12 @@
 it writes every artifact into one folder: the export, the fused graph of a target, the precision stage, optionally
 a TensorRT engine; then a parity/accuracy report (compare against the export + a SQuAD subset of the shipped dev
 set, for the export and for the final model) and the exact `bertrt` commands that make the same artifacts
-(commands.sh). Built from the `bertrt.api` functions in this process, not from subprocesses."""
+(commands.sh). Built from the `bertrt.api` functions in this process, not from subprocesses.
+
+INT8 is made for where the final model will run: with --build, the TensorRT placement (quantize's defaults); without,
+the recipe of the runtime that runs ONNX models here by default (`Runtime.int8`: OpenVINO's on the CPU, SmoothQuant
+with every weight GEMM in INT8, docs/cpu-runtimes.md), so `bertrt optimize` alone gives the CPU its fastest
+artifact."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from bertrt.artifacts import write_json_atomic
 from bertrt.errors import BertrtError
 from bertrt.output import bar
 from bertrt.resources import embedded_vocab, squad_dev
+from bertrt.runtimes import default_runtime
 
 PRECISIONS = ("fp32", "fp16", "int8", "fp8")
 REPORT = "optimize.json"
@@ -58,6 +64,15 @@ def _vocab(request: OptimizeRequest) -> Path:
     return folder / "vocab.txt" if (folder / "vocab.txt").is_file() else embedded_vocab()
 
 
+def int8_runtime(request: OptimizeRequest) -> str | None:
+    """The runtime whose INT8 recipe the quantize stage uses: None with --build (an engine: quantize's defaults, the
+    TensorRT placement), else the default ONNX runtime here when it declares one (OpenVINO)."""
+    if request.precision != "int8" or request.build:
+        return None
+    runtime = default_runtime("onnx")
+    return runtime.name if runtime is not None and runtime.int8 is not None else None
+
+
 def optimize(request: OptimizeRequest) -> dict:
     """Run the pipeline of `request`; returns the report (also written to <output_dir>/optimize.json, with the
     commands in <output_dir>/commands.sh). Each stage's own checks apply (one-line BertrtError)."""
@@ -84,10 +99,12 @@ def optimize(request: OptimizeRequest) -> dict:
         stage("surgery", _command("surgery", "--input", exported, "--target", request.target, "--output", fused),
               lambda: api.fuse(exported, fused, target=request.target))
         if request.precision != "fp32":
+            recipe = int8_runtime(request)
             stage("quantize", _command("quantize", "--input", fused, "--precision", request.precision, "--output",
-                                       final, "--calib-num", request.calib_num, "--vocab", vocab),
+                                       final, "--calib-num", request.calib_num, "--vocab", vocab,
+                                       *(["--runtime", recipe] if recipe else [])),
                   lambda: api.quantize(fused, final, request.precision, calib_num=request.calib_num, vocab=vocab,
-                                       progress=request.progress))
+                                       progress=request.progress, runtime=recipe))
         checked, engine_note = final, None
         compare_args = (squad_json, vocab, request.compare_features)
         if request.build:
@@ -119,6 +136,7 @@ def optimize(request: OptimizeRequest) -> dict:
                                                       if k in report["scores"]}}
     report = {
         "checkpoint": str(request.checkpoint), "target": request.target, "precision": request.precision,
+        "int8_recipe": int8_runtime(request),
         "artifacts": {"export": str(exported), "fused": str(fused), "final": str(final),
                       **({"engine": str(final.with_suffix(".engine"))} if request.build else {})},
         "checked": str(checked), **({"engine_not_run": engine_note} if engine_note else {}),

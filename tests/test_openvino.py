@@ -64,6 +64,36 @@ def test_quantized_artifacts_run(setting, quantized, embedded_onnx, dev_batch):
     assert 1e-3 < error < 5
 
 
+def test_streams_and_length_padding_keep_the_logits(embedded_onnx, dev_batch):
+    """With 2+ threads a batch runs as STREAMS row slices at once, on lengths padded to a multiple of SEQ_MULTIPLE:
+    the logits (f32) equal onnxruntime's within the f32 bound, in the input's shape, for any row count."""
+    from bertrt.runtimes.openvino import SEQ_MULTIPLE, STREAMS
+
+    seq = dev_batch["input_ids"].shape[1]
+    extra = 1 if seq % SEQ_MULTIPLE == 0 else 0  # a length that needs padding
+    feed = {n: np.pad(a, ((0, 0), (0, extra))) for n, a in dev_batch.items()}
+    reference = logits(embedded_onnx, feed, runtime="onnxruntime")
+    with open_backend(embedded_onnx, RunOptions(runtime="openvino", precision="f32", threads=2)) as backend:
+        assert (backend.runner.streams, backend.runner.multiple) == (STREAMS, SEQ_MULTIPLE) == (2, 16)
+        for rows in (8, 3, 1):
+            part = {n: a[:rows] for n, a in feed.items()}
+            got = backend.infer_all(part)
+            assert got["start_logits"].shape == part["input_ids"].shape
+            assert worst_error({n: a[:rows] for n, a in reference.items()}, got, part) <= PARITY_TOL["f32"], rows
+    with open_backend(embedded_onnx, RunOptions(runtime="openvino", threads=1)) as backend:
+        assert backend.runner.streams == 1  # one thread: one request, every op on it
+
+
+def test_openvino_int8_recipe_keeps_f1(quantized, embedded_onnx, tokenizer, tmp_path):
+    """`bertrt quantize --precision int8 --runtime openvino` (SmoothQuant, every weight GEMM INT8) on OpenVINO at its
+    default precision: F1 on the first 1000 dev questions within max_f1_drop of onnxruntime FP32's there (~5 s)."""
+    guard = EXPECTED["int8-openvino"]
+    path, _ = quantized("int8-openvino")
+    scores = squad_scores(path, tokenizer, tmp_path / "predictions.json", guard["questions"],
+                          RunOptions(runtime="openvino"))
+    assert scores["f1"] >= guard["fp32_f1"] - guard["max_f1_drop"], scores
+
+
 def test_infer_cli_answers_the_classic_question(capsys, embedded_onnx):
     for precision in ("f32", "bf16") if HAS_BF16 else ("f32",):
         code = main(["infer", "--model", str(embedded_onnx), "--vocab", str(VOCAB), "--runtime", "openvino",

@@ -67,3 +67,17 @@ def test_optimize_refuses_bad_requests_before_any_work(capsys, tmp_path):
     with pytest.raises(BertrtError, match="--squad-limit"):
         optimize(OptimizeRequest(EMBEDDED, tmp_path / "o", squad_limit=0))
     assert not (tmp_path / "o").exists()
+
+
+def test_optimize_int8_follows_where_the_model_runs():
+    """INT8 is made with the recipe of the runtime the final model runs on: without --build the default ONNX runtime
+    here (OpenVINO where installed: SmoothQuant, every weight GEMM), with --build an engine (quantize's defaults)."""
+    from bertrt.optimize import OptimizeRequest, int8_runtime
+    from bertrt.runtimes import default_runtime
+
+    cpu = default_runtime("onnx")
+    expected = cpu.name if cpu is not None and cpu.int8 is not None else None
+    assert expected == ("openvino" if importlib.util.find_spec("openvino") else None)
+    assert int8_runtime(OptimizeRequest(EMBEDDED, Path("o"))) == expected
+    assert int8_runtime(OptimizeRequest(EMBEDDED, Path("o"), build=True)) is None
+    assert int8_runtime(OptimizeRequest(EMBEDDED, Path("o"), precision="fp8")) is None

@@ -266,3 +266,57 @@ def test_diagnose_reports_every_quantized_activation(quantized, embedded_onnx, d
     assert {r["tensor"] for r in rows} == activations
     assert all(0.0 < r["rel_err"] < 0.5 and r["amax"] > 0.0 for r in rows)
     assert all(u in ("MatMul", "Gemm") for r in rows for u in r["feeds"])  # Q/DQ on GEMM inputs only
+
+
+def test_smooth_quant_keeps_the_fp32_function(embedded_onnx, dev_batch):
+    """SmoothQuant moves per-channel scales from the activations into the weights: the FP32 model computes the same
+    logits (float rounding only), every weight-GEMM group gets a Mul, and the activation the GEMMs read is flatter
+    across channels (what per-tensor INT8 scales need)."""
+    from bertrt.calibration.qdq import smooth_quant
+
+    model = onnx.load(str(embedded_onnx))
+    groups = {n.input[0] for n in gemm_nodes(model)["weight"]}
+    smoothed, count = smooth_quant(model, [dev_batch], 0.95)
+    assert count == len(groups) == 25  # 6 layers x (QKV, attention output, FFN up, FFN down) + the QA head
+    muls = [n for n in smoothed.graph.node if n.op_type == "Mul" and n.name.endswith("/smooth")]
+    assert len(muls) == count
+    onnx.checker.check_model(smoothed)
+
+    def run(m, outputs=()):
+        import onnxruntime as ort
+
+        m = onnx.ModelProto.FromString(m.SerializeToString())
+        m.graph.output.extend(onnx.helper.make_tensor_value_info(x, TensorProto.FLOAT, None) for x in outputs)
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, session.run(names, dev_batch)))
+
+    before, after = run(model), run(smoothed, [m.output[0] for m in muls])
+    real = dev_batch["input_mask"].astype(bool)
+    for name in ("start_logits", "end_logits"):
+        assert np.abs(before[name][real] - after[name][real]).max() < 1e-3, name
+    # the FFN-down input (GELU output) has outlier channels: smoothing flattens its channel maxima
+    down = {n.input[0] for n in gemm_nodes(model)["ffn_down"]}
+    raw = run(model, sorted(down))
+    for mul in muls:
+        if mul.input[0] in down:
+            spread = lambda x: (lambda a: a.max() / np.median(a))(np.abs(x).reshape(-1, x.shape[-1]).max(0))
+            assert spread(after[mul.output[0]]) < spread(raw[mul.input[0]]) / 2
+
+
+def test_runtime_recipe_gives_the_int8_defaults(quantized, embedded_onnx, tmp_path):
+    """--runtime openvino: OpenVINO's declared recipe (SmoothQuant 0.95, attention BMMs in float, FP32 rest) is what
+    the artifact holds and records; explicit options still win; fp16 has no recipe (one line)."""
+    from bertrt.runtimes import get_runtime
+
+    path, report = quantized("int8-openvino")
+    recipe = get_runtime("openvino").int8
+    assert report["runtime"] == "openvino" and report["smooth_quant"] == {"alpha": recipe.smooth_quant, "groups": 25}
+    assert report["excluded_groups"] == list(recipe.exclude) == ["attention_bmm"]
+    assert report["float_precision"] == "fp32" and report["qdq"]["weight_per_channel"] == 37
+    meta = metadata(onnx.load(str(path), load_external_data=False))
+    assert meta["bertrt.smooth_quant"] == "0.95" and meta["bertrt.quantize.runtime"] == "openvino"
+    assert meta["bertrt.quantize.excluded_gemms"] == "attention_bmm"
+    with pytest.raises(BertrtError, match="fp16 has none"):
+        quantize(embedded_onnx, tmp_path / "x.onnx", "fp16", runtime="openvino")
+    assert get_runtime("onnxruntime").int8 is None  # onnxruntime's INT8 stays quantize's defaults
