@@ -199,7 +199,11 @@ class QABackend:
         if profile is not None and profile != self._profile:
             self.runner.set_profile(profile)
             self._profile = profile
-        return self.runner.infer({name: np.ascontiguousarray(feed[name], dtype=np.int32) for name in INPUT_NAMES})
+        # The feed is the QA contract by construction (its names, int32, [batch, seq], the shape checked above), so
+        # Polygraphy's own input check is skipped: it rebuilds its dtype tables on every call, ~0.3 ms a run,
+        # a fifth of a single request's whole serving time on the GPU.
+        return self.runner.infer({name: np.ascontiguousarray(feed[name], dtype=np.int32) for name in INPUT_NAMES},
+                                 check_inputs=False)
 
 
 def activation_bytes(cfg: BertConfig, batch: int, seq: int) -> int:
