@@ -68,8 +68,10 @@ def _top_k(x: np.ndarray, k: int) -> np.ndarray:
     integer keys (value order, then position), twice as fast on a batch's rows; small inputs keep the stable sort,
     which is then cheaper."""
     n, width = x.shape
+    if n * width < 2048 or width >= 1 << 20:
+        return np.argsort(-x, axis=1, kind="stable")[:, :k]
     x32 = x.astype(np.float32)
-    if n * width < 2048 or width >= 1 << 20 or not np.array_equal(x32, x):
+    if not np.array_equal(x32, x):
         return np.argsort(-x, axis=1, kind="stable")[:, :k]
     bits = x32.view(np.int32).astype(np.int64)
     # Float order as integers, descending: -bits for x >= 0, the magnitude bits for x < 0 (-0.0 and 0.0 both 0,
