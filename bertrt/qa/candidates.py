@@ -14,16 +14,19 @@ import numpy as np
 from bertrt.qa.features import Feature
 
 
-def _padded(rows: Sequence, lengths: np.ndarray, width: int, fill, dtype) -> np.ndarray:
-    """[len(rows), width]: rows[i][:lengths[i]] in row i, `fill` after it."""
-    inside = np.arange(width) < lengths[:, None]
+def _padded(rows: Sequence, lengths: np.ndarray, width: int, fill, dtype, inside: np.ndarray | None) -> np.ndarray:
+    """[len(rows), width]: rows[i][:lengths[i]] in row i, `fill` after it. `inside` is
+    np.arange(width) < lengths[:, None], or None where every length is `width`."""
     if len({len(r) for r in rows}) == 1 and len(rows[0]) >= width:
         # Rows of one length (one batch's logits): one stacked copy instead of one assignment per row.
         out = np.asarray(rows)[:, :width].astype(dtype)
-        out[~inside] = fill
+        if inside is not None:
+            out[~inside] = fill
         return out
     out = np.full((len(rows), width), fill, dtype=dtype)
-    out[inside] = np.concatenate([np.asarray(r)[:n] for r, n in zip(rows, lengths.tolist())])  # row-major order
+    # row-major order: row 0's first lengths[0] cells, then row 1's, ...
+    out[np.ones_like(out, dtype=bool) if inside is None else inside] = np.concatenate(
+        [np.asarray(r)[:n] for r, n in zip(rows, lengths.tolist())])
     return out
 
 
@@ -43,12 +46,13 @@ def pair_table(features: Sequence[Feature], start_logits: Sequence[np.ndarray], 
                lengths: np.ndarray, n_best: int, max_answer_length: int) -> PairTable:
     """run_squad's filters on each feature's n-best starts x n-best ends; `lengths` holds each feature's length."""
     n, width = len(features), int(lengths.max())
-    start = _padded(start_logits, lengths, width, -np.inf, np.float64)  # float64, as run_squad adds the logits
-    end = _padded(end_logits, lengths, width, -np.inf, np.float64)
+    inside = None if lengths.min() == width else np.arange(width) < lengths[:, None]
+    start = _padded(start_logits, lengths, width, -np.inf, np.float64, inside)  # float64, as run_squad adds them
+    end = _padded(end_logits, lengths, width, -np.inf, np.float64, inside)
     # make_features' layout: the context window is segment 1 except the final [SEP] (token_spans not None)
-    is_context = _padded([f.segment_ids for f in features], lengths, width, False, bool)
+    is_context = _padded([f.segment_ids for f in features], lengths, width, False, bool, inside)
     is_context[np.arange(n), lengths - 1] = False
-    max_context = _padded([f.max_context for f in features], lengths, width, False, bool)
+    max_context = _padded([f.max_context for f in features], lengths, width, False, bool, inside)
     k = min(n_best, width)
     top_start, top_end = _top_k(start, k), _top_k(end, k)  # [n, k]
     rows = np.arange(n)[:, None]

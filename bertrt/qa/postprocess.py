@@ -119,7 +119,9 @@ def _answers(
     # v2: "no answer" is the [CLS] span; run_squad keeps the smallest over the example's windows.
     null_score = np.full(len(examples), np.inf)
     np.minimum.at(null_score, example_of, table.null)
-    top = ranked(table, near_top(table, n_best), example_of, null_score, version_2)
+    # (a few features have too few candidates for the cut to pay for its numpy calls)
+    top = ranked(table, near_top(table, n_best) if len(features) > 4 else table.valid, example_of, null_score,
+                 version_2)
     # Feature -1 (v2's "no answer") reads the last entry: the text "" at (-1, -1).
     token_spans = [f.token_spans for f in features] + [[(-1, -1)]]
     contexts = [ex.context for ex in examples]
@@ -251,10 +253,13 @@ def best_answers(
         )
     example_of = np.fromiter((f.example_index for f in features), dtype=np.int64, count=len(features))
     lengths = np.fromiter((len(f.input_ids) for f in features), dtype=np.int64, count=len(features))
-    for i in np.flatnonzero((example_of < 0) | (example_of >= len(examples)))[:1].tolist():
+    if len(features) and (example_of.min() < 0 or example_of.max() >= len(examples)):
+        i = int(np.flatnonzero((example_of < 0) | (example_of >= len(examples)))[0])
         raise BertrtError(f"feature {i} refers to example {example_of[i]} but there are {len(examples)}")
     for name, rows in (("start", start_logits), ("end", end_logits)):
-        for i in np.flatnonzero(_row_lengths(rows) < lengths)[:1].tolist():
+        short = _row_lengths(rows) < lengths
+        if short.any():
+            i = int(np.argmax(short))
             raise BertrtError(f"{name} logits of feature {i} have shape {np.shape(rows[i])}; need 1-D with at least "
                               f"{lengths[i]}")
     options = (n_best, max_answer_length, version_2, null_score_diff_threshold, keep_nbest)
