@@ -72,6 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--buckets", default=os.environ.get("GSB_BUCKETS", ",".join(map(str, DEFAULT_BUCKETS))))
     p.add_argument("--batch-size", type=int, default=int(os.environ.get("GSB_BATCH_SIZE", 16)),
                    help="windows per model run (every run is padded to it: small keeps c1 fast)")
+    p.add_argument("--batch-rows", default=os.environ.get("GSB_BATCH_ROWS", ""),
+                   help="smaller row counts a batch of fewer windows runs padded to, e.g. 1,4,16 (default: none)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("GSB_THREADS", 0)) or None,
                    help="onnxruntime intra-op threads per instance (default with cuda: 1, so that idle pool threads "
                         "of several instances do not spin on the server's cores; with cpu: all)")
@@ -151,7 +153,8 @@ def _mean_batch(before: dict[int, int], after: dict[int, int]) -> float | None:
 
 def served_options(args) -> RunOptions:
     return RunOptions(provider=args.provider, buckets=parse_buckets(args.buckets) if args.buckets else None,
-                      batch_size=args.batch_size, cuda_graph=args.cuda_graph, threads=args.threads)
+                      batch_size=args.batch_size, cuda_graph=args.cuda_graph, threads=args.threads,
+                      batch_rows=parse_buckets(args.batch_rows, "--batch-rows") if args.batch_rows else None)
 
 
 def in_process(args, server_cores) -> list[dict]:

@@ -76,7 +76,8 @@ def _bls_backend(model: Path, params: ServingParams, pb_utils) -> QABackend:
     options = params.options
     return QABackend(TritonModelRunner(params.mode.tensor_model, pb_utils), config,
                      f"Triton model {params.mode.tensor_model} (BLS)", profiles,
-                     buckets=options.buckets, batch_size=options.batch_size if options.buckets else None)
+                     buckets=options.buckets, batch_size=options.batch_size if options.buckets else None,
+                     batch_rows=options.batch_rows if options.buckets else None)
 
 
 def open_session(model_dir: Path, params: ServingParams, pb_utils=None) -> QASession:

@@ -125,7 +125,8 @@ def bucketed_logits(backend: QABackend, chunks: Iterable[list[Feature]], batch_s
                     ) -> tuple[list[Feature], list[np.ndarray], list[np.ndarray], float]:
     """Features (concatenated from `chunks`, in order) and their logits, run in batches of `batch_size` rows of one
     sequence-length bucket each, so the backend sees only the shapes it warmed up. Batches start as soon as a
-    chunk completes one; the partial batch of each bucket runs at the end (padded to `batch_size` rows)."""
+    chunk completes one; the partial batch of each bucket runs at the end, padded to the backend's smallest row
+    count that holds it (`batch_size` unless the backend has smaller `batch_rows`)."""
     features: list[Feature] = []
     starts: list[np.ndarray] = []
     ends: list[np.ndarray] = []
@@ -134,7 +135,7 @@ def bucketed_logits(backend: QABackend, chunks: Iterable[list[Feature]], batch_s
     with _progress_bar(progress) as bar:
         def run(bucket: int, indices: list[int]) -> None:
             nonlocal seconds
-            feed = collate([features[i] for i in indices], bucket, rows=batch_size)
+            feed = collate([features[i] for i in indices], bucket, rows=backend.rows_for(len(indices)))
             seconds += _infer_rows(backend, feed, indices, starts, ends)
             bar.update(len(indices))
 
