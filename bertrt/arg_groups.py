@@ -88,6 +88,9 @@ def add_backend_args(p) -> None:
     p.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     p.add_argument("--buckets", help="sequence-length buckets, e.g. 128,192,256,320,384 (default with --provider "
                                      "cuda; each batch is padded to its bucket and to --batch-size rows)")
+    p.add_argument("--batch-rows", help="with buckets: smaller row counts a batch of fewer windows is padded to "
+                                        "instead of --batch-size, e.g. 1,4,16 (each one more warmed-up shape per "
+                                        "bucket; default: none)")
     p.add_argument("--cuda-graph", action="store_true", help="--provider cuda: replay one onnxruntime CUDA graph "
                                                              "per bucket")
     takers = [f"{r.name}: {', '.join(r.precisions)}" for r in registered() if r.precisions]
@@ -100,6 +103,7 @@ def backend_options(args, cfg: PipelineConfig) -> RunOptions:
     check_threads("--threads", args.threads)
     return RunOptions(runtime=args.runtime, provider=pick(args.provider, cfg, "run", "provider"),
                       threads=args.threads, buckets=parse_buckets(args.buckets) if args.buckets else None,
+                      batch_rows=parse_buckets(args.batch_rows, "--batch-rows") if args.batch_rows else None,
                       cuda_graph=args.cuda_graph, precision=args.precision)
 
 

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import json
 import math
 import os
 import platform
+import pstats
 import shutil
 import socket
 import subprocess
@@ -39,9 +41,12 @@ from bertrt.runtimes.buckets import DEFAULT_BUCKETS, parse_buckets
 from bertrt.serve.cli import free_port
 from bertrt.serve.client import QAClient, load
 from bertrt.serve.gpus import gpu_count
+from bertrt.serve.python_model import PROFILE_DIR_ENV
 from bertrt.serve.repository import DEFAULT_BATCHING, Batching, ServingParams, write_repository
 from bertrt.serve.server import Endpoints, TritonServer
-from bertrt.session import SquadParams
+from bertrt.qa.squad_data import Example
+from bertrt.session import QASession, SquadParams
+from bertrt.session.answering import answer
 
 PASSAGE = ("TensorRT is a high performance deep learning inference platform that delivers low latency and high "
            "throughput for apps such as recommenders, speech and image/video on NVIDIA GPUs. It includes parsers to "
@@ -67,6 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--buckets", default=os.environ.get("GSB_BUCKETS", ",".join(map(str, DEFAULT_BUCKETS))))
     p.add_argument("--batch-size", type=int, default=int(os.environ.get("GSB_BATCH_SIZE", 16)),
                    help="windows per model run (every run is padded to it: small keeps c1 fast)")
+    p.add_argument("--batch-rows", default=os.environ.get("GSB_BATCH_ROWS", ""),
+                   help="smaller row counts a batch of fewer windows runs padded to, e.g. 1,4,16 (default: none)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("GSB_THREADS", 0)) or None,
                    help="onnxruntime intra-op threads per instance (default with cuda: 1, so that idle pool threads "
                         "of several instances do not spin on the server's cores; with cpu: all)")
@@ -87,6 +94,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--multi-gpu-max-batch", type=int, default=int(os.environ.get("GSB_MULTI_MAX_BATCH", 128)))
     p.add_argument("--budget-s", type=float, default=float(os.environ.get("GSB_BUDGET_S", 420)),
                    help="stop starting new configurations after this many seconds")
+    p.add_argument("--protocol", choices=("grpc", "http"), default=os.environ.get("GSB_PROTOCOL", "grpc"))
+    p.add_argument("--in-process", type=int, nargs="*", default=[int(v) for v in _env_list("GSB_IN_PROCESS", "1 16 64")],
+                   help="first, the same requests answered in this process by a QASession with the served options: "
+                        "these batch sizes (none: skip)")
+    p.add_argument("--profile", action="store_true",
+                   help="profile every stub's execute (cProfile, %s) and write the top functions per "
+                        "configuration to <out>/profile-<config>.txt (slows the stubs)" % PROFILE_DIR_ENV)
     args = p.parse_args(argv)
     if args.provider == "cpu":
         args.cuda_graph = False
@@ -137,10 +151,60 @@ def _mean_batch(before: dict[int, int], after: dict[int, int]) -> float | None:
     return sum(b * n for b, n in runs.items()) / executions if executions else None
 
 
+def served_options(args) -> RunOptions:
+    return RunOptions(provider=args.provider, buckets=parse_buckets(args.buckets) if args.buckets else None,
+                      batch_size=args.batch_size, cuda_graph=args.cuda_graph, threads=args.threads,
+                      batch_rows=parse_buckets(args.batch_rows, "--batch-rows") if args.batch_rows else None)
+
+
+def in_process(args, server_cores) -> list[dict]:
+    """The served requests answered in this process (a QASession with the served options, as one stub runs them),
+    n at a time: the floor a Triton instance adds its overhead to. Median of 50 calls after 10 warm-up calls; the
+    model, feature and post-processing parts come from the session's own clocks."""
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, server_cores[:1])  # one core, as one stub's Python has
+    rows = []
+    try:
+        with QASession(args.model, args.vocab, SquadParams(), options=served_options(args)) as qa:
+            for n in args.in_process:
+                examples = [Example(qas_id=str(i), question=QUESTION, context=PASSAGE) for i in range(n)]
+                runs = []
+                for k in range(60):
+                    t0 = time.perf_counter()
+                    run = answer(qa.backend, qa.tokenizer, examples, qa.params, qa.batch_size,
+                                 truncate_question=False, keep_nbest=False)
+                    if k >= 10:
+                        runs.append((time.perf_counter() - t0, run.seconds, run.feature_seconds, run.post_seconds))
+                med = [sorted(col)[len(col) // 2] * 1000 for col in zip(*runs)]
+                rows.append({"requests": n, "ms": round(med[0], 3), "model_ms": round(med[1], 3),
+                             "features_ms": round(med[2], 3), "post_ms": round(med[3], 3),
+                             "us_per_request": round(med[0] * 1000 / n, 1), "answer": run.answers[0].text})
+                r = rows[-1]
+                print(f"in process, {n} requests per call: {r['ms']:.2f} ms ({r['us_per_request']:.0f} us/request; "
+                      f"model {r['model_ms']:.2f}, features {r['features_ms']:.2f}, post {r['post_ms']:.2f} ms)",
+                      flush=True)
+    finally:
+        os.sched_setaffinity(0, affinity)
+    return rows
+
+
+def _write_profile(profile_dir: Path, out: Path) -> None:
+    """The stubs' profiles of one configuration, merged: the top functions by own time and by cumulative time."""
+    files = sorted(profile_dir.glob("*.pstats"))
+    if not files:
+        return
+    text = io.StringIO()
+    stats = pstats.Stats(*map(str, files), stream=text)
+    stats.sort_stats("tottime").print_stats(40)
+    stats.sort_stats("cumulative").print_stats(40)
+    out.write_text(text.getvalue())
+    for f in files:
+        f.unlink()
+
+
 def run_config(args, name: str, batching: Batching, server_cores, client_cores, work: Path) -> list[dict]:
     """One server configuration: start, warm up, every concurrency level; rows of the table."""
-    options = RunOptions(provider=args.provider, buckets=parse_buckets(args.buckets) if args.buckets else None,
-                         batch_size=args.batch_size, cuda_graph=args.cuda_graph, threads=args.threads)
+    options = served_options(args)
     params = ServingParams(model="", vocab="", squad=SquadParams(), options=options, max_input_bytes=100_000)
     repository = write_repository(work / name / "repository", args.model, args.vocab, batching, params)
     endpoints = Endpoints("127.0.0.1", free_port(), free_port())
@@ -154,21 +218,25 @@ def run_config(args, name: str, batching: Batching, server_cores, client_cores, 
     rows = []
     try:
         start_s = time.perf_counter() - t0
-        url = endpoints.grpc_url
-        with QAClient("grpc", url) as client:
+        url = endpoints.grpc_url if args.protocol == "grpc" else endpoints.http_url
+        with QAClient(args.protocol, url) as client:
             expected = client.ask(PASSAGE, QUESTION)
             for _ in range(20):
                 client.ask(PASSAGE, QUESTION)
         # a short burst at the highest level, not recorded: the batcher's and the stubs' first large batches
-        load("grpc", url, PASSAGE, QUESTION, max(args.concurrency), 10**6, min(2.0, args.seconds),
+        load(args.protocol, url, PASSAGE, QUESTION, max(args.concurrency), 10**6, min(2.0, args.seconds),
              processes=client_processes(max(args.concurrency), len(client_cores)))
         for concurrency in args.concurrency:
-            with QAClient("grpc", url) as client:
+            with QAClient(args.protocol, url) as client:
                 before = _batch_counts(client)
+            cpu_before = server.cpu_seconds()
             processes = client_processes(concurrency, len(client_cores))
-            result = load("grpc", url, PASSAGE, QUESTION, concurrency, 10**6, args.seconds, processes=processes)
-            with QAClient("grpc", url) as client:
+            result = load(args.protocol, url, PASSAGE, QUESTION, concurrency, 10**6, args.seconds,
+                          processes=processes)
+            cpu = {k: v - cpu_before[k] for k, v in server.cpu_seconds().items()}
+            with QAClient(args.protocol, url) as client:
                 after = _batch_counts(client)
+            answered = max(1, len(result.answers))
             wrong = sum(a[0] != expected[0] for a in result.answers)
             rows.append({"config": name, "gpus": list(batching.gpus) or None, "instances": batching.instances,
                          "max_batch_size": batching.max_batch_size,
@@ -180,16 +248,22 @@ def run_config(args, name: str, batching: Batching, server_cores, client_cores, 
                          "p99_ms": round(result.percentile_ms(99), 2),
                          "mean_batch": round(m, 1) if (m := _mean_batch(before, after)) else None,
                          "client_cpu_cores": round(result.client_cores, 2), "server_start_s": round(start_s, 1),
+                         # host CPU per answered request: Triton's own process, and the stubs together
+                         "server_cpu_us": round(cpu["server"] / answered * 1e6, 1),
+                         "stub_cpu_us": round(cpu["stubs"] / answered * 1e6, 1),
+                         "client_cpu_us": round(result.client_cpu_s / answered * 1e6, 1),
                          "answer": expected[0]})
             print(_row(rows[-1]), flush=True)
     finally:
         server.stop()
+        if args.profile:
+            _write_profile(Path(os.environ[PROFILE_DIR_ENV]), args.out / f"profile-{name}.txt")
     return rows
 
 
 HEADER = ("| GPUs | instances | max batch | conc. | client procs | answered | errors | req/s | p50 ms | p99 ms | "
-          "mean batch | client CPU |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-          "---: |")
+          "mean batch | client CPU | CPU µs/request: triton, stubs, client |\n"
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 
 
 def _row(r: dict) -> str:
@@ -197,7 +271,8 @@ def _row(r: dict) -> str:
     errors = r["errors"] + r["wrong_answers"]
     return (f"| {gpus} | {r['instances']} | {r['max_batch_size']} | {r['concurrency']} | {r['client_processes']} | "
             f"{r['answered']} | {errors} | {r['req_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-            f"{r['mean_batch'] if r['mean_batch'] is not None else '-'} | {r['client_cpu_cores']:.2f} |")
+            f"{r['mean_batch'] if r['mean_batch'] is not None else '-'} | {r['client_cpu_cores']:.2f} | "
+            f"{r['server_cpu_us']:.0f}, {r['stub_cpu_us']:.0f}, {r['client_cpu_us']:.0f} |")
 
 
 def _run_plan(args, plan, report: dict, server_cores, client_cores, work: Path, t_start: float) -> None:
@@ -246,6 +321,11 @@ def main(argv=None) -> int:
     if multi:
         print(multi, flush=True)
         report["skipped"].append(multi)
+    if args.in_process:
+        report["in_process"] = in_process(args, server_cores)
+    if args.profile:
+        profile_dir = Path(tempfile.mkdtemp(prefix="gsb-profile-"))
+        os.environ[PROFILE_DIR_ENV] = str(profile_dir)  # the server and its stubs inherit it
     print(HEADER, flush=True)
     # repositories (hard links of the model) outside --out: on the device machine everything under $OUT travels back
     work = Path(tempfile.mkdtemp(prefix="gpu-serve-bench-"))

@@ -10,8 +10,10 @@ tokenization, windows batched together, one vectorized post-processing.
 
 from __future__ import annotations
 
+import cProfile
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,10 @@ from bertrt.runtimes import QABackend, QARunner
 from bertrt.runtimes.artifact import ENGINE_SUFFIXES
 from bertrt.serve.repository import INPUTS, ServingMode, ServingParams
 from bertrt.session import QASession
+
+# A directory: each model instance profiles its `execute` calls (cProfile) and writes <instance name>.pstats there
+# when it is unloaded (docs/serving.md, "Where a stub's time goes"). A diagnostic; off unless set.
+PROFILE_DIR_ENV = "BERTRT_STUB_PROFILE_DIR"
 
 
 class TritonModelRunner(QARunner):
@@ -70,7 +76,8 @@ def _bls_backend(model: Path, params: ServingParams, pb_utils) -> QABackend:
     options = params.options
     return QABackend(TritonModelRunner(params.mode.tensor_model, pb_utils), config,
                      f"Triton model {params.mode.tensor_model} (BLS)", profiles,
-                     buckets=options.buckets, batch_size=options.batch_size if options.buckets else None)
+                     buckets=options.buckets, batch_size=options.batch_size if options.buckets else None,
+                     batch_rows=options.batch_rows if options.buckets else None)
 
 
 def open_session(model_dir: Path, params: ServingParams, pb_utils=None) -> QASession:
@@ -134,6 +141,11 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.params = instance_params(ServingParams.from_parameters(config.get("parameters", {})), args)
         self.session = open_session(Path(args["model_repository"]), self.params, pb_utils)
+        self.profile_to = None
+        if os.environ.get(PROFILE_DIR_ENV):
+            name = "".join(c if c.isalnum() or c in "-_" else "_" for c in args.get("model_instance_name", "model"))
+            self.profile_to = Path(os.environ[PROFILE_DIR_ENV]) / f"{name}.pstats"
+            self.profiler = cProfile.Profile()
 
     def _answers(self, examples: list[Example], owner: list[int], errors: dict[int, str]) -> list:
         """Answers of `examples` (example k belongs to request owner[k]) in one session call. A request whose
@@ -154,6 +166,15 @@ class TritonPythonModel:
             return out
 
     def execute(self, requests):
+        if self.profile_to is None:
+            return self._execute(requests)
+        self.profiler.enable()
+        try:
+            return self._execute(requests)
+        finally:
+            self.profiler.disable()
+
+    def _execute(self, requests):
         pb = self.pb_utils
         errors: dict[int, str] = {}  # request index -> why it fails
         failed_run: set[int] = set()
@@ -189,3 +210,5 @@ class TritonPythonModel:
 
     def finalize(self):
         self.session.close()
+        if self.profile_to is not None:
+            self.profiler.dump_stats(self.profile_to)

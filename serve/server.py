@@ -239,6 +239,13 @@ class TritonServer:
             if directory not in self._pycache_before:
                 shutil.rmtree(directory, ignore_errors=True)
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by tritonserver itself (its HTTP/gRPC front end and batcher) and by its
+        Python-backend stubs together (tokenizing, the runtime's host side, post-processing): where a serving
+        benchmark's host time goes."""
+        server = _cpu_seconds(self.process.pid) if self.process is not None else 0.0
+        return {"server": server, "stubs": sum(_cpu_seconds(pid) for pid in self.stubs)}
+
     def problem(self) -> str | None:
         """Why the server cannot answer any more, or None. Triton keeps /v2/health/ready at 200 when a model's
         Python stub dies (every request then fails), so the stubs it started with are watched too."""
@@ -315,6 +322,15 @@ def _stubs(server_pid: int) -> set[int]:
         except OSError:
             continue
     return found
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
 
 
 def _alive(pid: int) -> bool:

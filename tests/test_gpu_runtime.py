@@ -137,6 +137,40 @@ def test_bucketed_squad_equals_length_sorted_batches(embedded_onnx, tokenizer):
     np.testing.assert_allclose([a.logit for a in got.answers], [a.logit for a in want.answers], atol=1e-4)
 
 
+def test_batch_rows_pad_partial_batches_to_the_smallest_row_count(embedded_onnx, tokenizer, monkeypatch):
+    """With batch_rows, a bucketed batch of fewer windows runs padded to the smallest row count that holds it (a
+    lone request: 1 row, not --batch-size); every (rows, bucket) shape is warmed up on entry and no other is run;
+    the answers equal those of batches padded to the full batch size."""
+    from bertrt.runtimes import open_backend
+    from bertrt.runtimes.onnxruntime_bound import OrtBoundRunner
+    from bertrt.session.answering import SquadParams, answer
+    from bertrt.qa.squad_data import load_squad
+
+    examples, _ = load_squad(require(DEV))
+    examples = examples[:10]  # 10 windows in bucket 192: a full batch of 8 and a partial one of 2
+    with open_backend(embedded_onnx, buckets=(128, 192, 384), batch_size=8) as full:
+        want = answer(full, tokenizer, examples, SquadParams(), 8, truncate_question=True)
+    shapes: list[tuple[int, int]] = []
+    real = OrtBoundRunner.infer_impl
+    monkeypatch.setattr(OrtBoundRunner, "infer_impl", lambda self, feed: (shapes.append(feed["input_ids"].shape),
+                                                                          real(self, feed))[1])
+    with open_backend(embedded_onnx, buckets=(128, 192, 384), batch_size=8, batch_rows=(1, 2, 4)) as laddered:
+        assert laddered.row_counts == (1, 2, 4, 8)
+        assert [laddered.rows_for(n) for n in (1, 2, 3, 5, 8)] == [1, 2, 4, 8, 8]
+        warmed = set(shapes)
+        assert warmed == {(r, b) for r in (1, 2, 4, 8) for b in (128, 192, 384)}
+        shapes.clear()
+        got = answer(laddered, tokenizer, examples, SquadParams(), 8, truncate_question=True)
+        one = answer(laddered, tokenizer, examples[:1], SquadParams(), 8, truncate_question=True)
+    assert shapes[-1][0] == 1  # the lone question ran one row
+    assert sorted(shapes[:-1]) == [(2, 192), (8, 192)]  # the partial batch ran 2 rows, not 8
+    assert [a.text for a in got.answers] == [a.text for a in want.answers]
+    np.testing.assert_allclose([a.logit for a in got.answers], [a.logit for a in want.answers], atol=1e-4)
+    assert one.answers[0].text == want.answers[0].text
+    with pytest.raises(BertrtError, match="batch rows must be between 1 and the batch size"):
+        open_backend(embedded_onnx, buckets=(128, 384), batch_size=8, batch_rows=(16,))
+
+
 def test_feature_chunks_equal_make_features(tokenizer):
     """Chunks made in a background thread or in forked worker processes are make_features' features, field by field."""
     from bertrt.session.answering import SquadParams, feature_chunks, prefetched

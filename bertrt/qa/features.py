@@ -7,6 +7,7 @@ context; and features are not padded here (see `collate`), so a runtime can batc
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -71,6 +72,24 @@ def _max_context(n_tokens: int, starts: list[int], window: int) -> np.ndarray:
     return best
 
 
+@functools.lru_cache(maxsize=4096)
+def _cached_layout(n_tokens: int, window: int, doc_stride: int) -> tuple[tuple[int, ...], np.ndarray]:
+    starts = _window_starts(n_tokens, window, doc_stride)
+    best = _max_context(n_tokens, starts, window)
+    best.flags.writeable = False  # shared by every feature made from it
+    return tuple(starts), best
+
+
+def _window_layout(n_tokens: int, window: int, doc_stride: int) -> tuple[Sequence[int], np.ndarray]:
+    """The window starts and each token's max-context window for a context of `n_tokens` tokens. It depends on
+    three numbers only, and passages of usual lengths recur (a SQuAD paragraph's questions, a served passage):
+    remembered for contexts up to 4096 tokens (~10 us a call saved; longer ones would hold megabytes)."""
+    if n_tokens > 4096:
+        starts = _window_starts(n_tokens, window, doc_stride)
+        return starts, _max_context(n_tokens, starts, window)
+    return _cached_layout(n_tokens, window, doc_stride)
+
+
 def _with_combining_marks(context: str, offsets: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Token offsets extended over the combining marks that follow them: the tokenizer strips accents, and a
     decomposed accent after a token's last letter ("cafe" + U+0301) would otherwise fall outside every token, so
@@ -99,12 +118,30 @@ class PairLayout:
         return len(self.prefix) + len(self.middle) + len(self.suffix)
 
 
+# pair_layout's answers for the last few tokenizers: id -> (tokenizer, its post-processor's repr, layout). The
+# tokenizer is held so that its id stays its own; the repr notices a post-processor replaced since.
+_LAYOUTS: dict[int, tuple[object, str, PairLayout]] = {}
+
+
 def pair_layout(tokenizer) -> PairLayout:
     """The layout the tokenizer's own post-processor gives a pair (read from encoding one), so features match
     what the model's tokenizer makes; [CLS]/[SEP] BERT layout for a tokenizer without a post-processor."""
     # Truncation or padding set on the (mutable) tokenizer would silently drop or pad context tokens.
     if tokenizer.truncation is not None or tokenizer.padding is not None:
         raise BertrtError("tokenizer has truncation or padding enabled; make_features needs it disabled")
+    # Remembered: encoding the probe pair is ~10 us, once per make_features call (per request batch when serving).
+    processor = repr(tokenizer.post_processor)
+    known = _LAYOUTS.get(id(tokenizer))
+    if known is not None and known[0] is tokenizer and known[1] == processor:
+        return known[2]
+    layout = _probed_layout(tokenizer)
+    if len(_LAYOUTS) >= 8:
+        _LAYOUTS.pop(next(iter(_LAYOUTS)))
+    _LAYOUTS[id(tokenizer)] = (tokenizer, processor, layout)
+    return layout
+
+
+def _probed_layout(tokenizer) -> PairLayout:
     enc = tokenizer.encode("a", "b", add_special_tokens=True)
     seq = enc.sequence_ids
     if 0 in seq and 1 in seq and any(s is None for s in seq):
@@ -161,17 +198,14 @@ def _question_ids(ex_index: int, ex: Example, ids: list[int], max_query_length: 
 
 
 def _windows(ex_index: int, prefix: np.ndarray, c_ids: np.ndarray, c_offsets: list[tuple[int, int]],
-             starts: list[int], best_window: np.ndarray, window: int, suffix: tuple[int, ...]) -> list[Feature]:
+             starts: Sequence[int], best_window: np.ndarray, window: int, suffix: np.ndarray) -> list[Feature]:
     """The features of one example: `prefix` ([CLS] question [SEP]) + each context window + `suffix` ([SEP])."""
     n_prefix, n_suffix, n_ctx = len(prefix), len(suffix), len(c_ids)
     features = []
     for span_index, start in enumerate(starts):
         end = min(start + window, n_ctx)
         length = n_prefix + (end - start) + n_suffix
-        input_ids = np.empty(length, dtype=np.int32)
-        input_ids[:n_prefix] = prefix
-        input_ids[n_prefix:length - n_suffix] = c_ids[start:end]
-        input_ids[length - n_suffix:] = suffix
+        input_ids = np.concatenate((prefix, c_ids[start:end], suffix))
         segment_ids = np.zeros(length, dtype=np.int32)
         segment_ids[n_prefix:] = 1
         max_context = np.zeros(length, dtype=bool)
@@ -218,24 +252,21 @@ def make_features(
         c: (np.asarray(enc.ids, dtype=np.int32), _with_combining_marks(c, enc.offsets))
         for c, enc in zip(contexts, tokenizer.encode_batch(contexts, add_special_tokens=False))
     }
-    question_enc = tokenizer.encode_batch([ex.question for ex in examples], add_special_tokens=False)
+    # Questions need ids only: the encoding without offsets is ~15 % cheaper (tokenizers >= 0.20).
+    encode_ids = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+    question_enc = encode_ids([ex.question for ex in examples], add_special_tokens=False)
 
-    # The window layout depends on the question length, so cache it by (context, window size).
-    layout_cache: dict[tuple[str, int], tuple[list[int], np.ndarray]] = {}
     features: list[Feature] = []
+    suffix = np.asarray(layout.suffix, dtype=np.int32)
     for ex_index, (ex, q_enc) in enumerate(zip(examples, question_enc)):
         q_ids = _question_ids(ex_index, ex, q_enc.ids, max_query_length, truncate_question)
         c_ids, c_offsets = context_tokens[ex.context]
         if len(c_ids) == 0:
             raise BadExample(f"example {ex.qas_id!r}: context has no tokens", ex_index)
         window = max_seq_length - len(q_ids) - layout.specials
-        key = (ex.context, window)
-        if key not in layout_cache:
-            starts = _window_starts(len(c_ids), window, doc_stride)
-            layout_cache[key] = (starts, _max_context(len(c_ids), starts, window))
-        starts, best_window = layout_cache[key]
+        starts, best_window = _window_layout(len(c_ids), window, doc_stride)
         prefix = np.asarray([*layout.prefix, *q_ids, *layout.middle], dtype=np.int32)
-        features += _windows(ex_index, prefix, c_ids, c_offsets, starts, best_window, window, layout.suffix)
+        features += _windows(ex_index, prefix, c_ids, c_offsets, starts, best_window, window, suffix)
     return features
 
 
@@ -244,19 +275,28 @@ def collate(features: Sequence[Feature], seq_len: int, rows: int | None = None) 
 
     `rows` pads the batch to a fixed number of rows (fixed shapes for bucketed runtimes); a padding row holds one
     unmasked token, so that no attention row is empty."""
-    ids = np.zeros((max(len(features), rows or 0), seq_len), dtype=np.int32)
+    n = len(features)
+    ids = np.zeros((max(n, rows or 0), seq_len), dtype=np.int32)
     segments = np.zeros_like(ids)
     mask = np.zeros_like(ids)
-    mask[len(features):, 0] = 1
-    for row, f in enumerate(features):
-        if f.length > seq_len:
+    mask[n:, 0] = 1
+    lengths = [len(f.input_ids) for f in features]
+    for f, length in zip(features, lengths):
+        if length > seq_len:
             raise BertrtError(
-                f"feature {f.span_index} of example {f.example_index} has {f.length} tokens; "
+                f"feature {f.span_index} of example {f.example_index} has {length} tokens; "
                 f"the batch holds at most {seq_len}"
             )
-        ids[row, : f.length] = f.input_ids
-        segments[row, : f.length] = f.segment_ids
-        mask[row, : f.length] = 1
+    if n > 8:  # a few numpy calls for the whole batch instead of three per row
+        inside = np.arange(seq_len) < np.asarray(lengths)[:, None]
+        ids[:n][inside] = np.concatenate([f.input_ids for f in features])
+        segments[:n][inside] = np.concatenate([f.segment_ids for f in features])
+        mask[:n] = inside
+        return {"input_ids": ids, "segment_ids": segments, "input_mask": mask}
+    for row, (f, length) in enumerate(zip(features, lengths)):
+        ids[row, :length] = f.input_ids
+        segments[row, :length] = f.segment_ids
+        mask[row, :length] = 1
     return {"input_ids": ids, "segment_ids": segments, "input_mask": mask}
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from bertrt.qa.candidates import PairTable, near_top, pair_table, ranked
 from bertrt.qa.features import Feature
 from bertrt.forking import can_fork, fork_pool
 from bertrt.qa.squad_data import Example
@@ -50,93 +51,49 @@ class Candidate:
         return Candidate, (self.logit, self.text, self.char_start, self.char_end, self.score)
 
 
-def _candidates(
-    features: Sequence[Feature], start_logits: Sequence[np.ndarray], end_logits: Sequence[np.ndarray],
-    n_best: int, max_answer_length: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every allowed (start, end) pair of every feature, as flat arrays in run_squad's order (feature, then rank of
-    the start among the feature's n-best starts, then rank of the end): (feature, start, end, logit), plus each
-    feature's null score (start[0] + end[0], v2's "no answer").
-
-    numpy over all features at once (rows padded to the longest feature with -inf logits, which sort last) instead
-    of a dozen small numpy calls per feature."""
-    n, width = len(features), max(f.length for f in features)
-    start = np.full((n, width), -np.inf)  # float64, as run_squad adds the logits
-    end = np.full((n, width), -np.inf)
-    is_context = np.zeros((n, width), dtype=bool)
-    max_context = np.zeros((n, width), dtype=bool)
-    for i, f in enumerate(features):
-        start[i, :f.length] = start_logits[i][:f.length]
-        end[i, :f.length] = end_logits[i][:f.length]
-        # make_features' layout: the context window is segment 1 except the final [SEP] (token_spans not None)
-        is_context[i, :f.length - 1] = f.segment_ids[:f.length - 1]
-        max_context[i, :f.length] = f.max_context
-    k = min(n_best, width)
-    # Stable sort: equal logits keep position order, like run_squad's sorted() over enumerate.
-    top_start = np.argsort(-start, axis=1, kind="stable")[:, :k, None]  # [n, k, 1]
-    top_end = np.argsort(-end, axis=1, kind="stable")[:, None, :k]  # [n, 1, k]
-    rows = np.arange(n)[:, None, None]
-    valid = (
-        is_context[rows, top_start]
-        & is_context[rows, top_end]
-        & max_context[rows, top_start]
-        & (top_end >= top_start)
-        & (top_end - top_start + 1 <= max_answer_length)
-    )
-    feature, i, j = np.nonzero(valid)  # row-major: feature, start rank, end rank
-    s, e = top_start[feature, i, 0], top_end[feature, 0, j]
-    return feature, s, e, start[feature, s] + end[feature, e], start[:, 0] + end[:, 0]
-
-
-def _answer(
+def _kept_slow(
     context: str,
     ranked: Iterator[tuple[int, int, int, float]],
     token_spans: Sequence[list],
-    null_score: float,
     n_best: int,
-    version_2: bool,
-    null_score_diff_threshold: float,
-    keep_nbest: bool,
-) -> Answer:
-    """The answer for one example from its candidates (feature, start, end, logit), best first (feature -1 is v2's
-    "no answer", at `null_score`); only as many are read as the n-best list needs."""
-    # The same text from several windows or positions counts once, at its best score (run_squad's
-    # seen_predictions).
-    kept: list[tuple[float, str, int, int]] = []  # (logit, text, char_start, char_end)
+) -> tuple[list[float], list[str], list[int], list[int]]:
+    """The n-best unique texts of one example from its candidates (feature, start, end, logit), best first, as
+    (logits, texts, char_starts, char_ends): the same text from several windows or positions counts once, at its
+    best score (run_squad's seen_predictions). Only as many candidates are read as the list needs."""
+    logits: list[float] = []
+    texts: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
     seen: set[str] = set()
     for f, s, e, logit in ranked:
-        if f < 0:
-            text, char_start, char_end = "", -1, -1
-        else:
-            char_start, char_end = token_spans[f][s][0], token_spans[f][e][1]
-            text = context[char_start:char_end]
+        char_start, char_end = token_spans[f][s][0], token_spans[f][e][1]  # feature -1: "" at (-1, -1)
+        text = context[char_start:char_end]
         if text not in seen:
             seen.add(text)
-            kept.append((logit, text, char_start, char_end))
-            if len(kept) == n_best:
+            logits.append(logit)
+            texts.append(text)
+            starts.append(char_start)
+            ends.append(char_end)
+            if len(texts) == n_best:
                 break
-    if version_2 and "" not in seen:
-        kept.append((null_score, "", -1, -1))
-
-    span_ranks = [k for k, c in enumerate(kept) if c[2] >= 0]
-    if not span_ranks:
-        return Answer("", 0.0, -math.inf, -1, -1, None)
-    probs = _softmax([c[0] for c in kept]).tolist()
-    nbest = [Candidate(*c, p) for c, p in zip(kept, probs)]
-    k = span_ranks[0]
-    diff = None
-    if version_2:
-        diff = null_score - nbest[k].logit
-        if diff > null_score_diff_threshold:
-            k = next(k for k, c in enumerate(nbest) if c.char_start < 0)
-    best = nbest[k]
-    return Answer(best.text, probs[k], best.logit, best.char_start, best.char_end, diff,
-                  nbest if keep_nbest else [])
+    return logits, texts, starts, ends
 
 
-def _softmax(x: list[float]) -> np.ndarray:
-    z = np.exp(np.asarray(x, dtype=np.float64) - max(x))
-    return z / z.sum()
+def _softmax_rows(rows: list[list[float]]) -> list[list[float]]:
+    """exp(row - max(row)) / its sum, for each row; rows of one length in one numpy call (the same floats as one row
+    at a time: np.exp is elementwise, and each row's sum reduces that row alone, pairwise like a 1-D array's)."""
+    probs: list[list[float]] = [[] for _ in rows]
+    by_length: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_length.setdefault(len(row), []).append(i)
+    for length, which in by_length.items():
+        if length == 0:
+            continue
+        x = np.array([rows[i] for i in which], dtype=np.float64)
+        z = np.exp(x - x.max(axis=1, keepdims=True))
+        for i, p in zip(which, (z / z.sum(axis=1, keepdims=True)).tolist()):
+            probs[i] = p
+    return probs
 
 
 def _answers(
@@ -150,37 +107,90 @@ def _answers(
     version_2: bool,
     null_score_diff_threshold: float,
     keep_nbest: bool,
+    lengths: np.ndarray | None = None,
 ) -> list[Answer]:
-    """best_answers' work on checked inputs; example_of[i] is features[i]'s index into `examples`."""
+    """best_answers' work on checked inputs; example_of[i] is features[i]'s index into `examples`, lengths[i] its
+    length."""
     if not features:
         return [Answer("", 0.0, -math.inf, -1, -1, None) for _ in examples]
-    feature, s, e, logit, feature_null = _candidates(features, start_logits, end_logits, n_best, max_answer_length)
+    if lengths is None:
+        lengths = np.fromiter((len(f.input_ids) for f in features), dtype=np.int64, count=len(features))
+    table = pair_table(features, start_logits, end_logits, lengths, n_best, max_answer_length)
     # v2: "no answer" is the [CLS] span; run_squad keeps the smallest over the example's windows.
     null_score = np.full(len(examples), np.inf)
-    np.minimum.at(null_score, example_of, feature_null)
-    example = example_of[feature]
-    if version_2:
-        # run_squad ranks "no answer" (feature -1) after the spans, so it takes an n-best slot when good: appended
-        # last, the stable sort below puts it after spans of equal logit.
-        nulls = np.flatnonzero(np.isfinite(null_score))  # the examples that have windows
-        example = np.concatenate([example, nulls])
-        feature, s, e = (np.concatenate([a, np.full(len(nulls), v)]) for a, v in ((feature, -1), (s, 0), (e, 0)))
-        logit = np.concatenate([logit, null_score[nulls]])
-    # Best first within each example; ties keep run_squad's window/start/end order (lexsort is stable; an example's
-    # features are in window order).
-    order = np.lexsort((-logit, example))
-    feature, s, e, logit = feature[order], s[order], e[order], logit[order]
-    bounds = np.searchsorted(example[order], np.arange(len(examples) + 1)).tolist()
+    np.minimum.at(null_score, example_of, table.null)
+    # (a few features have too few candidates for the cut to pay for its numpy calls)
+    top = ranked(table, near_top(table, n_best) if len(features) > 4 else table.valid, example_of, null_score,
+                 version_2)
+    # Feature -1 (v2's "no answer") reads the last entry: the text "" at (-1, -1).
+    token_spans = [f.token_spans for f in features] + [[(-1, -1)]]
+    contexts = [ex.context for ex in examples]
 
-    def ranked(x: int) -> Iterator[tuple[int, int, int, float]]:
-        # Python objects only for the candidates _answer reads: n_best, more only where texts repeat.
+    # Each example's first n_best candidates as Python values, for all examples in one go: where their texts are
+    # distinct (the common case) they are the example's n-best list; where a text repeats, the example's whole
+    # ranking is read one by one (_kept_slow), as far as its list needs.
+    head = np.flatnonzero(np.arange(len(top.example)) - top.bounds[top.example] < n_best)
+    head_bounds = np.searchsorted(top.example[head], np.arange(len(examples) + 1)).tolist()
+    head_logits = top.logit[head].tolist()
+    head_feature = top.feature[head].tolist()
+    char_starts = [token_spans[f][i][0] for f, i in zip(head_feature, top.start[head].tolist())]
+    char_ends = [token_spans[f][i][1] for f, i in zip(head_feature, top.end[head].tolist())]
+    texts = [contexts[x][a:b] for x, a, b in zip(top.example[head].tolist(), char_starts, char_ends)]
+
+    nulls = null_score.tolist()
+    kept: list = [None] * len(examples)  # per example: its n-best (logits, texts, char_starts, char_ends)
+    repeats = []
+    for x in range(len(examples)):
+        lo, hi = head_bounds[x], head_bounds[x + 1]
+        mine = texts[lo:hi]
+        if len(set(mine)) == hi - lo:
+            kept[x] = (head_logits[lo:hi], mine, char_starts[lo:hi], char_ends[lo:hi])
+        else:
+            repeats.append(x)
+    if repeats:
+        kept = _with_repeats(kept, repeats, table, example_of, null_score, version_2, contexts, token_spans, n_best)
+    if version_2:
+        kept = [k if "" in k[1] else (k[0] + [null], k[1] + [""], k[2] + [-1], k[3] + [-1])
+                for k, null in zip(kept, nulls)]
+    # (a list without a span has no answer and no score: no softmax, whose v2 null may be the +inf of no window)
+    probs = _softmax_rows([k[0] if k[2] and (k[2][0] >= 0 or max(k[2]) >= 0) else [] for k in kept])
+    return [_answer(*k, p, null, version_2, null_score_diff_threshold, keep_nbest)
+            for k, p, null in zip(kept, probs, nulls)]
+
+
+def _with_repeats(kept: list, repeats: list[int], table: PairTable, example_of: np.ndarray, null_score: np.ndarray,
+                  version_2: bool, contexts: list[str], token_spans: list, n_best: int) -> list:
+    """`kept` with the n-best lists of the examples in `repeats` filled in from their full rankings."""
+    mine = np.isin(example_of, repeats)
+    full = ranked(table, table.valid & mine[:, None, None], example_of,
+                  np.where(np.isin(np.arange(len(null_score)), repeats), null_score, np.inf), version_2)
+    bounds = full.bounds.tolist()
+
+    def candidates(x: int) -> Iterator[tuple[int, int, int, float]]:
+        # Python objects only for the candidates _kept_slow reads: n_best, more only where texts repeat.
         for lo in range(bounds[x], bounds[x + 1], 2 * n_best):
             hi = min(lo + 2 * n_best, bounds[x + 1])
-            yield from zip(feature[lo:hi].tolist(), s[lo:hi].tolist(), e[lo:hi].tolist(), logit[lo:hi].tolist())
+            yield from zip(full.feature[lo:hi].tolist(), full.start[lo:hi].tolist(), full.end[lo:hi].tolist(),
+                           full.logit[lo:hi].tolist())
 
-    token_spans = [f.token_spans for f in features]
-    return [_answer(ex.context, ranked(x), token_spans, null, n_best, version_2, null_score_diff_threshold,
-                    keep_nbest) for x, (ex, null) in enumerate(zip(examples, null_score.tolist()))]
+    for x in repeats:
+        kept[x] = _kept_slow(contexts[x], candidates(x), token_spans, n_best)
+    return kept
+
+
+def _answer(logits: list[float], texts: list[str], char_starts: list[int], char_ends: list[int], probs: list[float],
+            null_score: float, version_2: bool, null_score_diff_threshold: float, keep_nbest: bool) -> Answer:
+    """One example's answer from its n-best list (char_start -1 is v2's "no answer", at `null_score`)."""
+    k = 0 if char_starts and char_starts[0] >= 0 else next((k for k, c in enumerate(char_starts) if c >= 0), None)
+    if k is None:  # no span: no answer
+        return Answer("", 0.0, -math.inf, -1, -1, None)
+    diff = None
+    if version_2:
+        diff = null_score - logits[k]
+        if diff > null_score_diff_threshold:
+            k = char_starts.index(-1)
+    nbest = [Candidate(*c) for c in zip(logits, texts, char_starts, char_ends, probs)] if keep_nbest else []
+    return Answer(texts[k], probs[k], logits[k], char_starts[k], char_ends[k], diff, nbest)
 
 
 # What forked workers read (inherited, so nothing is pickled on the way in): best_answers' arguments, and the
@@ -241,16 +251,26 @@ def best_answers(
         raise BertrtError(
             f"got {len(start_logits)} start and {len(end_logits)} end logit rows for {len(features)} features"
         )
-    for i, f in enumerate(features):
-        if not 0 <= f.example_index < len(examples):
-            raise BertrtError(f"feature {i} refers to example {f.example_index} but there are {len(examples)}")
-        for name, row in (("start", start_logits[i]), ("end", end_logits[i])):
-            if np.ndim(row) != 1 or len(row) < f.length:
-                raise BertrtError(
-                    f"{name} logits of feature {i} have shape {np.shape(row)}; need 1-D with at least {f.length}"
-                )
     example_of = np.fromiter((f.example_index for f in features), dtype=np.int64, count=len(features))
+    lengths = np.fromiter((len(f.input_ids) for f in features), dtype=np.int64, count=len(features))
+    if len(features) and (example_of.min() < 0 or example_of.max() >= len(examples)):
+        i = int(np.flatnonzero((example_of < 0) | (example_of >= len(examples)))[0])
+        raise BertrtError(f"feature {i} refers to example {example_of[i]} but there are {len(examples)}")
+    for name, rows in (("start", start_logits), ("end", end_logits)):
+        short = _row_lengths(rows) < lengths
+        if short.any():
+            i = int(np.argmax(short))
+            raise BertrtError(f"{name} logits of feature {i} have shape {np.shape(rows[i])}; need 1-D with at least "
+                              f"{lengths[i]}")
     options = (n_best, max_answer_length, version_2, null_score_diff_threshold, keep_nbest)
     if workers > 1 and len(examples) > workers and can_fork():
         return _answers_in_processes(examples, features, start_logits, end_logits, example_of, options, workers)
-    return _answers(examples, features, start_logits, end_logits, example_of, *options)
+    return _answers(examples, features, start_logits, end_logits, example_of, *options, lengths=lengths)
+
+
+def _row_lengths(rows: Sequence) -> np.ndarray:
+    """len(row) of each row, -1 where a row is not 1-D."""
+    try:  # arrays (the usual): attribute reads, not a numpy call per row
+        return np.fromiter((len(r) if r.ndim == 1 else -1 for r in rows), dtype=np.int64, count=len(rows))
+    except AttributeError:  # lists
+        return np.fromiter((len(r) if np.ndim(r) == 1 else -1 for r in rows), dtype=np.int64, count=len(rows))

@@ -13,14 +13,14 @@ from bertrt.errors import BertrtError
 DEFAULT_BUCKETS = (128, 192, 256, 320, 384)
 
 
-def parse_buckets(value: str | Sequence[int]) -> tuple[int, ...]:
-    """'128,256,384' (or a sequence of ints) -> sorted unique positive lengths."""
+def parse_buckets(value: str | Sequence[int], what: str = "sequence-length buckets") -> tuple[int, ...]:
+    """'128,256,384' (or a sequence of ints) -> sorted unique positive integers (`what` names them in errors)."""
     try:
         items = [int(v) for v in (value.split(",") if isinstance(value, str) else value)]
     except ValueError:
-        raise BertrtError(f"sequence-length buckets must be comma-separated integers, got {value!r}") from None
+        raise BertrtError(f"{what} must be comma-separated integers, got {value!r}") from None
     if not items or min(items) < 1:
-        raise BertrtError(f"sequence-length buckets must be positive integers, got {value!r}")
+        raise BertrtError(f"{what} must be positive integers, got {value!r}")
     return tuple(sorted(set(items)))
 
 

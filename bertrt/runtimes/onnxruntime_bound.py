@@ -156,7 +156,7 @@ def _open(artifact: Artifact, options: RunOptions) -> QABackend:
         graph += f", GPU {options.device_id}"
     return QABackend(runner, artifact.config, f"onnxruntime {options.provider} IOBinding, buckets "
                      f"{','.join(map(str, buckets))}{graph}: {artifact.path}", buckets=buckets,
-                     batch_size=options.batch_size)
+                     batch_size=options.batch_size, batch_rows=options.batch_rows)
 
 
 RUNTIME = Runtime(

@@ -169,7 +169,8 @@ def _open(artifact: Artifact, options: RunOptions) -> QABackend:
                             name=f"openvino-{precision}:{artifact.path.name}")
     shapes = f", buckets {','.join(map(str, options.buckets))}" if static else ""
     return QABackend(runner, artifact.config, f"OpenVINO CPU {precision}{shapes}: {artifact.path}",
-                     buckets=options.buckets if static else None, batch_size=options.batch_size if static else None)
+                     buckets=options.buckets if static else None, batch_size=options.batch_size if static else None,
+                     batch_rows=options.batch_rows if static else None)
 
 
 def _check(artifact: Artifact, options: RunOptions) -> None:

@@ -80,22 +80,42 @@ def _infer_rows(backend: QABackend, feed: dict[str, np.ndarray], indices: list[i
     return seconds
 
 
+class _NoBar:
+    """What run_logits needs of a progress bar, doing nothing: a disabled tqdm still costs ~15-50 us to build, once
+    per call, which is once per request batch when serving."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def update(self, n: int) -> None:
+        pass
+
+
+def _progress_bar(progress: bool, total: int | None = None):
+    # disable=None: shown only on a terminal
+    return tqdm(total=total, unit="feature", disable=None, mininterval=2.0) if progress else _NoBar()
+
+
 def run_logits(backend: QABackend, features: list[Feature], batch_size: int, progress: bool = False
                ) -> tuple[list[np.ndarray], list[np.ndarray], float]:
     """Logits for each feature. With a dynamic-shape backend, features are batched in length order so that each
     batch is padded only to its own longest feature; results come back in the original order."""
     if batch_size < 1:
         raise BertrtError(f"batch size must be at least 1, got {batch_size}")
+    lengths = [len(f.input_ids) for f in features]
     order = (list(range(len(features))) if backend.seq_len is not None
-             else sorted(range(len(features)), key=lambda i: features[i].length))
+             else sorted(range(len(features)), key=lengths.__getitem__))
     starts: list[np.ndarray] = [np.empty(0)] * len(features)
     ends: list[np.ndarray] = [np.empty(0)] * len(features)
     seconds = 0.0
-    with tqdm(total=len(features), unit="feature", disable=None if progress else True, mininterval=2.0) as bar:
+    with _progress_bar(progress, total=len(features)) as bar:
         for first in range(0, len(order), batch_size):
             chunk = order[first:first + batch_size]
             batch = [features[i] for i in chunk]
-            feed = collate(batch, backend.padded_length(max(f.length for f in batch)))
+            feed = collate(batch, backend.padded_length(max(lengths[i] for i in chunk)))
             seconds += _infer_rows(backend, feed, chunk, starts, ends)
             bar.update(len(chunk))
     return starts, ends, seconds
@@ -105,16 +125,17 @@ def bucketed_logits(backend: QABackend, chunks: Iterable[list[Feature]], batch_s
                     ) -> tuple[list[Feature], list[np.ndarray], list[np.ndarray], float]:
     """Features (concatenated from `chunks`, in order) and their logits, run in batches of `batch_size` rows of one
     sequence-length bucket each, so the backend sees only the shapes it warmed up. Batches start as soon as a
-    chunk completes one; the partial batch of each bucket runs at the end (padded to `batch_size` rows)."""
+    chunk completes one; the partial batch of each bucket runs at the end, padded to the backend's smallest row
+    count that holds it (`batch_size` unless the backend has smaller `batch_rows`)."""
     features: list[Feature] = []
     starts: list[np.ndarray] = []
     ends: list[np.ndarray] = []
     batcher = BucketBatcher(backend.buckets, batch_size)
     seconds = 0.0
-    with tqdm(unit="feature", disable=None if progress else True, mininterval=2.0) as bar:
+    with _progress_bar(progress) as bar:
         def run(bucket: int, indices: list[int]) -> None:
             nonlocal seconds
-            feed = collate([features[i] for i in indices], bucket, rows=batch_size)
+            feed = collate([features[i] for i in indices], bucket, rows=backend.rows_for(len(indices)))
             seconds += _infer_rows(backend, feed, indices, starts, ends)
             bar.update(len(indices))
 
@@ -123,7 +144,7 @@ def bucketed_logits(backend: QABackend, chunks: Iterable[list[Feature]], batch_s
             features.extend(chunk)
             starts.extend([np.empty(0)] * len(chunk))
             ends.extend([np.empty(0)] * len(chunk))
-            for bucket, indices in batcher.add((first + k, f.length) for k, f in enumerate(chunk)):
+            for bucket, indices in batcher.add((first + k, len(f.input_ids)) for k, f in enumerate(chunk)):
                 run(bucket, indices)
         for bucket, indices in batcher.flush():
             run(bucket, indices)
