@@ -78,7 +78,7 @@ def test_streams_and_length_padding_keep_the_logits(embedded_onnx, dev_batch):
     reference = logits(embedded_onnx, feed, runtime="onnxruntime")
     with open_backend(embedded_onnx, RunOptions(runtime="openvino", precision="f32", threads=2)) as backend:
         assert (backend.runner.streams, backend.runner.multiple) == (STREAMS, SEQ_MULTIPLE) == (2, 16)
-        for rows in (8, 3, 1):
+        for rows in (1, 8, 3):  # one row runs on one request first: the split after it must still take any shape
             part = {n: a[:rows] for n, a in feed.items()}
             got = backend.infer_all(part)
             assert got["start_logits"].shape == part["input_ids"].shape

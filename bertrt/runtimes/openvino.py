@@ -145,10 +145,12 @@ class OpenVinoRunner(QARunner):
             # share_outputs=False (the default): the arrays are copies, not views that the next run overwrites
             return list(requests[0].infer(feed, True).to_tuple())
         step = -(-rows // len(requests))
-        used = []
-        for i, request in enumerate(requests[:-(-rows // step)]):
-            request.start_async({n: a[i * step:(i + 1) * step] for n, a in feed.items()}, share_inputs=False)
-            used.append(request)
+        # Inputs shared (no copy), as in the one-request path: a request whose input tensor once wrapped a caller's
+        # array cannot copy a larger one into it. The slices stay referenced here until the runs end.
+        parts = [{n: np.ascontiguousarray(a[i:i + step]) for n, a in feed.items()} for i in range(0, rows, step)]
+        used = requests[:len(parts)]
+        for request, part in zip(used, parts):
+            request.start_async(part, share_inputs=True)
         for request in used:
             request.wait()
         return [np.concatenate([np.array(r.get_output_tensor(k).data) for r in used])
