@@ -206,8 +206,8 @@ class SessionDefaults:
 
 
 # cuda: the H200 runs of 2026-12-03 (docs/serving.md): one model run of up to 64 windows per Triton batch, a lone
-#   request padded to 1 row, CUDA graphs. 6 instances, HTTP: 15,053-16,121 req/s at c256 with batch 64 and rows
-#   1,4,16, against 10,994 with batch 16; c1 p50 2.34-2.61 ms against 3.35 ms.
+#   request padded to 1 row, CUDA graphs. 6 instances, gRPC: 13,918 / 16,667 req/s at c256 / c512 and c1 p50
+#   2.58 ms, against 10,994 / 14,604 req/s and 3.35 ms with batches of 16 windows.
 DEFAULT_SESSION = {
     "cpu": SessionDefaults(),
     "cuda": SessionDefaults(batch_size=64, batch_rows=(1, 4, 16), cuda_graph=True),
