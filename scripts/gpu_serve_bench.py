@@ -91,9 +91,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="load time per concurrency level")
     p.add_argument("--server-cores", type=int, default=int(os.environ.get("GSB_SERVER_CORES", 0)),
                    help="cores for the server (default: 10 of 16, half elsewhere); the clients get the others")
-    p.add_argument("--multi-gpu-instances", type=int, default=int(os.environ.get("GSB_MULTI_INSTANCES", 4)),
+    p.add_argument("--multi-gpu-instances", type=int, default=int(os.environ.get("GSB_MULTI_INSTANCES", 6)),
                    help="instances per GPU in the two-GPU run")
-    p.add_argument("--multi-gpu-max-batch", type=int, default=int(os.environ.get("GSB_MULTI_MAX_BATCH", 128)))
+    p.add_argument("--multi-gpu-max-batch", type=int, default=int(os.environ.get("GSB_MULTI_MAX_BATCH", 64)))
     p.add_argument("--budget-s", type=float, default=float(os.environ.get("GSB_BUDGET_S", 420)),
                    help="stop starting new configurations after this many seconds")
     p.add_argument("--protocol", choices=("grpc", "http"), default=os.environ.get("GSB_PROTOCOL", "http"),
