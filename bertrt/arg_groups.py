@@ -15,6 +15,8 @@ one stage has, or that means something else there (build's `--model` is the ONNX
 
 from __future__ import annotations
 
+import argparse
+
 from pathlib import Path
 
 from bertrt.errors import BertrtError
@@ -91,8 +93,9 @@ def add_backend_args(p) -> None:
     p.add_argument("--batch-rows", help="with buckets: smaller row counts a batch of fewer windows is padded to "
                                         "instead of --batch-size, e.g. 1,4,16 (each one more warmed-up shape per "
                                         "bucket; default: none)")
-    p.add_argument("--cuda-graph", action="store_true", help="--provider cuda: replay one onnxruntime CUDA graph "
-                                                             "per bucket")
+    p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction,
+                   help="--provider cuda: replay one onnxruntime CUDA graph per bucket (default: off; on for `serve` "
+                        "on cuda)")
     takers = [f"{r.name}: {', '.join(r.precisions)}" for r in registered() if r.precisions]
     p.add_argument("--precision", help="inference precision, for runtimes that take one ("
                                        + ("; ".join(takers) or "none registered") + ")")
@@ -104,7 +107,7 @@ def backend_options(args, cfg: PipelineConfig) -> RunOptions:
     return RunOptions(runtime=args.runtime, provider=pick(args.provider, cfg, "run", "provider"),
                       threads=args.threads, buckets=parse_buckets(args.buckets) if args.buckets else None,
                       batch_rows=parse_buckets(args.batch_rows, "--batch-rows") if args.batch_rows else None,
-                      cuda_graph=args.cuda_graph, precision=args.precision)
+                      cuda_graph=bool(args.cuda_graph), precision=args.precision)
 
 
 # --- shapes ---------------------------------------------------------------------------------------------------

@@ -265,7 +265,7 @@ def _run_perf(args, cfg: PipelineConfig) -> int:
         raise BertrtError("--runtimes and --thread-counts compare CPU runtimes (leave out --provider cuda)")
     if options.provider == "cuda":  # device-side timing, random-weight models and torch peers (run/perf_gpu.py)
         timings = api.perf_gpu(args.model, args.random_bert, batches, seqs, output, args.warmup, args.runs,
-                               args.cuda_graph, peers=not args.no_peers, vocab=args.vocab or ag.fallback_vocab(cfg) or embedded_vocab(),
+                               bool(args.cuda_graph), peers=not args.no_peers, vocab=args.vocab or ag.fallback_vocab(cfg) or embedded_vocab(),
                                options=options)  # random-weight BERTs have no travelling tokenizer
     else:
         timings = api.perf(args.model, batches, seqs, output, warmup=args.warmup, runs=args.runs, options=options,

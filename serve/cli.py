@@ -27,8 +27,8 @@ from bertrt.qa.tokenizer import sibling_tokenizer
 from bertrt.serve.client import QAClient, format_table, load
 from bertrt.serve.gpus import parse_gpus
 from bertrt.serve.python_model import open_session
-from bertrt.serve.repository import (MODEL_NAME, Batching, ServingMode, ServingParams, default_batching,
-                                     read_parameters, write_repository)
+from bertrt.serve.repository import (DEFAULT_SESSION, MODEL_NAME, Batching, ServingMode, ServingParams,
+                                     default_batching, read_parameters, serving_options, write_repository)
 from bertrt.serve.server import Endpoints, TritonServer
 
 
@@ -67,6 +67,9 @@ def batching_args(args, cfg, provider: str) -> Batching:
 
 def _write(args, cfg, output: Path, mode: ServingMode = ServingMode.LOCAL, force: bool = False) -> Path:
     model, vocab, squad, options = ag.session_args(args, cfg)
+    options = serving_options(options, DEFAULT_SESSION[options.provider], batch_size_given=args.batch_size is not None,
+                              batch_rows_given=args.batch_rows is not None,
+                              cuda_graph_given=args.cuda_graph is not None, mode=mode)
     batching = batching_args(args, cfg, options.provider)
     params = ServingParams(model="", vocab="", squad=squad, options=options, mode=mode,
                            max_input_bytes=ag.pick(args.max_input_bytes, cfg, "serve", "max_input_bytes"))

@@ -195,6 +195,42 @@ def default_batching(provider: str) -> Batching:
     return DEFAULT_BATCHING[provider]
 
 
+@dataclass(frozen=True)
+class SessionDefaults:
+    """Run options a served model's QA session gets on a provider where the flags leave them unset (squad's
+    defaults suit a SQuAD file, not a server's mix of lone requests and full batches)."""
+
+    batch_size: int | None = None  # windows per model run (None: the config's run.batch_size)
+    batch_rows: tuple[int, ...] | None = None  # RunOptions.batch_rows
+    cuda_graph: bool = False
+
+
+# cuda: the H200 runs of 2026-12-03 (docs/serving.md): one model run of up to 64 windows per Triton batch, a lone
+#   request padded to 1 row, CUDA graphs. 6 instances, gRPC: 13,918 / 16,667 req/s at c256 / c512 and c1 p50
+#   2.58 ms, against 10,994 / 14,604 req/s and 3.35 ms with batches of 16 windows.
+DEFAULT_SESSION = {
+    "cpu": SessionDefaults(),
+    "cuda": SessionDefaults(batch_size=64, batch_rows=(1, 4, 16), cuda_graph=True),
+}
+
+
+def serving_options(options: RunOptions, provider_default: SessionDefaults, batch_size_given: bool,
+                    batch_rows_given: bool, cuda_graph_given: bool, mode: ServingMode) -> RunOptions:
+    """`options` with the provider's serving defaults for what was not given. In BLS mode the tensor model's
+    Triton backend runs the network: no CUDA graphs of ours, and the batch stays as asked."""
+    if mode is not ServingMode.LOCAL:
+        return options
+    changes: dict = {}
+    if not batch_size_given and provider_default.batch_size is not None:
+        changes["batch_size"] = provider_default.batch_size
+    batch = changes.get("batch_size", options.batch_size)
+    if not batch_rows_given and provider_default.batch_rows and batch:
+        changes["batch_rows"] = tuple(r for r in provider_default.batch_rows if r < batch) or None
+    if not cuda_graph_given and provider_default.cuda_graph:
+        changes["cuda_graph"] = True
+    return dataclasses.replace(options, **changes)
+
+
 MAX_BATCH = 4096  # requests per execution, windows per model run
 MAX_QUEUE_DELAY_US = 10_000_000
 MAX_INPUT_BYTES = 64 << 20  # per passage or question

@@ -60,6 +60,25 @@ def test_without_gpus_instances_are_kind_cpu_with_the_providers_defaults(embedde
     assert config.instance_group[0].count == 1 and config.dynamic_batching.max_queue_delay_microseconds == 0
 
 
+def test_cuda_serving_gets_the_measured_session_defaults_unless_flags_say_otherwise(embedded_onnx, tmp_path):
+    """On cuda, a served session runs batches of up to 64 windows, a smaller batch padded to 1, 4 or 16 rows, with
+    CUDA graphs (DEFAULT_SESSION); each flag wins, --no-cuda-graph turns graphs off, the CPU and BLS keep squad's."""
+    from bertrt.serve.repository import DEFAULT_SESSION
+
+    cuda = DEFAULT_SESSION["cuda"]
+    cases = {"default": ([], (cuda.batch_size, cuda.batch_rows, True)),
+             "flags": (["--batch-size", "8", "--no-cuda-graph"], (8, (1, 4), False)),
+             "rows": (["--batch-rows", "2"], (64, (2,), True))}
+    for name, (flags, want) in cases.items():
+        assert _repo(tmp_path, embedded_onnx, "--provider", "cuda", *flags, name=name) == 0
+        options = read_parameters(tmp_path / name).options
+        assert (options.batch_size, options.batch_rows, options.cuda_graph) == want, name
+    for name, flags in (("cpu", ["--provider", "cpu"]), ("bls", ["--provider", "cuda", "--bls"])):
+        assert _repo(tmp_path, embedded_onnx, *flags, name=name) == 0
+        options = read_parameters(tmp_path / name).options
+        assert (options.batch_size, options.batch_rows, options.cuda_graph) == (8, None, False), name
+
+
 def test_bls_tensor_model_goes_on_the_listed_gpus(embedded_onnx, tmp_path, two_gpus):
     assert _repo(tmp_path, embedded_onnx, "--provider", "cuda", "--gpus", "1", "--bls") == 0
     tensor = read_config(tmp_path / "repo" / "bertrt_qa_tensor" / "config.pbtxt")
