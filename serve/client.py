@@ -99,6 +99,7 @@ class PreparedGrpcAsker:
             request.outputs.add(name=name)
         self.request = request
         self.channel = grpc.insecure_channel(url)
+        self.rpc_error = grpc.RpcError
         self.infer = service_pb2_grpc.GRPCInferenceServiceStub(self.channel).ModelInfer
 
     def __enter__(self) -> PreparedGrpcAsker:
@@ -108,7 +109,10 @@ class PreparedGrpcAsker:
         self.channel.close()
 
     def ask(self) -> tuple[str, float]:
-        response = self.infer(self.request, timeout=REQUEST_TIMEOUT_S)
+        try:
+            response = self.infer(self.request, timeout=REQUEST_TIMEOUT_S)
+        except self.rpc_error as exc:  # one line, as tritonclient words it: "[StatusCode.X] details"
+            raise RuntimeError(f"[{exc.code()}] {exc.details()}") from None
         raw = dict(zip((o.name for o in response.outputs), response.raw_output_contents))
         answer, score = raw[OUTPUTS[0]], raw[OUTPUTS[1]]
         (length,) = struct.unpack_from("<I", answer)
