@@ -83,6 +83,9 @@ def test_streams_and_length_padding_keep_the_logits(embedded_onnx, dev_batch):
             got = backend.infer_all(part)
             assert got["start_logits"].shape == part["input_ids"].shape
             assert worst_error({n: a[:rows] for n, a in reference.items()}, got, part) <= PARITY_TOL["f32"], rows
+        # a one-row batch ran on the one-stream compilation that has every thread, the others on the streams
+        single, _ = backend.runner.single
+        assert len(single) == 1 and single[0].get_compiled_model().get_property("NUM_STREAMS") == 1
     with open_backend(embedded_onnx, RunOptions(runtime="openvino", threads=1)) as backend:
         assert backend.runner.streams == 1  # one thread: one request, every op on it
 
