@@ -78,6 +78,17 @@ def _bytes_element(text: str) -> bytes:
     return struct.pack("<I", len(data)) + data
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
+def _grpc_modules():
+    """grpc and Triton's generated gRPC modules (optional: the `serve` extra), imported once under a lock: the load
+    client's threads start together, and concurrent first imports of one module can deadlock in importlib."""
+    with _IMPORT_LOCK:
+        return (require("grpc", "serve"), require("tritonclient.grpc.service_pb2", "serve"),
+                require("tritonclient.grpc.service_pb2_grpc", "serve"))
+
+
 class PreparedGrpcAsker:
     """The load generator's gRPC client: one (passage, question) request, its `ModelInferRequest` protobuf built
     once and sent again and again through Triton's generated gRPC stub (what tritonclient.grpc sends underneath).
@@ -86,9 +97,7 @@ class PreparedGrpcAsker:
     then set the ceiling of a load test on one machine."""
 
     def __init__(self, url: str, passage: str, question: str):
-        grpc = require("grpc", "serve")
-        service_pb2 = require("tritonclient.grpc.service_pb2", "serve")
-        service_pb2_grpc = require("tritonclient.grpc.service_pb2_grpc", "serve")
+        grpc, service_pb2, service_pb2_grpc = _grpc_modules()
 
         request = service_pb2.ModelInferRequest(model_name=MODEL_NAME)
         for name, text in zip(INPUTS, (passage, question)):
@@ -225,6 +234,8 @@ def _threads_load(protocol: str, url: str, passage: str, question: str, concurre
                     result.latencies_s.append(latency)
                     result.answers.append(answer)
 
+    if protocol == "grpc":
+        _grpc_modules()  # imported here, before the threads (see _grpc_modules)
     cpu0 = time.process_time()
     threads = [threading.Thread(target=client_loop, daemon=True) for _ in range(concurrency)]
     for thread in threads:

@@ -15,8 +15,9 @@ them: measured faster than exact lengths and than one compiled model per bucket 
 With --buckets, batches are padded to buckets and one static-shape model per (batch, bucket) is compiled and warmed
 up on entry.
 
-Cores: the dynamic model runs as STREAMS OpenVINO streams, each with its share of the threads; every batch is split
-by rows across them and the parts run at once (rather than every op of one request split across all threads, which
+Cores: the dynamic model is compiled STREAMS times, each compilation one stream with its share of the threads
+(separate compilations: two requests of one compiled model at once gave wrong logits now and then); every batch is
+split by rows across them and the parts run at once (rather than every op of one request split across all threads, which
 synchronises the cores after each op: measured slower for this model size on 2 cores, docs/cpu-runtimes.md).
 """
 
@@ -98,19 +99,16 @@ class OpenVinoRunner(QARunner):
         threads = self.threads or cores()
         # Streams and length padding for the dynamic model; per-layer outputs (compare) keep the exact shapes.
         # FP8 Q/DQ graphs run as one stream: two requests of one compiled FP8 model at once returned wrong logits
-        # (worst error 12 to 24,000 against 0.97 on one stream; OpenVINO 2026.4.1 CPU, 2026-12-03); FP32, bf16
-        # and INT8 give identical logits on one stream or two.
+        # (worst error 12 to 24,000 against 0.97 on one stream; OpenVINO 2026.4.1 CPU, 2026-12-03). So did f32,
+        # now and then (see _compile_streams), hence one compilation per stream; FP8 stays on one, to be safe.
         one = self.static or self.extra_outputs or _has_fp8(self.model)
         self.streams = 1 if one else max(1, min(STREAMS, threads))
         self.multiple = 1 if self.static or self.extra_outputs else SEQ_MULTIPLE
-        self.config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": threads}
-        if self.streams > 1:
-            self.config.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self.streams})
-        else:
-            self.config["PERFORMANCE_HINT"] = "LATENCY"
+        self.config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": threads,
+                       "PERFORMANCE_HINT": "LATENCY"}
         self.requests: dict = {}
         if not self.static:
-            self.requests[None] = self._compile(self.model, self.streams)
+            self.requests[None] = self._compile_streams(threads) if self.streams > 1 else self._compile(self.model)
         # A batch of one row cannot be split over the streams, and one stream has only its share of the threads:
         # such batches (infer, a lone served request) run on a second compilation, one stream on every thread,
         # made on the first of them. (1 x 384, 2 threads, f32: 55 ms on one of two streams, onnxruntime 31 ms.)
@@ -132,10 +130,19 @@ class OpenVinoRunner(QARunner):
             self.requests[key] = self._compile(model)
         return self.requests[key]
 
+    def _compile_streams(self, threads: int) -> tuple:
+        """One compiled model per stream, each one stream on its share of the threads, run at once on row slices.
+        Not one compiled model with NUM_STREAMS requests: two requests of one compiled model running at once
+        returned wrong logits now and then (f32: the first 300 dev questions scored EM 77.00 and 79.33 in two of six
+        runs instead of 80.33; FP8: every time; OpenVINO 2026.4.1 CPU, 2026-12-03)."""
+        # Without pinning: each compilation would pin its thread to the same first core.
+        config = {**self.config, "INFERENCE_NUM_THREADS": max(1, threads // self.streams), "ENABLE_CPU_PINNING": False}
+        compiled = [self._compile(self.model, 1, config) for _ in range(self.streams)]
+        return [request for requests, _ in compiled for request in requests], compiled[0][1]
+
     def _single_row(self) -> tuple:
         if self.single is None:
-            config = {k: v for k, v in self.config.items() if k != "NUM_STREAMS"}
-            self.single = self._compile(self.model, 1, {**config, "PERFORMANCE_HINT": "LATENCY"})
+            self.single = self._compile(self.model)
         return self.single
 
     def infer_impl(self, feed_dict):
