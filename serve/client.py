@@ -78,6 +78,13 @@ def _bytes_element(text: str) -> bytes:
     return struct.pack("<I", len(data)) + data
 
 
+def _answer_and_score(raw: dict[str, bytes]) -> tuple[str, float]:
+    """The answer text and score from the raw output tensors of one request (a BYTES element, an FP32)."""
+    answer, score = raw[OUTPUTS[0]], raw[OUTPUTS[1]]
+    (length,) = struct.unpack_from("<I", answer)
+    return answer[4:4 + length].decode("utf-8"), struct.unpack("<f", score[:4])[0]
+
+
 _IMPORT_LOCK = threading.Lock()
 
 
@@ -122,10 +129,7 @@ class PreparedGrpcAsker:
             response = self.infer(self.request, timeout=REQUEST_TIMEOUT_S)
         except self.rpc_error as exc:  # one line, as tritonclient words it: "[StatusCode.X] details"
             raise RuntimeError(f"[{exc.code()}] {exc.details()}") from None
-        raw = dict(zip((o.name for o in response.outputs), response.raw_output_contents))
-        answer, score = raw[OUTPUTS[0]], raw[OUTPUTS[1]]
-        (length,) = struct.unpack_from("<I", answer)
-        return answer[4:4 + length].decode("utf-8"), struct.unpack("<f", score[:4])[0]
+        return _answer_and_score(dict(zip((o.name for o in response.outputs), response.raw_output_contents)))
 
 
 class PreparedHttpAsker:
@@ -164,9 +168,7 @@ class PreparedHttpAsker:
             size = out["parameters"]["binary_data_size"]
             raw[out["name"]] = data[offset:offset + size]
             offset += size
-        answer, score = raw[OUTPUTS[0]], raw[OUTPUTS[1]]
-        (n,) = struct.unpack_from("<I", answer)
-        return answer[4:4 + n].decode("utf-8"), struct.unpack("<f", score[:4])[0]
+        return _answer_and_score(raw)
 
 
 _PREPARED = {"grpc": PreparedGrpcAsker, "http": PreparedHttpAsker}

@@ -114,13 +114,13 @@ class OpenVinoRunner(QARunner):
         # made on the first of them. (1 x 384, 2 threads, f32: 55 ms on one of two streams, onnxruntime 31 ms.)
         self.single: list | None = None
 
-    def _compile(self, model, requests: int = 1, config: dict | None = None) -> tuple:
-        """([infer requests], output names) of `model` compiled for the CPU."""
+    def _compile(self, model, config: dict | None = None) -> tuple:
+        """([its infer request], output names) of `model` compiled for the CPU."""
         compiled = self.core.compile_model(model, DEVICE, config or self.config)
         # each output by the name the QA contract (or compare --per-layer) asks for (a tensor may have several)
         wanted = set(OUTPUT_NAMES) | set(self.extra_outputs)
         names = [next((n for n in out.get_names() if n in wanted), out.get_any_name()) for out in compiled.outputs]
-        return [compiled.create_infer_request() for _ in range(requests)], names
+        return [compiled.create_infer_request()], names
 
     def _request(self, shape: tuple[int, int]):
         key = shape if self.static else None
@@ -133,11 +133,11 @@ class OpenVinoRunner(QARunner):
     def _compile_streams(self, threads: int) -> tuple:
         """One compiled model per stream, each one stream on its share of the threads, run at once on row slices.
         Not one compiled model with NUM_STREAMS requests: two requests of one compiled model running at once
-        returned wrong logits now and then (f32: the first 300 dev questions scored EM 77.00 and 79.33 in two of six
-        runs instead of 80.33; FP8: every time; OpenVINO 2026.4.1 CPU, 2026-12-03)."""
+        returned wrong logits now and then (f32: the first 300 dev questions scored EM 77.00, 79.33 and 76.67 in three
+        of fourteen runs instead of 80.33; FP8: every time; OpenVINO 2026.4.1 CPU, 2026-12-03)."""
         # Without pinning: each compilation would pin its thread to the same first core.
         config = {**self.config, "INFERENCE_NUM_THREADS": max(1, threads // self.streams), "ENABLE_CPU_PINNING": False}
-        compiled = [self._compile(self.model, 1, config) for _ in range(self.streams)]
+        compiled = [self._compile(self.model, config) for _ in range(self.streams)]
         return [request for requests, _ in compiled for request in requests], compiled[0][1]
 
     def _single_row(self) -> tuple:
@@ -158,7 +158,7 @@ class OpenVinoRunner(QARunner):
     @staticmethod
     def _run(requests, feed, rows) -> list[np.ndarray]:
         """The outputs of `feed` run as row slices on the requests at once (each on its own stream)."""
-        if len(requests) == 1 or rows == 1:
+        if len(requests) == 1:  # (a one-row batch comes with the single-row compilation's one request)
             # share_outputs=False (the default): the arrays are copies, not views that the next run overwrites
             return list(requests[0].infer(feed, True).to_tuple())
         step = -(-rows // len(requests))
